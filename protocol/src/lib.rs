@@ -1,1 +1,36 @@
-//! placeholder
+//! The wire protocol between mailfarm's coordinator, its smurfs (sender nodes) and operators.
+//!
+//! This crate is sans-IO: it holds the message types, the framing codec and the session state
+//! machines, and never touches a socket or an async runtime. The daemons feed it bytes read from
+//! QUIC streams and write out the bytes it produces, so every rule of the protocol is tested here
+//! without a network.
+//!
+//! A link works like this:
+//! 1. The client (smurf or operator) opens a bidirectional stream and sends [`Hello`] carrying
+//!    [`PROTOCOL_VERSION`]; the QUIC handshake already negotiated [`ALPN`] and mutual TLS.
+//! 2. The coordinator answers [`CoordinatorMessage::Welcome`] or [`CoordinatorMessage::Refused`].
+//! 3. For a smurf, the coordinator ships each campaign's [`TemplateBundle`] once (the smurf tells
+//!    in its hello which template hashes it already holds), then only [`RecipientBatch`]es of
+//!    per-recipient field values, never more than the smurf's window. The smurf answers with
+//!    [`RecipientResult`]s, which give the credit back.
+
+mod error;
+mod frame;
+mod messages;
+mod session;
+
+pub use error::{FrameError, ProtocolError};
+pub use frame::{decode_message, encode_frame, FrameDecoder, DEFAULT_MAX_FRAME, FRAME_HEADER_LEN};
+pub use messages::{
+    CampaignCounters, CampaignState, CampaignSubmission, ContentHash, CoordinatorMessage,
+    DeliveryTarget, Hello, OperatorRequest, OperatorResponse, Outcome, RecipientBatch,
+    RecipientData, RecipientResult, Role, SmurfMessage, TemplateBundle,
+};
+pub use session::{CoordinatorLink, SmurfLink, SmurfLinkEvent};
+
+/// ALPN identifier negotiated in the QUIC handshake. A peer speaking another major protocol
+/// generation uses another ALPN and fails the handshake cleanly.
+pub const ALPN: &[u8] = b"mailfarm/1";
+
+/// Version carried in [`Hello`]; bumped on any incompatible change within one ALPN generation.
+pub const PROTOCOL_VERSION: u16 = 1;

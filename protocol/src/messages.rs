@@ -1,0 +1,284 @@
+//! Every message that crosses a mailfarm link, as plain serde types encoded with postcard.
+//!
+//! The types are deliberately compact: after the template has been shipped once, a recipient
+//! costs an id and its field values on the wire, and a result costs an id, an outcome and the
+//! server's reply.
+
+use serde::{Deserialize, Serialize};
+
+/// SHA-256 of a campaign's template bundle contents; names the template on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ContentHash(pub [u8; 32]);
+
+impl std::fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for byte in &self.0[..8] {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// First message on a link, sent by the client that opened it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The sender's [`crate::PROTOCOL_VERSION`].
+    pub version: u16,
+    /// What the client is, and what it brings.
+    pub role: Role,
+}
+
+/// The role a client claims; the coordinator checks it against the client's certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// A sender node.
+    Smurf {
+        /// Node name; must match the DNS name in its certificate (`NAME.smurf.mailfarm`).
+        node: String,
+        /// Most recipients the smurf accepts in flight at once (its credit window).
+        window: u32,
+        /// Template bundles the smurf already holds, so they are not shipped again.
+        templates_held: Vec<ContentHash>,
+    },
+    /// An operator's command-line client.
+    Operator,
+}
+
+/// Where and how a smurf delivers a campaign's messages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryTarget {
+    /// Relay `host:port` that receives every message.
+    pub relay: String,
+    /// Concurrent SMTP connections per smurf.
+    pub connections: u16,
+}
+
+/// Everything a smurf needs to render a campaign's messages: shipped once per smurf.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateBundle {
+    /// Hash of the rest of the bundle; batches refer to it.
+    pub hash: ContentHash,
+    /// Campaign identifier.
+    pub campaign_id: String,
+    /// Handlebars source of the Subject header.
+    pub subject: String,
+    /// Handlebars source of the text/plain part.
+    pub text: String,
+    /// Handlebars source of the text/html part, if any.
+    pub html: Option<String>,
+    /// From header.
+    pub from: String,
+    /// Reply-To header.
+    pub reply_to: Option<String>,
+    /// List-Id value.
+    pub list_id: String,
+    /// Domain of the signed VERP return paths.
+    pub bounce_domain: String,
+    /// Handlebars source of the List-Unsubscribe target, if any.
+    pub list_unsubscribe: Option<String>,
+    /// Column names of the recipient data, in the order values are sent.
+    pub field_names: Vec<String>,
+    /// Index of the `email` column in `field_names`.
+    pub email_field: u32,
+    /// Key that signs VERP return paths, so bounces can be traced and not forged.
+    pub verp_key: Vec<u8>,
+    /// Where to deliver.
+    pub delivery: DeliveryTarget,
+}
+
+/// One recipient's data: its id and the values of its fields.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientData {
+    /// Coordinator-assigned id, unique within the campaign.
+    pub id: u64,
+    /// Field values in the order of [`TemplateBundle::field_names`]; may be shorter when the
+    /// recipient's row lacked trailing fields.
+    pub values: Vec<String>,
+}
+
+/// A batch of recipients to render and send with one template.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientBatch {
+    /// The template bundle to render with.
+    pub template: ContentHash,
+    /// The recipients.
+    pub recipients: Vec<RecipientData>,
+}
+
+/// What happened to one recipient's message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Accepted by the receiving server (2xx).
+    Delivered,
+    /// Temporarily refused or not attempted to completion (4xx, network trouble): retry later.
+    Deferred,
+    /// Permanently refused (5xx) or impossible to render or send.
+    Failed,
+}
+
+/// The result of one delivery attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientResult {
+    /// Recipient id from the batch.
+    pub id: u64,
+    /// Outcome class.
+    pub outcome: Outcome,
+    /// SMTP reply code, or 0 when no server reply applies (render error, connection failure).
+    pub code: u16,
+    /// RFC 3463 enhanced status code as `class.subject.detail`, when the server gave one.
+    pub enhanced: Option<(u8, u16, u16)>,
+    /// Reply text or local reason.
+    pub text: String,
+    /// Size of the message the smurf rendered, in bytes (0 when it was not rendered).
+    pub rendered_bytes: u32,
+}
+
+/// Coordinator-to-smurf messages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CoordinatorMessage {
+    /// The hello was accepted.
+    Welcome {
+        /// Coordinator's protocol version.
+        version: u16,
+        /// Node name the coordinator recognised.
+        node: String,
+    },
+    /// The hello was refused; the link closes.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+    /// A campaign's template bundle.
+    Template(Box<TemplateBundle>),
+    /// Recipients to send.
+    Batch(RecipientBatch),
+    /// The template is no longer needed (its campaign ended).
+    Forget(ContentHash),
+}
+
+/// Smurf-to-coordinator messages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SmurfMessage {
+    /// First message of the link.
+    Hello(Hello),
+    /// Results of delivery attempts; each frees one unit of window.
+    Results(Vec<RecipientResult>),
+    /// The smurf could not use a template (it did not compile); its recipients fail.
+    TemplateRejected {
+        /// Which template.
+        hash: ContentHash,
+        /// The compile error.
+        reason: String,
+    },
+    /// The smurf is shutting down: it sends no more results after this.
+    Goodbye,
+}
+
+/// A campaign as an operator submits it: settings, template sources and the recipient CSV.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignSubmission {
+    /// Campaign identifier.
+    pub id: String,
+    /// From header.
+    pub from: String,
+    /// Reply-To header.
+    pub reply_to: Option<String>,
+    /// Handlebars source of the subject.
+    pub subject: String,
+    /// List-Id value.
+    pub list_id: String,
+    /// VERP domain.
+    pub bounce_domain: String,
+    /// Handlebars source of List-Unsubscribe.
+    pub list_unsubscribe: Option<String>,
+    /// Text part source.
+    pub text: String,
+    /// HTML part source.
+    pub html: Option<String>,
+    /// Where to deliver.
+    pub delivery: DeliveryTarget,
+    /// The recipient list, as CSV with a header row.
+    pub recipients_csv: Vec<u8>,
+}
+
+/// Operator-to-coordinator requests (after the [`Hello`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OperatorRequest {
+    /// First message of the link.
+    Hello(Hello),
+    /// Start a campaign.
+    Launch(Box<CampaignSubmission>),
+    /// Counters of one campaign.
+    Status {
+        /// Campaign identifier.
+        campaign_id: String,
+    },
+    /// Counters of every campaign.
+    List,
+}
+
+/// Lifecycle state of a campaign.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CampaignState {
+    /// Recipients remain to be sent or are in flight.
+    Running,
+    /// Every recipient reached a final state.
+    Finished,
+}
+
+/// Counters of a campaign, as shown by `campaign status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignCounters {
+    /// Campaign identifier.
+    pub id: String,
+    /// Whether it finished.
+    pub finished: bool,
+    /// Recipients accepted into the campaign.
+    pub total: u64,
+    /// Rows refused at ingest (bad address, bad encoding, duplicate).
+    pub rejected_rows: u64,
+    /// Not yet handed to a smurf.
+    pub queued: u64,
+    /// Handed to a smurf, no result yet.
+    pub in_flight: u64,
+    /// Accepted by the receiving server.
+    pub delivered: u64,
+    /// Last attempt was temporarily refused.
+    pub deferred: u64,
+    /// Permanently failed.
+    pub failed: u64,
+    /// Milliseconds since launch (until finish, once finished).
+    pub elapsed_ms: u64,
+    /// Bytes of recipient data and results that crossed QUIC, frames included.
+    pub wire_bytes: u64,
+    /// Bytes of template bundles shipped to smurfs.
+    pub template_bytes: u64,
+    /// How many times the template was shipped (once per smurf that served the campaign).
+    pub template_shipments: u64,
+    /// Total size of the messages smurfs rendered.
+    pub rendered_bytes: u64,
+}
+
+/// Coordinator-to-operator responses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OperatorResponse {
+    /// Reply to the operator's hello.
+    Welcome {
+        /// Coordinator's protocol version.
+        version: u16,
+    },
+    /// A campaign was accepted.
+    Launched {
+        /// Campaign counters right after ingest.
+        counters: CampaignCounters,
+        /// First rejected rows with reasons (`line N: reason`), capped.
+        rejects: Vec<String>,
+    },
+    /// Counters of one or more campaigns.
+    Status(Vec<CampaignCounters>),
+    /// The request failed.
+    Error {
+        /// What went wrong, for the operator.
+        message: String,
+    },
+}

@@ -1,0 +1,447 @@
+//! Session state of a smurf link, one machine per side, with no I/O.
+//!
+//! [`CoordinatorLink`] is the coordinator's view of one smurf: has it said hello, which
+//! templates it holds, which recipients it has in flight and how much window is left.
+//! [`SmurfLink`] is the smurf's view of the coordinator: has it been welcomed, which templates
+//! it was given, how many recipients it owes results for. Each side checks the other's moves,
+//! so a confused or hostile peer is caught as a [`ProtocolError`] instead of corrupting state.
+
+use std::collections::HashSet;
+
+use crate::{
+    ContentHash, CoordinatorMessage, Hello, ProtocolError, RecipientBatch, RecipientData,
+    RecipientResult, Role, TemplateBundle, PROTOCOL_VERSION,
+};
+
+/// Coordinator-side state of one smurf link.
+#[derive(Debug, Default)]
+pub struct CoordinatorLink {
+    node: Option<String>,
+    window: usize,
+    templates_held: HashSet<ContentHash>,
+    in_flight: HashSet<u64>,
+    closing: bool,
+}
+
+impl CoordinatorLink {
+    /// A link whose hello has not arrived yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Handles the smurf's hello; `certified_node` is the node name its certificate proves
+    /// (checked by the caller). Returns the reply to send; a refusal is also an error.
+    pub fn on_hello(
+        &mut self,
+        hello: Hello,
+        certified_node: impl Fn(&str) -> bool,
+    ) -> Result<CoordinatorMessage, (CoordinatorMessage, ProtocolError)> {
+        let refuse = |error: ProtocolError| {
+            (
+                CoordinatorMessage::Refused {
+                    reason: error.to_string(),
+                },
+                error,
+            )
+        };
+        if self.node.is_some() {
+            return Err(refuse(ProtocolError::Unexpected {
+                message: "second hello",
+                state: "ready",
+            }));
+        }
+        if hello.version != PROTOCOL_VERSION {
+            return Err(refuse(ProtocolError::VersionMismatch {
+                peer: hello.version,
+                ours: PROTOCOL_VERSION,
+            }));
+        }
+        let Role::Smurf {
+            node,
+            window,
+            templates_held,
+        } = hello.role
+        else {
+            return Err(refuse(ProtocolError::Unexpected {
+                message: "operator hello",
+                state: "expecting a smurf",
+            }));
+        };
+        if !certified_node(&node) {
+            return Err(refuse(ProtocolError::Refused(format!(
+                "node name {node:?} is not the name in the client certificate"
+            ))));
+        }
+        self.window = (window as usize).max(1);
+        self.templates_held = templates_held.into_iter().collect();
+        self.node = Some(node.clone());
+        Ok(CoordinatorMessage::Welcome {
+            version: PROTOCOL_VERSION,
+            node,
+        })
+    }
+
+    /// The node name, once the hello was accepted.
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
+    }
+
+    /// How many more recipients may be sent now.
+    pub fn credit(&self) -> usize {
+        if self.node.is_none() || self.closing {
+            return 0;
+        }
+        self.window.saturating_sub(self.in_flight.len())
+    }
+
+    /// Recipients in flight on this link.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Whether the smurf already holds a template.
+    pub fn holds(&self, hash: &ContentHash) -> bool {
+        self.templates_held.contains(hash)
+    }
+
+    /// Builds the messages that send `recipients` with `bundle`: the bundle first if the smurf
+    /// lacks it, then the batch. The caller must not pass more than [`Self::credit`] recipients.
+    pub fn dispatch(
+        &mut self,
+        bundle: &TemplateBundle,
+        recipients: Vec<RecipientData>,
+    ) -> Result<Vec<CoordinatorMessage>, ProtocolError> {
+        if self.node.is_none() {
+            return Err(ProtocolError::Unexpected {
+                message: "dispatch",
+                state: "awaiting hello",
+            });
+        }
+        if recipients.len() > self.credit() {
+            return Err(ProtocolError::WindowOverrun {
+                in_flight: self.in_flight.len() + recipients.len(),
+                window: self.window,
+            });
+        }
+        let mut out = Vec::with_capacity(2);
+        if self.templates_held.insert(bundle.hash) {
+            out.push(CoordinatorMessage::Template(Box::new(bundle.clone())));
+        }
+        self.in_flight.extend(recipients.iter().map(|r| r.id));
+        out.push(CoordinatorMessage::Batch(RecipientBatch {
+            template: bundle.hash,
+            recipients,
+        }));
+        Ok(out)
+    }
+
+    /// Accounts for results; every id must be in flight on this link.
+    pub fn on_results(&mut self, results: &[RecipientResult]) -> Result<(), ProtocolError> {
+        if let Some(unknown) = results.iter().find(|r| !self.in_flight.contains(&r.id)) {
+            return Err(ProtocolError::UnknownRecipient(unknown.id));
+        }
+        for result in results {
+            self.in_flight.remove(&result.id);
+        }
+        Ok(())
+    }
+
+    /// The template is gone from the smurf (campaign over): forget that it holds it.
+    pub fn forget(&mut self, hash: &ContentHash) {
+        self.templates_held.remove(hash);
+    }
+
+    /// Stops new work on this link (the smurf said goodbye or the coordinator is draining).
+    pub fn close(&mut self) {
+        self.closing = true;
+    }
+
+    /// Takes every recipient still in flight, for re-queueing when the link is lost.
+    pub fn take_in_flight(&mut self) -> Vec<u64> {
+        self.in_flight.drain().collect()
+    }
+}
+
+/// What the smurf must do after a coordinator message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SmurfLinkEvent {
+    /// The coordinator accepted the hello.
+    Welcomed,
+    /// Compile and keep this template.
+    Template(Box<TemplateBundle>),
+    /// Render and send these recipients.
+    Batch(RecipientBatch),
+    /// Drop this template.
+    Forget(ContentHash),
+}
+
+/// Smurf-side state of the link to the coordinator.
+#[derive(Debug)]
+pub struct SmurfLink {
+    welcomed: bool,
+    window: usize,
+    templates: HashSet<ContentHash>,
+    owed: usize,
+}
+
+impl SmurfLink {
+    /// A link that will announce `window` and the templates the smurf already holds.
+    pub fn new(window: u32, templates_held: impl IntoIterator<Item = ContentHash>) -> Self {
+        Self {
+            welcomed: false,
+            window: window.max(1) as usize,
+            templates: templates_held.into_iter().collect(),
+            owed: 0,
+        }
+    }
+
+    /// The hello to send first.
+    pub fn hello(&self, node: &str) -> Hello {
+        let mut held: Vec<ContentHash> = self.templates.iter().copied().collect();
+        held.sort();
+        Hello {
+            version: PROTOCOL_VERSION,
+            role: Role::Smurf {
+                node: node.to_owned(),
+                window: self.window as u32,
+                templates_held: held,
+            },
+        }
+    }
+
+    /// Checks a coordinator message against the session rules.
+    pub fn on_message(
+        &mut self,
+        message: CoordinatorMessage,
+    ) -> Result<SmurfLinkEvent, ProtocolError> {
+        match message {
+            CoordinatorMessage::Refused { reason } => Err(ProtocolError::Refused(reason)),
+            CoordinatorMessage::Welcome { version, .. } => {
+                if self.welcomed {
+                    return Err(ProtocolError::Unexpected {
+                        message: "second welcome",
+                        state: "ready",
+                    });
+                }
+                if version != PROTOCOL_VERSION {
+                    return Err(ProtocolError::VersionMismatch {
+                        peer: version,
+                        ours: PROTOCOL_VERSION,
+                    });
+                }
+                self.welcomed = true;
+                Ok(SmurfLinkEvent::Welcomed)
+            }
+            _ if !self.welcomed => Err(ProtocolError::Unexpected {
+                message: "work",
+                state: "awaiting welcome",
+            }),
+            CoordinatorMessage::Template(bundle) => {
+                self.templates.insert(bundle.hash);
+                Ok(SmurfLinkEvent::Template(bundle))
+            }
+            CoordinatorMessage::Batch(batch) => {
+                if !self.templates.contains(&batch.template) {
+                    return Err(ProtocolError::UnknownTemplate(batch.template.to_string()));
+                }
+                let in_flight = self.owed + batch.recipients.len();
+                if in_flight > self.window {
+                    return Err(ProtocolError::WindowOverrun {
+                        in_flight,
+                        window: self.window,
+                    });
+                }
+                self.owed = in_flight;
+                Ok(SmurfLinkEvent::Batch(batch))
+            }
+            CoordinatorMessage::Forget(hash) => {
+                self.templates.remove(&hash);
+                Ok(SmurfLinkEvent::Forget(hash))
+            }
+        }
+    }
+
+    /// Records that `count` results are being sent back.
+    pub fn results_sent(&mut self, count: usize) {
+        self.owed = self.owed.saturating_sub(count);
+    }
+
+    /// Recipients received and not yet answered.
+    pub fn owed(&self) -> usize {
+        self.owed
+    }
+
+    /// Forgets the session (the link dropped) but keeps the templates, so a reconnect announces
+    /// them and they are not shipped again.
+    pub fn reset(&mut self) {
+        self.welcomed = false;
+        self.owed = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DeliveryTarget, Outcome};
+
+    fn bundle(seed: u8) -> TemplateBundle {
+        TemplateBundle {
+            hash: ContentHash([seed; 32]),
+            campaign_id: "c1".into(),
+            subject: "Hi {{first_name}}".into(),
+            text: "Hello {{first_name}}".into(),
+            html: None,
+            from: "news@acme.example".into(),
+            reply_to: None,
+            list_id: "l.acme.example".into(),
+            bounce_domain: "b.acme.example".into(),
+            list_unsubscribe: None,
+            field_names: vec!["email".into(), "first_name".into()],
+            email_field: 0,
+            verp_key: vec![1; 32],
+            delivery: DeliveryTarget {
+                relay: "127.0.0.1:25".into(),
+                connections: 2,
+            },
+        }
+    }
+
+    fn recipients(ids: std::ops::Range<u64>) -> Vec<RecipientData> {
+        ids.map(|id| RecipientData {
+            id,
+            values: vec![format!("u{id}@example.com"), format!("U{id}")],
+        })
+        .collect()
+    }
+
+    fn result(id: u64) -> RecipientResult {
+        RecipientResult {
+            id,
+            outcome: Outcome::Delivered,
+            code: 250,
+            enhanced: Some((2, 0, 0)),
+            text: "ok".into(),
+            rendered_bytes: 100,
+        }
+    }
+
+    fn welcomed_pair(window: u32) -> (CoordinatorLink, SmurfLink) {
+        let mut coordinator = CoordinatorLink::new();
+        let mut smurf = SmurfLink::new(window, []);
+        let reply = coordinator
+            .on_hello(smurf.hello("s1"), |n| n == "s1")
+            .unwrap();
+        assert_eq!(smurf.on_message(reply).unwrap(), SmurfLinkEvent::Welcomed);
+        (coordinator, smurf)
+    }
+
+    #[test]
+    fn template_crosses_once_then_only_batches() {
+        let (mut coordinator, mut smurf) = welcomed_pair(10);
+        let b = bundle(7);
+        let first = coordinator.dispatch(&b, recipients(0..4)).unwrap();
+        assert!(matches!(first[0], CoordinatorMessage::Template(_)));
+        assert_eq!(first.len(), 2);
+        for m in first {
+            smurf.on_message(m).unwrap();
+        }
+        let second = coordinator.dispatch(&b, recipients(4..8)).unwrap();
+        assert_eq!(second.len(), 1, "template must not be shipped twice");
+        assert!(matches!(second[0], CoordinatorMessage::Batch(_)));
+        smurf.on_message(second.into_iter().next().unwrap()).unwrap();
+        assert_eq!(smurf.owed(), 8);
+        assert_eq!(coordinator.credit(), 2);
+    }
+
+    #[test]
+    fn reconnecting_smurf_that_holds_template_does_not_get_it_again() {
+        let b = bundle(3);
+        let mut smurf = SmurfLink::new(4, [b.hash]);
+        smurf.reset();
+        let mut coordinator = CoordinatorLink::new();
+        coordinator
+            .on_hello(smurf.hello("s1"), |n| n == "s1")
+            .unwrap();
+        let messages = coordinator.dispatch(&b, recipients(0..1)).unwrap();
+        assert_eq!(messages.len(), 1);
+        assert!(matches!(messages[0], CoordinatorMessage::Batch(_)));
+    }
+
+    #[test]
+    fn window_is_enforced_on_both_sides() {
+        let (mut coordinator, mut smurf) = welcomed_pair(3);
+        let b = bundle(1);
+        assert!(matches!(
+            coordinator.dispatch(&b, recipients(0..4)),
+            Err(ProtocolError::WindowOverrun { .. })
+        ));
+        smurf
+            .on_message(CoordinatorMessage::Template(Box::new(b.clone())))
+            .unwrap();
+        let overrun = CoordinatorMessage::Batch(RecipientBatch {
+            template: b.hash,
+            recipients: recipients(0..4),
+        });
+        assert!(matches!(
+            smurf.on_message(overrun),
+            Err(ProtocolError::WindowOverrun { .. })
+        ));
+    }
+
+    #[test]
+    fn results_give_credit_back_and_unknown_ids_are_refused() {
+        let (mut coordinator, _smurf) = welcomed_pair(2);
+        let b = bundle(1);
+        coordinator.dispatch(&b, recipients(0..2)).unwrap();
+        assert_eq!(coordinator.credit(), 0);
+        coordinator.on_results(&[result(0)]).unwrap();
+        assert_eq!(coordinator.credit(), 1);
+        assert_eq!(
+            coordinator.on_results(&[result(99)]),
+            Err(ProtocolError::UnknownRecipient(99))
+        );
+        assert_eq!(
+            coordinator.on_results(&[result(0)]),
+            Err(ProtocolError::UnknownRecipient(0)),
+            "a result counts once"
+        );
+        assert_eq!(coordinator.take_in_flight(), vec![1]);
+    }
+
+    #[test]
+    fn version_mismatch_and_wrong_identity_are_refused() {
+        let mut coordinator = CoordinatorLink::new();
+        let mut hello = SmurfLink::new(1, []).hello("s1");
+        hello.version = PROTOCOL_VERSION + 1;
+        let (reply, error) = coordinator.on_hello(hello, |_| true).unwrap_err();
+        assert!(matches!(error, ProtocolError::VersionMismatch { .. }));
+        assert!(matches!(reply, CoordinatorMessage::Refused { .. }));
+
+        let mut coordinator = CoordinatorLink::new();
+        let (_, error) = coordinator
+            .on_hello(SmurfLink::new(1, []).hello("s1"), |n| n == "s2")
+            .unwrap_err();
+        assert!(matches!(error, ProtocolError::Refused(_)));
+        assert_eq!(coordinator.credit(), 0);
+    }
+
+    #[test]
+    fn smurf_refuses_work_before_welcome_and_unknown_templates() {
+        let mut smurf = SmurfLink::new(5, []);
+        let batch = CoordinatorMessage::Batch(RecipientBatch {
+            template: ContentHash([9; 32]),
+            recipients: recipients(0..1),
+        });
+        assert!(smurf.on_message(batch.clone()).is_err());
+        smurf
+            .on_message(CoordinatorMessage::Welcome {
+                version: PROTOCOL_VERSION,
+                node: "s1".into(),
+            })
+            .unwrap();
+        assert!(matches!(
+            smurf.on_message(batch),
+            Err(ProtocolError::UnknownTemplate(_))
+        ));
+    }
+}

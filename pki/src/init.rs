@@ -128,6 +128,18 @@ pub fn init_farm(
     }
     let issuer = Issuer::new(ca_params(), ca_key);
 
+    let verp_path = dir.join("verp.key");
+    if verp_path.exists() {
+        report.kept.push(verp_path);
+    } else {
+        let mut secret = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+            .map_err(|_| PkiError::BadName("system random generator failed".into()))?;
+        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        write_new(&verp_path, &(hex + "\n"), 0o600)?;
+        report.created.push(verp_path);
+    }
+
     let mut nodes = vec![("coordinator".to_owned(), COORDINATOR_NAME.to_owned())];
     nodes.extend(smurfs.iter().map(|n| (n.clone(), smurf_dns_name(n))));
     nodes.extend(operators.iter().map(|n| (n.clone(), operator_dns_name(n))));
@@ -176,7 +188,7 @@ mod tests {
     fn rerun_keeps_keys_and_adds_new_nodes() {
         let dir = tempfile::tempdir().unwrap();
         let first = init_farm(dir.path(), &["smurf-1".into()], &["operator".into()]).unwrap();
-        assert_eq!(first.created.len(), 2 + 3 * 2);
+        assert_eq!(first.created.len(), 3 + 3 * 2);
         let ca_key = fs::read(dir.path().join("ca.key")).unwrap();
         let smurf_key = fs::read(dir.path().join("smurf-1.key")).unwrap();
         #[cfg(unix)]
@@ -207,4 +219,22 @@ mod tests {
             Err(PkiError::BadName(_))
         ));
     }
+}
+
+/// Reads a hex-encoded secret written by [`init_farm`] (e.g. `verp.key`).
+pub fn load_secret(path: &Path) -> Result<Vec<u8>, PkiError> {
+    let text = read(path)?;
+    let text = text.trim();
+    let bad = || PkiError::BadPem {
+        path: path.to_owned(),
+        reason: "expected at least 32 hex-encoded bytes".into(),
+    };
+    if text.len() < 64 || text.len() % 2 != 0 {
+        return Err(bad());
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| text.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(bad)
 }

@@ -8,8 +8,9 @@
 
 mod init;
 mod tls;
+pub mod wire;
 
-pub use init::{init_farm, FarmFiles, InitReport};
+pub use init::{init_farm, load_secret, FarmFiles, InitReport};
 pub use tls::{
     client_config, operator_dns_name, peer_has_name, server_config, smurf_dns_name, Identity,
     COORDINATOR_NAME,

@@ -56,6 +56,11 @@ impl FrameDecoder {
         }
     }
 
+    /// Changes the largest accepted frame body, e.g. once a link's role is known.
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.max_frame = max_frame;
+    }
+
     /// Adds received bytes.
     pub fn push(&mut self, bytes: &[u8]) {
         self.buffer.extend_from_slice(bytes);
@@ -111,13 +116,14 @@ mod tests {
     #[test]
     fn frames_survive_any_chunking() {
         let messages = vec![
-            CoordinatorMessage::Refused {
-                reason: "no".into(),
-            },
-            CoordinatorMessage::Welcome {
-                version: 1,
-                node: "smurf-1".into(),
-            },
+            CoordinatorMessage::Forget(crate::ContentHash([7; 32])),
+            CoordinatorMessage::Batch(crate::RecipientBatch {
+                template: crate::ContentHash([1; 32]),
+                recipients: vec![crate::RecipientData {
+                    id: 42,
+                    values: vec!["a@b.example".into(), "Zoë".into()],
+                }],
+            }),
         ];
         let mut wire = Vec::new();
         for m in &messages {
@@ -181,6 +187,8 @@ mod tests {
             let _ = decode_message::<SmurfMessage>(&bytes);
             let _ = decode_message::<CoordinatorMessage>(&bytes);
             let _ = decode_message::<OperatorRequest>(&bytes);
+            let _ = decode_message::<crate::Hello>(&bytes);
+            let _ = decode_message::<crate::HelloReply>(&bytes);
             let _ = decode_message::<crate::OperatorResponse>(&bytes);
             let mut decoder = FrameDecoder::new(64);
             decoder.push(&bytes);

@@ -8,7 +8,9 @@
 //! A link works like this:
 //! 1. The client (smurf or operator) opens a bidirectional stream and sends [`Hello`] carrying
 //!    [`PROTOCOL_VERSION`]; the QUIC handshake already negotiated [`ALPN`] and mutual TLS.
-//! 2. The coordinator answers [`CoordinatorMessage::Welcome`] or [`CoordinatorMessage::Refused`].
+//! 2. The coordinator answers [`HelloReply::Welcome`] or [`HelloReply::Refused`]; then a smurf
+//!    link carries [`CoordinatorMessage`]s and [`SmurfMessage`]s, an operator link
+//!    [`OperatorRequest`]s and [`OperatorResponse`]s.
 //! 3. For a smurf, the coordinator ships each campaign's [`TemplateBundle`] once (the smurf tells
 //!    in its hello which template hashes it already holds), then only [`RecipientBatch`]es of
 //!    per-recipient field values, never more than the smurf's window. The smurf answers with
@@ -23,7 +25,7 @@ pub use error::{FrameError, ProtocolError};
 pub use frame::{decode_message, encode_frame, FrameDecoder, DEFAULT_MAX_FRAME, FRAME_HEADER_LEN};
 pub use messages::{
     CampaignCounters, CampaignState, CampaignSubmission, ContentHash, CoordinatorMessage,
-    DeliveryTarget, Hello, OperatorRequest, OperatorResponse, Outcome, RecipientBatch,
+    DeliveryTarget, Hello, HelloReply, OperatorRequest, OperatorResponse, Outcome, RecipientBatch,
     RecipientData, RecipientResult, Role, SmurfMessage, TemplateBundle,
 };
 pub use session::{CoordinatorLink, SmurfLink, SmurfLinkEvent};

@@ -19,7 +19,7 @@ impl std::fmt::Display for ContentHash {
     }
 }
 
-/// First message on a link, sent by the client that opened it.
+/// First frame on every link, sent by the client that opened it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     /// The sender's [`crate::PROTOCOL_VERSION`].
@@ -41,7 +41,10 @@ pub enum Role {
         templates_held: Vec<ContentHash>,
     },
     /// An operator's command-line client.
-    Operator,
+    Operator {
+        /// Operator name; must match the DNS name in its certificate (`NAME.operator.mailfarm`).
+        name: String,
+    },
 }
 
 /// Where and how a smurf delivers a campaign's messages.
@@ -133,21 +136,26 @@ pub struct RecipientResult {
     pub rendered_bytes: u32,
 }
 
-/// Coordinator-to-smurf messages.
+/// The coordinator's answer to a [`Hello`]: the second frame of every link.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CoordinatorMessage {
+pub enum HelloReply {
     /// The hello was accepted.
     Welcome {
         /// Coordinator's protocol version.
         version: u16,
-        /// Node name the coordinator recognised.
-        node: String,
+        /// Name the coordinator recognised (node or operator).
+        name: String,
     },
     /// The hello was refused; the link closes.
     Refused {
         /// Why.
         reason: String,
     },
+}
+
+/// Coordinator-to-smurf messages, after the [`HelloReply`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CoordinatorMessage {
     /// A campaign's template bundle.
     Template(Box<TemplateBundle>),
     /// Recipients to send.
@@ -156,11 +164,9 @@ pub enum CoordinatorMessage {
     Forget(ContentHash),
 }
 
-/// Smurf-to-coordinator messages.
+/// Smurf-to-coordinator messages, after the [`Hello`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SmurfMessage {
-    /// First message of the link.
-    Hello(Hello),
     /// Results of delivery attempts; each frees one unit of window.
     Results(Vec<RecipientResult>),
     /// The smurf could not use a template (it did not compile); its recipients fail.
@@ -204,8 +210,6 @@ pub struct CampaignSubmission {
 /// Operator-to-coordinator requests (after the [`Hello`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OperatorRequest {
-    /// First message of the link.
-    Hello(Hello),
     /// Start a campaign.
     Launch(Box<CampaignSubmission>),
     /// Counters of one campaign.
@@ -262,11 +266,6 @@ pub struct CampaignCounters {
 /// Coordinator-to-operator responses.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OperatorResponse {
-    /// Reply to the operator's hello.
-    Welcome {
-        /// Coordinator's protocol version.
-        version: u16,
-    },
     /// A campaign was accepted.
     Launched {
         /// Campaign counters right after ingest.

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 
 use crate::{
-    ContentHash, CoordinatorMessage, Hello, ProtocolError, RecipientBatch, RecipientData,
+    ContentHash, CoordinatorMessage, Hello, HelloReply, ProtocolError, RecipientBatch, RecipientData,
     RecipientResult, Role, TemplateBundle, PROTOCOL_VERSION,
 };
 
@@ -35,10 +35,10 @@ impl CoordinatorLink {
         &mut self,
         hello: Hello,
         certified_node: impl Fn(&str) -> bool,
-    ) -> Result<CoordinatorMessage, (CoordinatorMessage, ProtocolError)> {
+    ) -> Result<HelloReply, (HelloReply, ProtocolError)> {
         let refuse = |error: ProtocolError| {
             (
-                CoordinatorMessage::Refused {
+                HelloReply::Refused {
                     reason: error.to_string(),
                 },
                 error,
@@ -75,9 +75,9 @@ impl CoordinatorLink {
         self.window = (window as usize).max(1);
         self.templates_held = templates_held.into_iter().collect();
         self.node = Some(node.clone());
-        Ok(CoordinatorMessage::Welcome {
+        Ok(HelloReply::Welcome {
             version: PROTOCOL_VERSION,
-            node,
+            name: node,
         })
     }
 
@@ -165,8 +165,6 @@ impl CoordinatorLink {
 /// What the smurf must do after a coordinator message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SmurfLinkEvent {
-    /// The coordinator accepted the hello.
-    Welcomed,
     /// Compile and keep this template.
     Template(Box<TemplateBundle>),
     /// Render and send these recipients.
@@ -209,33 +207,39 @@ impl SmurfLink {
         }
     }
 
+    /// Handles the coordinator's answer to the hello.
+    pub fn on_hello_reply(&mut self, reply: HelloReply) -> Result<(), ProtocolError> {
+        match reply {
+            HelloReply::Refused { reason } => Err(ProtocolError::Refused(reason)),
+            HelloReply::Welcome { .. } if self.welcomed => Err(ProtocolError::Unexpected {
+                message: "second welcome",
+                state: "ready",
+            }),
+            HelloReply::Welcome { version, .. } if version != PROTOCOL_VERSION => {
+                Err(ProtocolError::VersionMismatch {
+                    peer: version,
+                    ours: PROTOCOL_VERSION,
+                })
+            }
+            HelloReply::Welcome { .. } => {
+                self.welcomed = true;
+                Ok(())
+            }
+        }
+    }
+
     /// Checks a coordinator message against the session rules.
     pub fn on_message(
         &mut self,
         message: CoordinatorMessage,
     ) -> Result<SmurfLinkEvent, ProtocolError> {
-        match message {
-            CoordinatorMessage::Refused { reason } => Err(ProtocolError::Refused(reason)),
-            CoordinatorMessage::Welcome { version, .. } => {
-                if self.welcomed {
-                    return Err(ProtocolError::Unexpected {
-                        message: "second welcome",
-                        state: "ready",
-                    });
-                }
-                if version != PROTOCOL_VERSION {
-                    return Err(ProtocolError::VersionMismatch {
-                        peer: version,
-                        ours: PROTOCOL_VERSION,
-                    });
-                }
-                self.welcomed = true;
-                Ok(SmurfLinkEvent::Welcomed)
-            }
-            _ if !self.welcomed => Err(ProtocolError::Unexpected {
+        if !self.welcomed {
+            return Err(ProtocolError::Unexpected {
                 message: "work",
                 state: "awaiting welcome",
-            }),
+            });
+        }
+        match message {
             CoordinatorMessage::Template(bundle) => {
                 self.templates.insert(bundle.hash);
                 Ok(SmurfLinkEvent::Template(bundle))
@@ -331,7 +335,7 @@ mod tests {
         let reply = coordinator
             .on_hello(smurf.hello("s1"), |n| n == "s1")
             .unwrap();
-        assert_eq!(smurf.on_message(reply).unwrap(), SmurfLinkEvent::Welcomed);
+        smurf.on_hello_reply(reply).unwrap();
         (coordinator, smurf)
     }
 
@@ -415,7 +419,7 @@ mod tests {
         hello.version = PROTOCOL_VERSION + 1;
         let (reply, error) = coordinator.on_hello(hello, |_| true).unwrap_err();
         assert!(matches!(error, ProtocolError::VersionMismatch { .. }));
-        assert!(matches!(reply, CoordinatorMessage::Refused { .. }));
+        assert!(matches!(reply, HelloReply::Refused { .. }));
 
         let mut coordinator = CoordinatorLink::new();
         let (_, error) = coordinator
@@ -434,9 +438,9 @@ mod tests {
         });
         assert!(smurf.on_message(batch.clone()).is_err());
         smurf
-            .on_message(CoordinatorMessage::Welcome {
+            .on_hello_reply(HelloReply::Welcome {
                 version: PROTOCOL_VERSION,
-                node: "s1".into(),
+                name: "s1".into(),
             })
             .unwrap();
         assert!(matches!(

@@ -1,1 +1,16 @@
-//! placeholder
+//! A mailfarm smurf: a sender node. It receives each campaign's template once, then only
+//! per-recipient data, renders every message itself and delivers it over pooled SMTP sessions,
+//! reporting every outcome back to the coordinator.
+//!
+//! Roles live in their own folders: `outbound/` (the SMTP client), `inbound/` (SMTP receivers:
+//! today the capture sink, later the inbound MX role).
+
+mod config;
+pub mod delivery;
+pub mod inbound;
+mod link;
+pub mod outbound;
+
+pub use config::SmurfConfig;
+pub use delivery::DeliverySettings;
+pub use link::{run_smurf, SmurfSettings};

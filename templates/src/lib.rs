@@ -1,1 +1,65 @@
-//! placeholder
+//! Per-recipient rendering of campaign templates into complete MIME messages, with signed VERP
+//! return paths.
+//!
+//! A smurf receives a campaign's templates once and compiles them with
+//! [`MessageTemplate::compile`], which also finds the mistakes that would fail every recipient
+//! (syntax errors, variables that are not columns). It then calls [`MessageTemplate::render`]
+//! for each recipient on the hot path, which produces the envelope addresses and the RFC 5322
+//! message. [`VerpSigner`] makes and checks the return paths that bounces come back to.
+//!
+//! Templates are handlebars in strict mode. Values are inserted verbatim in the Subject and the
+//! text part and HTML-escaped in the HTML part. The helper `{{urlencode x}}` percent-encodes a
+//! value for a URL.
+
+mod error;
+mod fields;
+mod mime;
+mod render;
+mod verp;
+
+pub use error::{
+    RenderError, TemplateError, VerpError, HTML_FILE, SUBJECT_FILE, TEXT_FILE, UNSUBSCRIBE_FILE,
+};
+pub use render::{MessageTemplate, RenderedMessage, URLENCODE_HELPER};
+pub use verp::{VerpSigner, VerpToken, MAX_CAMPAIGN_ID_LEN};
+
+/// Template sources as read from a campaign folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateSources {
+    /// Handlebars source of the Subject header (from campaign.toml).
+    pub subject: String,
+    /// Handlebars source of the text/plain part (body.txt.hbs).
+    pub text: String,
+    /// Handlebars source of the text/html part (body.html.hbs), if the campaign has one.
+    pub html: Option<String>,
+}
+
+/// Per-campaign header settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageSettings {
+    /// Campaign id: 1 to [`MAX_CAMPAIGN_ID_LEN`] of `[A-Za-z0-9_-]`.
+    pub campaign_id: String,
+    /// From header: `Display Name <addr@domain>` or `addr@domain`; the display name may be
+    /// non-ASCII or quoted.
+    pub from: String,
+    /// Reply-To header, same syntax as `from`.
+    pub reply_to: Option<String>,
+    /// List identifier, e.g. `weekly.acme.example`, sent as `List-Id: <weekly.acme.example>`.
+    pub list_id: String,
+    /// Domain of the VERP return path.
+    pub bounce_domain: String,
+    /// Handlebars source of the List-Unsubscribe URL (https, http or mailto), if any.
+    pub list_unsubscribe: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compiled_template_is_shareable_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<MessageTemplate>();
+        assert_send_sync::<VerpSigner>();
+    }
+}

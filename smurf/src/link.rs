@@ -1,0 +1,214 @@
+//! The smurf's link to its coordinator: connect with mutual TLS, say hello, compile templates,
+//! turn batches into delivery jobs, and stream results back. Reconnects with backoff when the
+//! link drops; templates survive reconnects so they are not shipped again.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use mailfarm_pki::wire::{write_frame, FrameReader, WireError};
+use mailfarm_pki::{Identity, COORDINATOR_NAME};
+use mailfarm_protocol::{
+    ContentHash, CoordinatorMessage, HelloReply, Outcome, ProtocolError, RecipientResult,
+    SmurfLink, SmurfLinkEvent, SmurfMessage, TemplateBundle,
+};
+use mailfarm_templates::{MessageSettings, MessageTemplate, TemplateSources, VerpSigner};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::delivery::{CompiledCampaign, DeliveryEngine, DeliverySettings, Job};
+
+/// Largest frame the coordinator may send (a template bundle is the biggest).
+const MAX_FRAME: usize = 16 * 1024 * 1024;
+/// Most results per frame.
+const RESULTS_PER_FRAME: usize = 512;
+/// How long a shutting-down smurf waits for in-flight messages.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Everything a smurf needs to run.
+pub struct SmurfSettings {
+    /// Node name, as in its certificate.
+    pub node: String,
+    /// Coordinator QUIC address.
+    pub coordinator: SocketAddr,
+    /// Certificates and key.
+    pub identity: Identity,
+    /// Most recipients in flight on this smurf (default 512).
+    pub window: u32,
+    /// Sending engine settings.
+    pub delivery: DeliverySettings,
+}
+
+/// Runs a smurf until `shutdown` flips to true: connects, serves, reconnects with backoff.
+pub async fn run_smurf(settings: SmurfSettings, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let client_config = mailfarm_pki::client_config(&settings.identity)
+        .context("building the smurf's TLS configuration")?;
+    let bind: SocketAddr = if settings.coordinator.is_ipv6() {
+        "[::]:0".parse()?
+    } else {
+        "0.0.0.0:0".parse()?
+    };
+    let mut endpoint = quinn::Endpoint::client(bind).context("opening a UDP socket")?;
+    endpoint.set_default_client_config(client_config);
+    let mut engine = DeliveryEngine::new(settings.delivery.clone());
+    let mut templates: HashMap<ContentHash, Arc<CompiledCampaign>> = HashMap::new();
+    let mut backoff = Duration::from_millis(200);
+    while !*shutdown.borrow() {
+        let outcome = serve_once(&endpoint, &settings, &mut engine, &mut templates, &mut shutdown).await;
+        match outcome {
+            Ok(()) if *shutdown.borrow() => break,
+            Ok(()) => {
+                info!(node = %settings.node, "coordinator closed the link; reconnecting");
+                backoff = Duration::from_millis(200);
+            }
+            Err(e) => {
+                if let Some(ProtocolError::Refused(reason)) = e.downcast_ref::<ProtocolError>() {
+                    warn!(node = %settings.node, "coordinator refused this smurf: {reason}");
+                } else {
+                    warn!(node = %settings.node, "link to coordinator failed: {e:#}");
+                }
+            }
+        }
+        let jitter = Duration::from_millis(rand::random::<u64>() % 100);
+        tokio::select! {
+            _ = tokio::time::sleep(backoff + jitter) => {}
+            _ = shutdown.changed() => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+    engine.shutdown().await;
+    endpoint.close(0u32.into(), b"smurf stopped");
+    endpoint.wait_idle().await;
+    Ok(())
+}
+
+fn compile(bundle: TemplateBundle) -> Result<CompiledCampaign, mailfarm_templates::TemplateError> {
+    let template = MessageTemplate::compile(
+        &TemplateSources {
+            subject: bundle.subject.clone(),
+            text: bundle.text.clone(),
+            html: bundle.html.clone(),
+        },
+        MessageSettings {
+            campaign_id: bundle.campaign_id.clone(),
+            from: bundle.from.clone(),
+            reply_to: bundle.reply_to.clone(),
+            list_id: bundle.list_id.clone(),
+            bounce_domain: bundle.bounce_domain.clone(),
+            list_unsubscribe: bundle.list_unsubscribe.clone(),
+        },
+        bundle.field_names.clone(),
+        VerpSigner::new(&bundle.verp_key),
+    )?;
+    Ok(CompiledCampaign { bundle, template })
+}
+
+async fn serve_once(
+    endpoint: &quinn::Endpoint,
+    settings: &SmurfSettings,
+    engine: &mut DeliveryEngine,
+    templates: &mut HashMap<ContentHash, Arc<CompiledCampaign>>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let connection = endpoint
+        .connect(settings.coordinator, COORDINATOR_NAME)?
+        .await
+        .with_context(|| format!("connecting to {}", settings.coordinator))?;
+    let (mut send, recv) = connection.open_bi().await.context("opening the stream")?;
+    let mut link = SmurfLink::new(settings.window, templates.keys().copied());
+    write_frame(&mut send, &link.hello(&settings.node)).await?;
+    let mut reader = FrameReader::new(recv, MAX_FRAME);
+    match reader.next::<HelloReply>().await {
+        Ok(Some((reply, _))) => link.on_hello_reply(reply)?,
+        Ok(None) => bail!("coordinator closed the stream before answering the hello"),
+        Err(WireError::Read(e)) => {
+            bail!("coordinator dropped the link during the hello (certificate refused?): {e}")
+        }
+        Err(e) => return Err(e.into()),
+    }
+    info!(node = %settings.node, coordinator = %settings.coordinator, "joined the farm");
+    let generation = engine.next_generation();
+    let (results_tx, mut results_rx) = mpsc::unbounded_channel::<RecipientResult>();
+    let mut draining = false;
+    let drain_deadline = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
+    tokio::pin!(drain_deadline);
+    loop {
+        if draining && link.owed() == 0 {
+            write_frame(&mut send, &SmurfMessage::Goodbye).await?;
+            let _ = send.finish();
+            let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+            connection.close(0u32.into(), b"smurf shutting down");
+            return Ok(());
+        }
+        tokio::select! {
+            message = reader.next::<CoordinatorMessage>(), if !draining => {
+                let Some((message, _)) = message? else { return Ok(()) };
+                match link.on_message(message)? {
+                    SmurfLinkEvent::Template(bundle) => {
+                        let hash = bundle.hash;
+                        let campaign = bundle.campaign_id.clone();
+                        match compile(*bundle) {
+                            Ok(compiled) => {
+                                info!(%campaign, template = %hash, "template received");
+                                templates.insert(hash, Arc::new(compiled));
+                            }
+                            Err(e) => {
+                                warn!(%campaign, "template does not compile: {e}");
+                                write_frame(&mut send, &SmurfMessage::TemplateRejected {
+                                    hash, reason: e.to_string() }).await?;
+                            }
+                        }
+                    }
+                    SmurfLinkEvent::Batch(batch) => {
+                        let Some(campaign) = templates.get(&batch.template).cloned() else {
+                            let failed: Vec<RecipientResult> = batch.recipients.iter().map(|r| RecipientResult {
+                                id: r.id, outcome: Outcome::Failed, code: 0, enhanced: None,
+                                text: "template did not compile on this smurf".into(), rendered_bytes: 0,
+                            }).collect();
+                            link.results_sent(failed.len());
+                            write_frame(&mut send, &SmurfMessage::Results(failed)).await?;
+                            continue;
+                        };
+                        for recipient in batch.recipients {
+                            engine.submit(Job {
+                                generation,
+                                campaign: campaign.clone(),
+                                recipient,
+                                results: results_tx.clone(),
+                            });
+                        }
+                    }
+                    SmurfLinkEvent::Forget(hash) => {
+                        templates.remove(&hash);
+                    }
+                }
+            }
+            Some(first) = results_rx.recv() => {
+                let mut results = Vec::with_capacity(64);
+                results.push(first);
+                while results.len() < RESULTS_PER_FRAME {
+                    match results_rx.try_recv() {
+                        Ok(r) => results.push(r),
+                        Err(_) => break,
+                    }
+                }
+                link.results_sent(results.len());
+                write_frame(&mut send, &SmurfMessage::Results(results)).await?;
+            }
+            _ = shutdown.changed(), if !draining => {
+                if *shutdown.borrow() {
+                    info!(node = %settings.node, owed = link.owed(), "shutting down: finishing in-flight messages");
+                    draining = true;
+                    drain_deadline.as_mut().reset(tokio::time::Instant::now() + DRAIN_TIMEOUT);
+                }
+            }
+            () = &mut drain_deadline => {
+                warn!(owed = link.owed(), "drain timed out; the coordinator will requeue the rest");
+                connection.close(0u32.into(), b"smurf shutting down");
+                return Ok(());
+            }
+        }
+    }
+}

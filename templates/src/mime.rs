@@ -1,0 +1,303 @@
+//! Checks and cleans everything that goes into the message headers and bodies, so that no value,
+//! however hostile (a CSV field with CRLF in it), can add a header, break the MIME structure or
+//! make a line longer than 998 octets; and builds the final RFC 5322 message with mail-builder,
+//! which does the RFC 2047 encoding, the folding and the transfer encodings.
+
+use std::borrow::Cow;
+
+use mail_builder::headers::address::{Address, EmailAddress};
+use mail_builder::headers::message_id::MessageId;
+use mail_builder::headers::raw::Raw;
+use mail_builder::headers::text::Text;
+use mail_builder::headers::url::URL;
+use mail_builder::MessageBuilder;
+
+use crate::verp::is_domain;
+
+/// Longest List-Unsubscribe URL we put in a header, after percent-encoding: an unbreakable
+/// atom must stay well inside the 998-octet line limit.
+pub(crate) const MAX_URL_LEN: usize = 900;
+
+/// A mailbox from the settings: optional display name and a checked address.
+#[derive(Debug, Clone)]
+pub(crate) struct Mailbox {
+    pub(crate) name: Option<String>,
+    pub(crate) address: String,
+}
+
+impl Mailbox {
+    /// Parses `"Display Name" <addr@domain>`, `Display Name <addr@domain>` or `addr@domain`.
+    pub(crate) fn parse(value: &str) -> Result<Mailbox, &'static str> {
+        let value = value.trim();
+        let (name, address) = match value.strip_suffix('>') {
+            Some(head) => {
+                let lt = head.rfind('<').ok_or("'>' without '<'")?;
+                let name = head[..lt].trim();
+                let name = match name
+                    .strip_prefix('"')
+                    .and_then(|inner| inner.strip_suffix('"'))
+                {
+                    Some(quoted) => unquote(quoted),
+                    None => name.to_owned(),
+                };
+                (name, head[lt + 1..].trim())
+            }
+            None => (String::new(), value),
+        };
+        if name.chars().any(char::is_control) {
+            return Err("display name contains control characters");
+        }
+        if name.len() > 200 {
+            return Err("display name longer than 200 bytes");
+        }
+        check_address(address)?;
+        Ok(Mailbox {
+            name: (!name.is_empty()).then_some(name),
+            address: address.to_owned(),
+        })
+    }
+
+    /// The domain of the address.
+    pub(crate) fn domain(&self) -> &str {
+        self.address
+            .rsplit_once('@')
+            .map_or("", |(_, domain)| domain)
+    }
+
+    fn header(&self) -> Address<'_> {
+        Address::Address(EmailAddress {
+            name: self.name.as_deref().map(Cow::Borrowed),
+            email: Cow::Borrowed(&self.address),
+        })
+    }
+}
+
+fn unquote(quoted: &str) -> String {
+    let mut out = String::with_capacity(quoted.len());
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(next) = chars.next() {
+                out.push(next);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Checks an addr-spec usable in an SMTP envelope and a header: ASCII dot-atom local part of at
+/// most 64 octets, DNS domain, at most 254 octets in all.
+pub(crate) fn check_address(address: &str) -> Result<(), &'static str> {
+    if address.is_empty() {
+        return Err("empty address");
+    }
+    if address.len() > 254 {
+        return Err("longer than 254 octets");
+    }
+    let (local, domain) = address.rsplit_once('@').ok_or("no @")?;
+    if local.is_empty() || local.len() > 64 {
+        return Err("local part empty or longer than 64 octets");
+    }
+    if !is_dot_atom(local) {
+        return Err("local part has characters that need quoting");
+    }
+    if !is_domain(domain) {
+        return Err("invalid domain");
+    }
+    Ok(())
+}
+
+/// RFC 5322 dot-atom: atext runs separated by single dots.
+pub(crate) fn is_dot_atom(text: &str) -> bool {
+    !text.is_empty()
+        && text.split('.').all(|atom| {
+            !atom.is_empty()
+                && atom
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b))
+        })
+}
+
+/// Subject text on one line: control characters (CR, LF, tab, NUL...) become spaces, ends are
+/// trimmed. Borrows when nothing changes.
+pub(crate) fn one_line(text: &str) -> Cow<'_, str> {
+    let trimmed = text.trim();
+    if trimmed.chars().any(char::is_control) {
+        let cleaned: String = trimmed
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        Cow::Owned(cleaned.trim().to_owned())
+    } else {
+        Cow::Borrowed(trimmed)
+    }
+}
+
+/// Body text that MIME can carry: a CR not followed by LF becomes CRLF, NUL is dropped (bare
+/// LF is turned into CRLF by the encoder). Returns the input untouched when nothing changes.
+pub(crate) fn clean_body(text: String) -> String {
+    let bytes = text.as_bytes();
+    let needs = bytes.contains(&0)
+        || bytes
+            .iter()
+            .enumerate()
+            .any(|(i, &b)| b == b'\r' && bytes.get(i + 1) != Some(&b'\n'));
+    if !needs {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\0' => {}
+            '\r' if chars.peek() != Some(&'\n') => out.push_str("\r\n"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Makes a rendered List-Unsubscribe value safe for the header: checks the scheme and
+/// percent-encodes every byte that may not appear in a URL inside `<>` (spaces, controls,
+/// non-ASCII, `<>"` ...). Returns the URL and whether it is https (one-click capable).
+pub(crate) fn unsubscribe_url(rendered: &str) -> Result<(String, bool), &'static str> {
+    let url = rendered.trim();
+    let lower_prefix = |prefix: &str| {
+        url.len() >= prefix.len()
+            && url.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    };
+    let https = lower_prefix("https://");
+    if !(https || lower_prefix("http://") || lower_prefix("mailto:")) {
+        return Err("must start with https://, http:// or mailto:");
+    }
+    let mut out = String::with_capacity(url.len());
+    for &b in url.as_bytes() {
+        if (0x21..=0x7e).contains(&b) && !b"<>\"\\^`{|}".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
+        }
+    }
+    if out.len() > MAX_URL_LEN {
+        return Err("longer than 900 bytes");
+    }
+    Ok((out, https))
+}
+
+/// Everything of one message, borrowed from the compiled template and the render.
+pub(crate) struct Parts<'a> {
+    pub(crate) from: &'a Mailbox,
+    pub(crate) reply_to: Option<&'a Mailbox>,
+    pub(crate) to: &'a str,
+    pub(crate) subject: &'a str,
+    pub(crate) message_id: &'a str,
+    pub(crate) list_id: &'a str,
+    pub(crate) unsubscribe: Option<(String, bool)>,
+    pub(crate) text: String,
+    pub(crate) html: Option<String>,
+}
+
+/// Builds the complete message: headers, then a text/plain part or a multipart/alternative of
+/// text and HTML. CRLF line endings throughout.
+pub(crate) fn build(parts: Parts<'_>) -> Vec<u8> {
+    let mut builder = MessageBuilder::new()
+        .from(parts.from.header())
+        .to(Address::Address(EmailAddress {
+            name: None,
+            email: Cow::Borrowed(parts.to),
+        }));
+    if let Some(reply_to) = parts.reply_to {
+        builder = builder.reply_to(reply_to.header());
+    }
+    builder = builder
+        .subject(Text::new(parts.subject))
+        .message_id(MessageId::new(parts.message_id))
+        .header("List-Id", Raw::new(parts.list_id));
+    if let Some((url, one_click)) = parts.unsubscribe {
+        builder = builder.header("List-Unsubscribe", URL::new(url));
+        if one_click {
+            builder = builder.header(
+                "List-Unsubscribe-Post",
+                Raw::new("List-Unsubscribe=One-Click"),
+            );
+        }
+    }
+    builder = builder.text_body(parts.text);
+    if let Some(html) = parts.html {
+        builder = builder.html_body(html);
+    }
+    let mut out = Vec::new();
+    builder.serialize(&mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_mailboxes() {
+        let m = Mailbox::parse("Acme Weekly <news@acme.example>").unwrap();
+        assert_eq!(m.name.as_deref(), Some("Acme Weekly"));
+        assert_eq!(m.address, "news@acme.example");
+        assert_eq!(m.domain(), "acme.example");
+        let m = Mailbox::parse(r#""Acme, \"Inc\"" <a@b.example>"#).unwrap();
+        assert_eq!(m.name.as_deref(), Some(r#"Acme, "Inc""#));
+        let m = Mailbox::parse("  a@b.example ").unwrap();
+        assert_eq!(m.name, None);
+        assert!(Mailbox::parse("Evil\r\nBcc: x <a@b.example>").is_err());
+        assert!(Mailbox::parse("no-at-sign").is_err());
+        assert!(Mailbox::parse("x <a@b.example").is_err());
+        assert!(Mailbox::parse("a b@c.example").is_err());
+    }
+
+    #[test]
+    fn checks_addresses() {
+        assert!(check_address("first.last+tag@sub.example.com").is_ok());
+        for bad in [
+            "",
+            "@x.example",
+            "a@",
+            "a..b@x.example",
+            ".a@x.example",
+            "a@x..example",
+            "a@-x.example",
+            "a b@x.example",
+            "a@x.example\r\nBcc: v@x.example",
+            "ä@x.example",
+            "a<b@x.example",
+        ] {
+            assert!(check_address(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_address(&format!("{}@x.example", "a".repeat(65))).is_err());
+    }
+
+    #[test]
+    fn one_line_removes_breaks() {
+        assert_eq!(one_line(" Hi\r\nBcc: x\t"), "Hi  Bcc: x");
+        assert!(matches!(one_line("plain"), Cow::Borrowed("plain")));
+    }
+
+    #[test]
+    fn clean_body_fixes_lone_cr_and_nul() {
+        assert_eq!(clean_body("a\rb\r\nc\0d\r".into()), "a\r\nb\r\ncd\r\n");
+        assert_eq!(clean_body("a\nb".into()), "a\nb");
+    }
+
+    #[test]
+    fn unsubscribe_urls_are_encoded() {
+        let (url, https) = unsubscribe_url("https://x.example/u?e=a b>\r\nX: y").unwrap();
+        assert!(https);
+        assert_eq!(url, "https://x.example/u?e=a%20b%3E%0D%0AX:%20y");
+        let (url, https) = unsubscribe_url("MAILTO:unsub@x.example?subject=é").unwrap();
+        assert!(!https);
+        assert_eq!(url, "MAILTO:unsub@x.example?subject=%C3%A9");
+        assert!(unsubscribe_url("javascript:alert(1)").is_err());
+        assert!(unsubscribe_url(&format!("https://x/{}", "a".repeat(900))).is_err());
+    }
+}

@@ -49,7 +49,7 @@ fn default_connections() -> u16 {
 /// Whether `id` is a usable campaign identifier.
 pub fn valid_campaign_id(id: &str) -> bool {
     !id.is_empty()
-        && id.len() <= 40
+        && id.len() <= mailfarm_templates::MAX_CAMPAIGN_ID_LEN
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -95,8 +95,9 @@ pub fn load_campaign_dir(dir: &Path) -> Result<CampaignSubmission, CampaignDirEr
     if let Some(f) = &file {
         if !valid_campaign_id(&f.id) {
             problems.push(format!(
-                "campaign.toml: id {:?} must be 1-40 letters, digits, '-' or '_'",
-                f.id
+                "campaign.toml: id {:?} must be 1-{} letters, digits, '-' or '_'",
+                f.id,
+                mailfarm_templates::MAX_CAMPAIGN_ID_LEN
             ));
         }
         if f.delivery.connections == 0 {

@@ -51,8 +51,9 @@ pub fn launch(
 ) -> Result<Launched, LaunchError> {
     if !valid_campaign_id(&submission.id) {
         return Err(LaunchError::Id(format!(
-            "{:?} must be 1-40 letters, digits, '-' or '_'",
-            submission.id
+            "{:?} must be 1-{} letters, digits, '-' or '_'",
+            submission.id,
+            mailfarm_templates::MAX_CAMPAIGN_ID_LEN
         )));
     }
     if farm.contains(&submission.id) {

@@ -11,6 +11,8 @@
 //! text part and HTML-escaped in the HTML part. The helper `{{urlencode x}}` percent-encodes a
 //! value for a URL.
 
+#![warn(missing_docs)]
+
 mod error;
 mod fields;
 mod mime;

@@ -139,11 +139,8 @@ pub(crate) fn one_line(text: &str) -> Cow<'_, str> {
 /// LF is turned into CRLF by the encoder). Returns the input untouched when nothing changes.
 pub(crate) fn clean_body(text: String) -> String {
     let bytes = text.as_bytes();
-    let needs = bytes.contains(&0)
-        || bytes
-            .iter()
-            .enumerate()
-            .any(|(i, &b)| b == b'\r' && bytes.get(i + 1) != Some(&b'\n'));
+    let needs = memchr::memchr(0, bytes).is_some()
+        || memchr::memchr_iter(b'\r', bytes).any(|at| bytes.get(at + 1) != Some(&b'\n'));
     if !needs {
         return text;
     }

@@ -87,13 +87,14 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
     };
     match verb.as_str() {
         "EHLO" | "HELO" => {
-            let domain = args.split_ascii_whitespace().next().ok_or(CommandError::Syntax(
-                if verb == "EHLO" {
+            let domain = args
+                .split_ascii_whitespace()
+                .next()
+                .ok_or(CommandError::Syntax(if verb == "EHLO" {
                     "EHLO hostname"
                 } else {
                     "HELO hostname"
-                },
-            ))?;
+                }))?;
             Ok(if verb == "EHLO" {
                 Command::Ehlo(domain.to_owned())
             } else {
@@ -101,12 +102,14 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
             })
         }
         "MAIL" => {
-            let rest = strip_prefix_ci(args, "FROM:").ok_or(CommandError::Syntax("MAIL FROM:<address>"))?;
+            let rest = strip_prefix_ci(args, "FROM:")
+                .ok_or(CommandError::Syntax("MAIL FROM:<address>"))?;
             let (path, params) = parse_path(rest, "MAIL FROM:<address>")?;
             Ok(Command::Mail { path, params })
         }
         "RCPT" => {
-            let rest = strip_prefix_ci(args, "TO:").ok_or(CommandError::Syntax("RCPT TO:<address>"))?;
+            let rest =
+                strip_prefix_ci(args, "TO:").ok_or(CommandError::Syntax("RCPT TO:<address>"))?;
             let (path, params) = parse_path(rest, "RCPT TO:<address>")?;
             Ok(Command::Rcpt { path, params })
         }
@@ -124,7 +127,8 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
 }
 
 /// Parses `<path> params` (tolerating a space after the colon and a missing
@@ -161,7 +165,9 @@ fn parse_path(rest: &str, hint: &'static str) -> Result<(String, Vec<Param>), Co
             None => (word, None),
         };
         if keyword.is_empty()
-            || !keyword.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            || !keyword
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             || value.is_some_and(str::is_empty)
         {
             return Err(CommandError::Syntax(hint));
@@ -187,13 +193,20 @@ mod tests {
 
     #[test]
     fn parses_commands() {
-        assert_eq!(parse(b"EHLO client.example").unwrap(), Command::Ehlo("client.example".into()));
+        assert_eq!(
+            parse(b"EHLO client.example").unwrap(),
+            Command::Ehlo("client.example".into())
+        );
         assert_eq!(parse(b"helo x").unwrap(), Command::Helo("x".into()));
         assert_eq!(
             parse(b"MAIL FROM:<a@b.c> SIZE=12 BODY=8BITMIME smtputf8").unwrap(),
             Command::Mail {
                 path: "a@b.c".into(),
-                params: vec![p("SIZE", Some("12")), p("BODY", Some("8BITMIME")), p("SMTPUTF8", None)]
+                params: vec![
+                    p("SIZE", Some("12")),
+                    p("BODY", Some("8BITMIME")),
+                    p("SMTPUTF8", None)
+                ]
             }
         );
         assert_eq!(
@@ -217,11 +230,20 @@ mod tests {
                 params: vec![]
             }
         );
-        assert_eq!(parse(b"RCPT TO:bare@x.y").unwrap(), Command::Rcpt { path: "bare@x.y".into(), params: vec![] });
+        assert_eq!(
+            parse(b"RCPT TO:bare@x.y").unwrap(),
+            Command::Rcpt {
+                path: "bare@x.y".into(),
+                params: vec![]
+            }
+        );
         assert_eq!(parse(b"data").unwrap(), Command::Data);
         assert_eq!(parse(b"QUIT ").unwrap(), Command::Quit);
         assert_eq!(parse(b"NOOP hello").unwrap(), Command::Noop);
-        assert_eq!(parse(b"STARTTLS").unwrap(), Command::NotImplemented("STARTTLS".into()));
+        assert_eq!(
+            parse(b"STARTTLS").unwrap(),
+            Command::NotImplemented("STARTTLS".into())
+        );
     }
 
     #[test]
@@ -232,11 +254,23 @@ mod tests {
             (b"\xff\xfe", CommandError::Unrecognized),
             (b"", CommandError::Unrecognized),
             (b"EHLO", CommandError::Syntax("EHLO hostname")),
-            (b"MAIL TO:<a@b>", CommandError::Syntax("MAIL FROM:<address>")),
-            (b"MAIL FROM:<a@b", CommandError::Syntax("MAIL FROM:<address>")),
+            (
+                b"MAIL TO:<a@b>",
+                CommandError::Syntax("MAIL FROM:<address>"),
+            ),
+            (
+                b"MAIL FROM:<a@b",
+                CommandError::Syntax("MAIL FROM:<address>"),
+            ),
             (b"MAIL FROM:", CommandError::Syntax("MAIL FROM:<address>")),
-            (b"MAIL FROM:<a@b>SIZE=1", CommandError::Syntax("MAIL FROM:<address>")),
-            (b"MAIL FROM:<a@b> SIZE=", CommandError::Syntax("MAIL FROM:<address>")),
+            (
+                b"MAIL FROM:<a@b>SIZE=1",
+                CommandError::Syntax("MAIL FROM:<address>"),
+            ),
+            (
+                b"MAIL FROM:<a@b> SIZE=",
+                CommandError::Syntax("MAIL FROM:<address>"),
+            ),
             (b"RCPT TO:<a<b>", CommandError::Syntax("RCPT TO:<address>")),
             (b"DATA now", CommandError::Syntax("DATA")),
             (b"MAIL FROM:<a\rb@c>", CommandError::Unrecognized),

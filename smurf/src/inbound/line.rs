@@ -129,9 +129,8 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     /// Reads the next line, up to the reader's full capacity.
     ///
     /// Returns `Ok(None)` when the peer closed the stream cleanly between
-    /// lines. Cancel-safe in the sense that matters for timeouts: if the future
-    /// is dropped, no complete line is lost, but the reader should not be used
-    /// for protocol exchanges afterwards.
+    /// lines. Cancel-safe when `R`'s reads are (sockets, pipes): dropping the
+    /// future, e.g. on a timeout, loses no received byte.
     pub async fn read_line(&mut self) -> Result<Option<Line<'_>>, LineError> {
         let cap = self.buf.len();
         self.read_line_max(cap).await
@@ -143,7 +142,10 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         let limit = limit.clamp(1, self.buf.len());
         let lf = loop {
             if self.discarding {
-                match self.buf[self.start..self.end].iter().position(|&b| b == b'\n') {
+                match self.buf[self.start..self.end]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                {
                     Some(i) => {
                         self.start += i + 1;
                         self.scanned = self.start;

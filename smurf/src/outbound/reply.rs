@@ -221,7 +221,10 @@ fn parse_reply_line(line: &[u8]) -> Result<(u16, bool, String), ProtocolError> {
         let shown = &line[..line.len().min(80)];
         ProtocolError::Malformed(String::from_utf8_lossy(shown).into_owned())
     };
-    if line.len() < 3 || !line[..3].iter().all(u8::is_ascii_digit) || !(b'2'..=b'5').contains(&line[0]) {
+    if line.len() < 3
+        || !line[..3].iter().all(u8::is_ascii_digit)
+        || !(b'2'..=b'5').contains(&line[0])
+    {
         return Err(malformed());
     }
     let code = line[..3]
@@ -385,10 +388,7 @@ mod tests {
         assert_eq!(r.enhanced, Some(EnhancedStatus::new(5, 1, 1)));
         assert_eq!(r.text, "<x@y>: Recipient address rejected");
         assert!(r.is_permanent());
-        assert_eq!(
-            r.to_string(),
-            "550 5.1.1 <x@y>: Recipient address rejected"
-        );
+        assert_eq!(r.to_string(), "550 5.1.1 <x@y>: Recipient address rejected");
     }
 
     #[tokio::test]

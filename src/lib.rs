@@ -1,0 +1,4 @@
+//! The `mailfarm` package's library side: pieces shared by the CLI, the benchmarks and the
+//! end-to-end tests.
+
+pub mod embedded;

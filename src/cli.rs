@@ -6,9 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use mailfarm_coordinator::{
-    load_campaign_dir, Coordinator, CoordinatorConfig, OperatorClient,
-};
+use mailfarm_coordinator::{load_campaign_dir, Coordinator, CoordinatorConfig, OperatorClient};
 use mailfarm_pki::{FarmFiles, Identity};
 use mailfarm_protocol::{CampaignCounters, OperatorRequest, OperatorResponse};
 use mailfarm_smurf::{run_smurf, SmurfConfig};
@@ -20,8 +18,10 @@ use crate::progress::{print_summary, Follower};
 /// authenticated QUIC; every smurf renders and sends each message itself.
 #[derive(Parser, Debug)]
 #[command(name = "mailfarm", version, propagate_version = true)]
-#[command(after_help = "First run: mailfarm campaign launch examples/newsletter --local 2 --capture outbox\n\
-    (an embedded farm of 2 smurfs; messages land as .eml files in ./outbox)")]
+#[command(
+    after_help = "First run: mailfarm campaign launch examples/newsletter --local 2 --capture outbox\n\
+    (an embedded farm of 2 smurfs; messages land as .eml files in ./outbox)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -101,7 +101,12 @@ enum CampaignCommand {
         #[arg(long, value_name = "DIR", requires = "local")]
         capture: Option<PathBuf>,
         /// With --local: deliver to this relay (host:port) instead of the campaign's.
-        #[arg(long, value_name = "HOST:PORT", requires = "local", conflicts_with = "capture")]
+        #[arg(
+            long,
+            value_name = "HOST:PORT",
+            requires = "local",
+            conflicts_with = "capture"
+        )]
         relay: Option<String>,
         /// Return right after the launch instead of following progress (remote farm only).
         #[arg(long, conflicts_with = "local")]
@@ -126,7 +131,10 @@ enum CampaignCommand {
 impl Cli {
     /// Whether the command is a long-running daemon (logs at info by default).
     pub fn is_daemon(&self) -> bool {
-        matches!(self.command, Command::Coordinator { .. } | Command::Smurf { .. })
+        matches!(
+            self.command,
+            Command::Coordinator { .. } | Command::Smurf { .. }
+        )
     }
 }
 
@@ -175,13 +183,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn farm_init(dir: &Path, smurfs: u32, operator: &str, listen: SocketAddr) -> anyhow::Result<ExitCode> {
+fn farm_init(
+    dir: &Path,
+    smurfs: u32,
+    operator: &str,
+    listen: SocketAddr,
+) -> anyhow::Result<ExitCode> {
     let names: Vec<String> = (1..=smurfs).map(|i| format!("smurf-{i}")).collect();
     let report = mailfarm_pki::init_farm(dir, &names, &[operator.to_owned()])
         .with_context(|| format!("initialising the farm in {}", dir.display()))?;
     let mut configs = vec![(
         dir.join("coordinator.toml"),
-        format!("# mailfarm coordinator\nlisten = \"{listen}\"\nfarm_dir = \".\"\nbatch_size = 128\n"),
+        format!(
+            "# mailfarm coordinator\nlisten = \"{listen}\"\nfarm_dir = \".\"\nbatch_size = 128\n"
+        ),
     )];
     for name in &names {
         configs.push((
@@ -217,13 +232,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -237,7 +253,10 @@ async fn run_coordinator(config: &Path) -> anyhow::Result<ExitCode> {
     let config = CoordinatorConfig::load(config)?;
     let coordinator = Coordinator::bind(config.settings()?)?;
     // Machine-readable readiness line (the bound port matters when listen uses port 0).
-    println!("mailfarm coordinator listening on {}", coordinator.local_addr()?);
+    println!(
+        "mailfarm coordinator listening on {}",
+        coordinator.local_addr()?
+    );
     coordinator.run(shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -32,7 +32,10 @@ pub async fn launch_local(
                 .await
                 .context("starting the capture SMTP receiver")?;
             let addr = server.local_addr();
-            eprintln!("capturing messages into {} (SMTP receiver on {addr})", out.display());
+            eprintln!(
+                "capturing messages into {} (SMTP receiver on {addr})",
+                out.display()
+            );
             capture_task = Some(tokio::spawn(server.run(async {
                 let _ = capture_stopped.await;
             })));

@@ -83,7 +83,10 @@ pub fn print_summary(c: &CampaignCounters, reasons: &[(String, u64)]) {
         println!("  rejected   {} rows at ingest", c.rejected_rows);
     }
     println!("  elapsed    {secs:.2} s");
-    println!("  rate       {rate:.0} messages/s ({:.0} messages/hour)", rate * 3600.0);
+    println!(
+        "  rate       {rate:.0} messages/s ({:.0} messages/hour)",
+        rate * 3600.0
+    );
     if done > 0 {
         let wire = (c.wire_bytes + c.template_bytes) as f64 / done as f64;
         let rendered = c.rendered_bytes as f64 / done as f64;

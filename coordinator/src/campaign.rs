@@ -332,7 +332,13 @@ mod tests {
         .unwrap();
         let err = load_campaign_dir(dir.path()).unwrap_err();
         let text = err.to_string();
-        for needle in ["body.txt.hbs", "recipients.csv", "id", "connections", "relay"] {
+        for needle in [
+            "body.txt.hbs",
+            "recipients.csv",
+            "id",
+            "connections",
+            "relay",
+        ] {
             assert!(text.contains(needle), "{needle} missing from: {text}");
         }
     }

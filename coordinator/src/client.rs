@@ -7,8 +7,7 @@ use anyhow::{bail, Context};
 use mailfarm_pki::wire::{write_frame, FrameReader};
 use mailfarm_pki::{Identity, COORDINATOR_NAME};
 use mailfarm_protocol::{
-    Hello, HelloReply, OperatorRequest, OperatorResponse, Role, DEFAULT_MAX_FRAME,
-    PROTOCOL_VERSION,
+    Hello, HelloReply, OperatorRequest, OperatorResponse, Role, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 
 /// A connected operator session.
@@ -21,7 +20,11 @@ pub struct OperatorClient {
 
 impl OperatorClient {
     /// Connects to the coordinator at `addr` as operator `name`.
-    pub async fn connect(addr: SocketAddr, identity: &Identity, name: &str) -> anyhow::Result<Self> {
+    pub async fn connect(
+        addr: SocketAddr,
+        identity: &Identity,
+        name: &str,
+    ) -> anyhow::Result<Self> {
         let config = mailfarm_pki::client_config(identity).context("operator TLS configuration")?;
         let bind: SocketAddr = if addr.is_ipv6() {
             "[::]:0".parse()?

@@ -62,6 +62,7 @@ const MAX_REASONS: usize = 64;
 
 #[derive(Default)]
 struct FarmState {
+    smurfs: Vec<String>,
     campaigns: Vec<Campaign>,
     by_id: HashMap<String, usize>,
     next_campaign: usize,
@@ -112,6 +113,26 @@ impl Farm {
 
     fn signal_work(&self) {
         self.work.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Records that a smurf joined.
+    pub fn smurf_joined(&self, node: &str) {
+        self.lock().smurfs.push(node.to_owned());
+    }
+
+    /// Records that a smurf left.
+    pub fn smurf_left(&self, node: &str) {
+        let mut state = self.lock();
+        if let Some(i) = state.smurfs.iter().position(|n| n == node) {
+            state.smurfs.swap_remove(i);
+        }
+    }
+
+    /// Names of the smurfs connected now (a node connected twice appears twice).
+    pub fn smurfs(&self) -> Vec<String> {
+        let mut smurfs = self.lock().smurfs.clone();
+        smurfs.sort();
+        smurfs
     }
 
     /// Whether a campaign id is taken.
@@ -281,12 +302,19 @@ impl Farm {
     /// Counters of one campaign.
     pub fn counters(&self, id: &str) -> Option<CampaignCounters> {
         let state = self.lock();
-        state.by_id.get(id).map(|&seq| state.campaigns[seq].snapshot())
+        state
+            .by_id
+            .get(id)
+            .map(|&seq| state.campaigns[seq].snapshot())
     }
 
     /// Counters of every campaign, in launch order.
     pub fn all_counters(&self) -> Vec<CampaignCounters> {
-        self.lock().campaigns.iter().map(Campaign::snapshot).collect()
+        self.lock()
+            .campaigns
+            .iter()
+            .map(Campaign::snapshot)
+            .collect()
     }
 
     /// The most frequent non-delivery reasons of a campaign, most frequent first.

@@ -115,7 +115,8 @@ impl Coordinator {
             }
         }
         info!("coordinator shutting down");
-        self.endpoint.close(0u32.into(), b"coordinator shutting down");
+        self.endpoint
+            .close(0u32.into(), b"coordinator shutting down");
         self.endpoint.wait_idle().await;
         Ok(())
     }
@@ -185,7 +186,9 @@ async fn serve_smurf(
     write_frame(&mut send, &welcome).await?;
     let node = link.node().unwrap_or_default().to_owned();
     info!(%node, remote = %connection.remote_address(), "smurf joined");
+    shared.farm.smurf_joined(&node);
     let result = feed_smurf(&mut link, &mut send, &mut reader, &shared).await;
+    shared.farm.smurf_left(&node);
     let returned = link.take_in_flight();
     if !returned.is_empty() {
         warn!(%node, count = returned.len(), "link lost with recipients in flight: requeued");
@@ -205,10 +208,7 @@ async fn feed_smurf(
     loop {
         work.borrow_and_update();
         while link.credit() > 0 {
-            let Some(lease) = shared
-                .farm
-                .lease(link.credit().min(shared.batch_size))
-            else {
+            let Some(lease) = shared.farm.lease(link.credit().min(shared.batch_size)) else {
                 break;
             };
             let ids: Vec<u64> = lease.recipients.iter().map(|r| r.id).collect();

@@ -206,7 +206,11 @@ mod tests {
             &["operator".into()],
         )
         .unwrap();
-        assert_eq!(second.created.len(), 2, "only smurf-2's key and cert are new");
+        assert_eq!(
+            second.created.len(),
+            2,
+            "only smurf-2's key and cert are new"
+        );
         assert_eq!(fs::read(dir.path().join("ca.key")).unwrap(), ca_key);
         assert_eq!(fs::read(dir.path().join("smurf-1.key")).unwrap(), smurf_key);
     }
@@ -234,7 +238,10 @@ pub fn load_secret(path: &Path) -> Result<Vec<u8>, PkiError> {
     }
     (0..text.len())
         .step_by(2)
-        .map(|i| text.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
         .collect::<Option<Vec<u8>>>()
         .ok_or_else(bad)
 }

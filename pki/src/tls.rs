@@ -99,12 +99,10 @@ fn transport() -> Arc<quinn::TransportConfig> {
 /// QUIC server configuration of the coordinator: TLS 1.3, farm-CA client certificates required.
 pub fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, PkiError> {
     let provider = provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(
-        Arc::new(identity.roots()?),
-        provider.clone(),
-    )
-    .build()
-    .map_err(|e| PkiError::Verifier(e.to_string()))?;
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(identity.roots()?), provider.clone())
+            .build()
+            .map_err(|e| PkiError::Verifier(e.to_string()))?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)

@@ -9,8 +9,8 @@
 use std::collections::HashSet;
 
 use crate::{
-    ContentHash, CoordinatorMessage, Hello, HelloReply, ProtocolError, RecipientBatch, RecipientData,
-    RecipientResult, Role, TemplateBundle, PROTOCOL_VERSION,
+    ContentHash, CoordinatorMessage, Hello, HelloReply, ProtocolError, RecipientBatch,
+    RecipientData, RecipientResult, Role, TemplateBundle, PROTOCOL_VERSION,
 };
 
 /// Coordinator-side state of one smurf link.
@@ -352,7 +352,9 @@ mod tests {
         let second = coordinator.dispatch(&b, recipients(4..8)).unwrap();
         assert_eq!(second.len(), 1, "template must not be shipped twice");
         assert!(matches!(second[0], CoordinatorMessage::Batch(_)));
-        smurf.on_message(second.into_iter().next().unwrap()).unwrap();
+        smurf
+            .on_message(second.into_iter().next().unwrap())
+            .unwrap();
         assert_eq!(smurf.owed(), 8);
         assert_eq!(coordinator.credit(), 2);
     }

@@ -154,7 +154,10 @@ fn result(
     }
 }
 
-async fn connect(target: &str, settings: &DeliverySettings) -> Result<SmtpClient<TcpStream>, String> {
+async fn connect(
+    target: &str,
+    settings: &DeliverySettings,
+) -> Result<SmtpClient<TcpStream>, String> {
     let stream = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(target))
         .await
         .map_err(|_| format!("connect to {target} timed out"))?
@@ -257,30 +260,27 @@ async fn worker(
             Err(e) => {
                 debug!(%target, "session error: {e}");
                 session = None;
-                let outcome = if e.is_temporary() {
-                    Outcome::Deferred
-                } else {
+                // A session-level refusal (even a 5xx greeting) says nothing final about this
+                // recipient: defer it. Only our own bad configuration fails it.
+                let outcome = if matches!(e, SmtpError::InvalidHeloName(_)) {
                     Outcome::Failed
+                } else {
+                    Outcome::Deferred
                 };
                 let code = match &e {
                     SmtpError::Rejected { reply, .. } => reply.code,
                     _ => 0,
                 };
-                let _ = job
-                    .results
-                    .send(result(recipient, outcome, code, None, e.to_string(), size));
+                let _ =
+                    job.results
+                        .send(result(recipient, outcome, code, None, e.to_string(), size));
                 continue;
             }
         };
         let (outcome, reply) = report;
         let enhanced = reply.enhanced.map(|e| (e.class, e.subject, e.detail));
         let _ = job.results.send(result(
-            recipient,
-            outcome,
-            reply.code,
-            enhanced,
-            reply.text,
-            size,
+            recipient, outcome, reply.code, enhanced, reply.text, size,
         ));
         sent_on_session += 1;
         if sent_on_session >= settings.max_messages_per_connection {

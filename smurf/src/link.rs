@@ -42,7 +42,10 @@ pub struct SmurfSettings {
 }
 
 /// Runs a smurf until `shutdown` flips to true: connects, serves, reconnects with backoff.
-pub async fn run_smurf(settings: SmurfSettings, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run_smurf(
+    settings: SmurfSettings,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let client_config = mailfarm_pki::client_config(&settings.identity)
         .context("building the smurf's TLS configuration")?;
     let bind: SocketAddr = if settings.coordinator.is_ipv6() {
@@ -56,7 +59,14 @@ pub async fn run_smurf(settings: SmurfSettings, mut shutdown: watch::Receiver<bo
     let mut templates: HashMap<ContentHash, Arc<CompiledCampaign>> = HashMap::new();
     let mut backoff = Duration::from_millis(200);
     while !*shutdown.borrow() {
-        let outcome = serve_once(&endpoint, &settings, &mut engine, &mut templates, &mut shutdown).await;
+        let outcome = serve_once(
+            &endpoint,
+            &settings,
+            &mut engine,
+            &mut templates,
+            &mut shutdown,
+        )
+        .await;
         match outcome {
             Ok(()) if *shutdown.borrow() => break,
             Ok(()) => {

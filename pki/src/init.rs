@@ -180,6 +180,27 @@ pub fn init_farm(
     Ok(report)
 }
 
+/// Reads a hex-encoded secret written by [`init_farm`] (e.g. `verp.key`).
+pub fn load_secret(path: &Path) -> Result<Vec<u8>, PkiError> {
+    let text = read(path)?;
+    let text = text.trim();
+    let bad = || PkiError::BadPem {
+        path: path.to_owned(),
+        reason: "expected at least 32 hex-encoded bytes".into(),
+    };
+    if text.len() < 64 || text.len() % 2 != 0 {
+        return Err(bad());
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(bad)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,25 +244,4 @@ mod tests {
             Err(PkiError::BadName(_))
         ));
     }
-}
-
-/// Reads a hex-encoded secret written by [`init_farm`] (e.g. `verp.key`).
-pub fn load_secret(path: &Path) -> Result<Vec<u8>, PkiError> {
-    let text = read(path)?;
-    let text = text.trim();
-    let bad = || PkiError::BadPem {
-        path: path.to_owned(),
-        reason: "expected at least 32 hex-encoded bytes".into(),
-    };
-    if text.len() < 64 || text.len() % 2 != 0 {
-        return Err(bad());
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            text.get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        })
-        .collect::<Option<Vec<u8>>>()
-        .ok_or_else(bad)
 }

@@ -1,0 +1,138 @@
+//! What the report says about the machine and about processes: CPU model, cores, memory,
+//! kernel, and the CPU time and peak memory of this process, of reaped children, and of a
+//! running child.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+
+/// The machine the benchmark ran on.
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    /// CPU model name from `/proc/cpuinfo`.
+    pub cpu_model: String,
+    /// Logical processors listed in `/proc/cpuinfo`.
+    pub cpus_online: usize,
+    /// Logical processors this process may run on (affinity, cgroup quota).
+    pub cpus_usable: usize,
+    /// `MemTotal` from `/proc/meminfo`, in bytes.
+    pub ram_bytes: u64,
+    /// Kernel release, as `uname -r` prints it.
+    pub kernel: String,
+}
+
+impl Machine {
+    /// Reads the machine description from `/proc`.
+    pub fn detect() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| {
+                let (key, value) = l.split_once(':')?;
+                matches!(key.trim(), "model name" | "Model" | "cpu model")
+                    .then(|| value.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let cpus_online = cpuinfo
+            .lines()
+            .filter(|l| l.starts_with("processor"))
+            .count();
+        let cpus_usable = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let ram_bytes = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| status_kib(&m, "MemTotal:"))
+            .map_or(0, |kib| kib * 1024);
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".into());
+        Self {
+            cpu_model,
+            cpus_online,
+            cpus_usable,
+            ram_bytes,
+            kernel,
+        }
+    }
+}
+
+/// The value in KiB of a `Key:   123 kB` line of a `/proc` status-like file.
+fn status_kib(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// A line of `/proc/self/status` in bytes (`VmHWM:` is the peak resident set size).
+pub fn self_status_bytes(key: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    status_kib(&status, key)
+        .map(|kib| kib * 1024)
+        .with_context(|| format!("no {key} line in /proc/self/status"))
+}
+
+/// Whether this process runs with effective uid 0 (smtp-sink then needs `-u`).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+            line.split_whitespace().nth(1).map(|euid| euid == "0")
+        })
+        .unwrap_or(false)
+}
+
+/// CPU time and peak memory from `getrusage(2)`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    /// User plus system CPU time.
+    pub cpu: Duration,
+    /// Peak resident set size in bytes (for children: of the largest reaped child).
+    pub max_rss_bytes: u64,
+}
+
+/// `getrusage` for this process (`libc::RUSAGE_SELF`, every thread) or its reaped children
+/// (`libc::RUSAGE_CHILDREN`).
+pub fn usage(who: libc::c_int) -> anyhow::Result<Usage> {
+    let mut raw = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: the pointer is valid, aligned and large enough for one `rusage`, which is all
+    // getrusage writes.
+    let rc = unsafe { libc::getrusage(who, raw.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("getrusage");
+    }
+    // SAFETY: the struct started zeroed (a valid `rusage`) and getrusage succeeded.
+    let raw = unsafe { raw.assume_init() };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    Ok(Usage {
+        cpu: tv(raw.ru_utime) + tv(raw.ru_stime),
+        max_rss_bytes: (raw.ru_maxrss.max(0) as u64) * 1024,
+    })
+}
+
+/// CPU time used so far by a running process, from `/proc/PID/stat`.
+pub fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // Fields after the command name (which may hold spaces) start at field 3 (state);
+    // utime and stime are fields 14 and 15.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .with_context(|| format!("malformed {path}"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("malformed {path}"))
+    };
+    let total = ticks(11)? + ticks(12)?;
+    // SAFETY: sysconf only reads a constant of the C library.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as u64 } else { 100 };
+    Ok(Duration::from_micros(total * 1_000_000 / hz))
+}

@@ -66,7 +66,8 @@ fn status_kib(text: &str, key: &str) -> Option<u64> {
 
 /// A line of `/proc/self/status` in bytes (`VmHWM:` is the peak resident set size).
 pub fn self_status_bytes(key: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     status_kib(&status, key)
         .map(|kib| kib * 1024)
         .with_context(|| format!("no {key} line in /proc/self/status"))

@@ -88,9 +88,9 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 fn transport() -> Arc<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(Duration::from_secs(5)));
-    // 30 s without a packet (keep-alives included) means the peer is gone.
-    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(30)) {
+    transport.keep_alive_interval(Some(Duration::from_secs(2)));
+    // 10 s without a packet (keep-alives every 2 s included) means the peer is gone.
+    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(10)) {
         transport.max_idle_timeout(Some(idle));
     }
     Arc::new(transport)

@@ -1,0 +1,162 @@
+//! The mailfarm side of the comparison: an embedded farm (a coordinator and K smurfs in this
+//! process, real QUIC with mutual TLS over loopback) delivering the campaign into the sink.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use mailfarm::embedded::{EmbeddedFarm, EmbeddedOptions};
+use mailfarm_protocol::{CampaignCounters, CampaignSubmission};
+
+use crate::sys;
+
+/// How often counters are read while the campaign runs.
+const POLL: Duration = Duration::from_millis(100);
+/// How long the smurfs get to join the coordinator before the campaign is launched.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// A campaign whose results stop moving for this long is declared stuck.
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Farm shape.
+#[derive(Clone, Debug)]
+pub struct FarmShape {
+    /// Number of smurfs.
+    pub smurfs: u32,
+    /// Credit window of each smurf (None: the embedded default).
+    pub window: Option<u32>,
+    /// Coordinator batch size (None: the embedded default).
+    pub batch_size: Option<usize>,
+}
+
+/// What one mailfarm run measured.
+pub struct FarmRun {
+    /// Final campaign counters.
+    pub counters: CampaignCounters,
+    /// Time spent in `launch` (CSV ingest, template compile, queueing).
+    pub ingest: Duration,
+    /// Launch call plus the coordinator's campaign time (queued until the last result).
+    pub wall: Duration,
+    /// CPU time of this whole process (coordinator, smurfs, rendering) over `wall`.
+    pub cpu: Duration,
+    /// Resident set size right before the launch.
+    pub rss_before_bytes: u64,
+    /// Peak resident set size of this process (`VmHWM`) after the run.
+    pub peak_rss_bytes: u64,
+    /// Window and batch size actually used.
+    pub window: u32,
+    /// Coordinator batch size actually used.
+    pub batch_size: usize,
+}
+
+/// Runs `submission` on an embedded farm of `shape`, delivering to `relay`.
+pub fn run(
+    shape: &FarmShape,
+    relay: String,
+    submission: CampaignSubmission,
+) -> anyhow::Result<FarmRun> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(run_async(shape, relay, submission));
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    result
+}
+
+/// The body of [`run`], inside the runtime.
+async fn run_async(
+    shape: &FarmShape,
+    relay: String,
+    submission: CampaignSubmission,
+) -> anyhow::Result<FarmRun> {
+    let mut options = EmbeddedOptions::new(shape.smurfs);
+    options.relay_override = Some(relay);
+    if let Some(window) = shape.window {
+        options.window = window;
+    }
+    if let Some(batch_size) = shape.batch_size {
+        options.batch_size = batch_size;
+    }
+    let (window, batch_size) = (options.window, options.batch_size);
+    let farm = EmbeddedFarm::start(options)
+        .await
+        .context("starting the embedded farm")?;
+    let outcome = drive(&farm, shape.smurfs, submission).await;
+    farm.shutdown().await;
+    let (counters, ingest, wall, cpu, rss_before_bytes) = outcome?;
+    Ok(FarmRun {
+        counters,
+        ingest,
+        wall,
+        cpu,
+        rss_before_bytes,
+        peak_rss_bytes: sys::self_status_bytes("VmHWM:")?,
+        window,
+        batch_size,
+    })
+}
+
+/// Counters, ingest time, wall time, CPU time and RSS before launch.
+type Measured = (CampaignCounters, Duration, Duration, Duration, u64);
+
+/// Waits for every smurf to join, launches the campaign and follows it to the end.
+async fn drive(
+    farm: &EmbeddedFarm,
+    smurfs: u32,
+    submission: CampaignSubmission,
+) -> anyhow::Result<Measured> {
+    let handle = farm.handle();
+    let joined_by = Instant::now() + JOIN_TIMEOUT;
+    while handle.farm().smurfs().len() < smurfs as usize {
+        if Instant::now() > joined_by {
+            bail!(
+                "only {} of {smurfs} smurfs joined the coordinator within {JOIN_TIMEOUT:?}",
+                handle.farm().smurfs().len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rss_before_bytes = sys::self_status_bytes("VmRSS:")?;
+    let id = submission.id.clone();
+    let cpu_before = sys::usage(libc::RUSAGE_SELF)?.cpu;
+    let started = Instant::now();
+    let launched = handle
+        .launch(submission)
+        .context("launching the campaign")?;
+    let ingest = started.elapsed();
+    if launched.counters.rejected_rows > 0 {
+        bail!(
+            "{} recipient rows were rejected at ingest (first: {})",
+            launched.counters.rejected_rows,
+            launched
+                .rejects
+                .first()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        );
+    }
+    let mut progress = (0, Instant::now());
+    let counters = loop {
+        let counters = handle
+            .farm()
+            .counters(&id)
+            .with_context(|| format!("campaign {id} vanished"))?;
+        if counters.finished {
+            break counters;
+        }
+        let done = counters.delivered + counters.deferred + counters.failed;
+        if done != progress.0 {
+            progress = (done, Instant::now());
+        } else if progress.1.elapsed() > STALL_TIMEOUT {
+            bail!(
+                "campaign stuck at {done} of {} results for {STALL_TIMEOUT:?}",
+                counters.total
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    let cpu = sys::usage(libc::RUSAGE_SELF)?
+        .cpu
+        .saturating_sub(cpu_before);
+    let wall = ingest + Duration::from_millis(counters.elapsed_ms);
+    Ok((counters, ingest, wall, cpu, rss_before_bytes))
+}

@@ -1,0 +1,53 @@
+//! Scenario: the coordinator dies and comes back on the same address; a smurf process that was
+//! connected reconnects on its own (with backoff) and serves the next campaign.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{mailfarm, write_campaign, Daemon, ProcessFarm, SmtpSink};
+
+#[test]
+fn smurf_reconnects_after_the_coordinator_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(&tmp.path().join("sink"));
+    let mut farm = ProcessFarm::start(&tmp.path().join("farm"), 1, 64);
+    let addr = farm.addr;
+    farm.coordinator.child.kill().unwrap();
+    farm.coordinator.child.wait().unwrap();
+
+    // Same address, so the smurf's configured coordinator is right again.
+    std::fs::write(
+        farm.dir.join("coordinator.toml"),
+        format!("listen = \"{addr}\"\nfarm_dir = \".\"\n"),
+    )
+    .unwrap();
+    let mut command = mailfarm();
+    command
+        .arg("coordinator")
+        .arg("--config")
+        .arg(farm.dir.join("coordinator.toml"));
+    let mut coordinator = Daemon::spawn("coordinator-2", command);
+    coordinator.wait_line("a smurf rejoining", Duration::from_secs(60), |l| {
+        l.contains("smurf joined")
+    });
+    farm.coordinator = coordinator;
+
+    let campaign = tmp.path().join("c");
+    write_campaign(
+        &campaign,
+        "after-restart",
+        sink.addr,
+        "email,first_name,code\na@x.example,A,1\nb@x.example,B,2\n",
+    );
+    let out = farm.campaign(&["launch", campaign.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("sent       2"), "{stdout}");
+    assert_eq!(sink.messages().len(), 2);
+    assert!(
+        farm.smurfs[0].count_lines(|l| l.contains("joined the farm")) >= 2,
+        "{}",
+        farm.smurfs[0].output()
+    );
+}

@@ -203,7 +203,7 @@ fn farm_init(
             dir.join(format!("{name}.toml")),
             format!(
                 "# mailfarm smurf\nnode = \"{name}\"\ncoordinator = \"{listen}\"\nfarm_dir = \".\"\n\
-                 window = 512\n# helo_name = \"{name}.example.net\"\n"
+                 window = 512\nstate_dir = \"state/{name}\"\n# helo_name = \"{name}.example.net\"\n"
             ),
         ));
     }

@@ -80,6 +80,7 @@ impl EmbeddedFarm {
                 identity: Identity::load(&FarmFiles::in_dir(farm_dir.path(), name))?,
                 window: options.window,
                 delivery,
+                state_dir: None,
             };
             smurf_tasks.push(tokio::spawn(run_smurf(settings, smurf_shutdown.clone())));
         }

@@ -216,7 +216,10 @@ fn throughput(o: &Throughput) -> anyhow::Result<Report> {
             smtp_sessions: sessions,
             window: farm.window,
             batch_size: farm.batch_size,
-            campaign_dir: o.campaign.display().to_string(),
+            campaign_dir: std::fs::canonicalize(&o.campaign)
+                .unwrap_or_else(|_| o.campaign.clone())
+                .display()
+                .to_string(),
             template_source_bytes: work.template_source_bytes,
             recipient_csv_bytes: work.csv_bytes,
             mailfarm_avg_message_bytes: avg_message,

@@ -163,10 +163,10 @@ impl Report {
         writeln!(out, "machine     {}", m.cpu_model)?;
         writeln!(
             out,
-            "            {} CPUs ({} usable), {} RAM, kernel {}",
+            "            {} CPUs ({} usable), {:.1} GiB RAM, kernel {}",
             m.cpus_online,
             m.cpus_usable,
-            mib(m.ram_bytes),
+            m.ram_bytes as f64 / (1u64 << 30) as f64,
             m.kernel
         )?;
         writeln!(out, "build       {}", self.build_profile)?;
@@ -283,8 +283,8 @@ impl Report {
         };
         writeln!(
             out,
-            "  rendered bytes / recipient  {:>10.1} B  (QUIC carries {share:.2}% of the SMTP payload)",
-            q.rendered_bytes_per_recipient
+            "  rendered bytes / recipient  {:>10} B  (QUIC carries {share:.2}% of the SMTP payload)",
+            thousands(q.rendered_bytes_per_recipient)
         )?;
         writeln!(
             out,

@@ -2,6 +2,7 @@
 //! fixed body over reused sessions, run against the same sink with the same message count,
 //! message size and session count.
 
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -18,13 +19,13 @@ const HELO: &str = "source.mailfarm.invalid";
 /// Bytes of the headers smtp-source adds besides From and To: `Date:` (about 45),
 /// `Message-Id:` (about 45) and the blank line.
 const OTHER_HEADERS: u64 = 92;
+/// How often smtp-source is checked on (exit, memory); bounds the wall-time error.
+const SAMPLE: Duration = Duration::from_millis(5);
 
 /// What one smtp-source run measured.
 pub struct SourceRun {
     /// The command line.
     pub command: String,
-    /// Payload length passed with `-l` (bytes after the headers).
-    pub payload_bytes: u64,
     /// Whole message size it sends (headers estimated).
     pub message_bytes: u64,
     /// Wall time of the process.
@@ -65,26 +66,45 @@ pub fn run(
     let command = format!("{} {}", program.display(), args.join(" "));
     let before = crate::sys::usage(libc::RUSAGE_CHILDREN)?;
     let started = Instant::now();
-    let output = Command::new(program)
+    let mut child = Command::new(program)
         .args(&args)
         .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {command}"))?;
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {command}"))?;
+    let stderr = child.stderr.take().map(|mut err| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text);
+            text
+        })
+    });
+    // ru_maxrss of children also counts this process's memory from before the exec, so the
+    // peak is sampled from /proc while the child runs (VmHWM only grows).
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_rss_bytes = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait().context("waiting for smtp-source")? {
+            break status;
+        }
+        if let Ok(text) = std::fs::read_to_string(&status_path) {
+            peak_rss_bytes =
+                peak_rss_bytes.max(crate::sys::status_kib(&text, "VmHWM:").unwrap_or(0) * 1024);
+        }
+        std::thread::sleep(SAMPLE);
+    };
     let wall = started.elapsed();
     let after = crate::sys::usage(libc::RUSAGE_CHILDREN)?;
-    if !output.status.success() {
-        bail!(
-            "{command} exited with {}: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
+    if !status.success() {
+        let text = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
+        bail!("{command} exited with {status}: {}", text.trim());
     }
     Ok(SourceRun {
         command,
-        payload_bytes,
         message_bytes: payload_bytes + headers,
         wall,
         cpu: after.cpu.saturating_sub(before.cpu),
-        peak_rss_bytes: after.max_rss_bytes,
+        peak_rss_bytes,
     })
 }

@@ -1,6 +1,6 @@
 //! What the report says about the machine and about processes: CPU model, cores, memory,
-//! kernel, and the CPU time and peak memory of this process, of reaped children, and of a
-//! running child.
+//! kernel, the peak memory of this process, and the CPU time of this process, of reaped
+//! children and of a running child.
 
 use std::time::Duration;
 
@@ -57,7 +57,7 @@ impl Machine {
 }
 
 /// The value in KiB of a `Key:   123 kB` line of a `/proc` status-like file.
-fn status_kib(text: &str, key: &str) -> Option<u64> {
+pub fn status_kib(text: &str, key: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(key))
         .and_then(|rest| rest.split_whitespace().next())
@@ -84,13 +84,11 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// CPU time and peak memory from `getrusage(2)`.
+/// CPU time from `getrusage(2)`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Usage {
     /// User plus system CPU time.
     pub cpu: Duration,
-    /// Peak resident set size in bytes (for children: of the largest reaped child).
-    pub max_rss_bytes: u64,
 }
 
 /// `getrusage` for this process (`libc::RUSAGE_SELF`, every thread) or its reaped children
@@ -110,7 +108,6 @@ pub fn usage(who: libc::c_int) -> anyhow::Result<Usage> {
     };
     Ok(Usage {
         cpu: tv(raw.ru_utime) + tv(raw.ru_stime),
-        max_rss_bytes: (raw.ru_maxrss.max(0) as u64) * 1024,
     })
 }
 

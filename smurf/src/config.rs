@@ -6,6 +6,7 @@
 //! farm_dir = "."                   # holds ca.pem, smurf-1.pem, smurf-1.key
 //! window = 512                     # most recipients in flight on this smurf
 //! helo_name = "smurf-1.example.net"  # EHLO name; a real host name in production
+//! state_dir = "state/smurf-1"      # templates kept across restarts
 //! ```
 
 use std::net::SocketAddr;
@@ -35,6 +36,9 @@ pub struct SmurfConfig {
     pub window: u32,
     /// EHLO name. Default: `NODE.mailfarm.invalid`.
     pub helo_name: Option<String>,
+    /// Folder for state kept across restarts (received templates), relative to the config
+    /// file. Default: none (memory only).
+    pub state_dir: Option<PathBuf>,
     /// Messages per SMTP connection before reconnecting. Default 1000.
     #[serde(default = "default_per_connection")]
     pub max_messages_per_connection: u32,
@@ -59,6 +63,7 @@ impl SmurfConfig {
             toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.farm_dir = base.join(&config.farm_dir);
+        config.state_dir = config.state_dir.map(|d| base.join(d));
         let mut problems = Vec::new();
         if config.window == 0 {
             problems.push("window must be at least 1".to_owned());
@@ -88,6 +93,7 @@ impl SmurfConfig {
             identity,
             window: self.window,
             delivery,
+            state_dir: self.state_dir.clone(),
         })
     }
 }

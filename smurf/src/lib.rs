@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod inbound;
 mod link;
 pub mod outbound;
+pub mod template_cache;
 
 pub use config::SmurfConfig;
 pub use delivery::DeliverySettings;

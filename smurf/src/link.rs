@@ -2,23 +2,21 @@
 //! turn batches into delivery jobs, and stream results back. Reconnects with backoff when the
 //! link drops; templates survive reconnects so they are not shipped again.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use mailfarm_pki::wire::{write_frame, FrameReader, WireError};
 use mailfarm_pki::{Identity, COORDINATOR_NAME};
 use mailfarm_protocol::{
-    ContentHash, CoordinatorMessage, HelloReply, Outcome, ProtocolError, RecipientResult,
-    SmurfLink, SmurfLinkEvent, SmurfMessage, TemplateBundle,
+    CoordinatorMessage, HelloReply, Outcome, ProtocolError, RecipientResult, SmurfLink,
+    SmurfLinkEvent, SmurfMessage,
 };
-use mailfarm_templates::{MessageSettings, MessageTemplate, TemplateSources, VerpSigner};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::delivery::{CompiledCampaign, DeliveryEngine, DeliverySettings, Job};
+use crate::delivery::{DeliveryEngine, DeliverySettings, Job};
+use crate::template_cache::TemplateCache;
 
 /// Largest frame the coordinator may send (a template bundle is the biggest).
 const MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -39,6 +37,9 @@ pub struct SmurfSettings {
     pub window: u32,
     /// Sending engine settings.
     pub delivery: DeliverySettings,
+    /// Folder for state that should survive a restart (the template cache); memory only when
+    /// `None`.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// Runs a smurf until `shutdown` flips to true: connects, serves, reconnects with backoff.
@@ -56,7 +57,9 @@ pub async fn run_smurf(
     let mut endpoint = quinn::Endpoint::client(bind).context("opening a UDP socket")?;
     endpoint.set_default_client_config(client_config);
     let mut engine = DeliveryEngine::new(settings.delivery.clone());
-    let mut templates: HashMap<ContentHash, Arc<CompiledCampaign>> = HashMap::new();
+    let mut templates =
+        TemplateCache::open(settings.state_dir.as_ref().map(|d| d.join("templates")))
+            .context("opening the template cache")?;
     let mut backoff = Duration::from_millis(200);
     while !*shutdown.borrow() {
         let outcome = serve_once(
@@ -94,32 +97,11 @@ pub async fn run_smurf(
     Ok(())
 }
 
-fn compile(bundle: TemplateBundle) -> Result<CompiledCampaign, mailfarm_templates::TemplateError> {
-    let template = MessageTemplate::compile(
-        &TemplateSources {
-            subject: bundle.subject.clone(),
-            text: bundle.text.clone(),
-            html: bundle.html.clone(),
-        },
-        MessageSettings {
-            campaign_id: bundle.campaign_id.clone(),
-            from: bundle.from.clone(),
-            reply_to: bundle.reply_to.clone(),
-            list_id: bundle.list_id.clone(),
-            bounce_domain: bundle.bounce_domain.clone(),
-            list_unsubscribe: bundle.list_unsubscribe.clone(),
-        },
-        bundle.field_names.clone(),
-        VerpSigner::new(&bundle.verp_key),
-    )?;
-    Ok(CompiledCampaign { bundle, template })
-}
-
 async fn serve_once(
     endpoint: &quinn::Endpoint,
     settings: &SmurfSettings,
     engine: &mut DeliveryEngine,
-    templates: &mut HashMap<ContentHash, Arc<CompiledCampaign>>,
+    templates: &mut TemplateCache,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let connection = endpoint
@@ -127,7 +109,7 @@ async fn serve_once(
         .await
         .with_context(|| format!("connecting to {}", settings.coordinator))?;
     let (mut send, recv) = connection.open_bi().await.context("opening the stream")?;
-    let mut link = SmurfLink::new(settings.window, templates.keys().copied());
+    let mut link = SmurfLink::new(settings.window, templates.held());
     write_frame(&mut send, &link.hello(&settings.node)).await?;
     let mut reader = FrameReader::new(recv, MAX_FRAME);
     match reader.next::<HelloReply>().await {
@@ -159,10 +141,9 @@ async fn serve_once(
                     SmurfLinkEvent::Template(bundle) => {
                         let hash = bundle.hash;
                         let campaign = bundle.campaign_id.clone();
-                        match compile(*bundle) {
-                            Ok(compiled) => {
+                        match templates.insert(*bundle) {
+                            Ok(_) => {
                                 info!(%campaign, template = %hash, "template received");
-                                templates.insert(hash, Arc::new(compiled));
                             }
                             Err(e) => {
                                 warn!(%campaign, "template does not compile: {e}");
@@ -172,7 +153,7 @@ async fn serve_once(
                         }
                     }
                     SmurfLinkEvent::Batch(batch) => {
-                        let Some(campaign) = templates.get(&batch.template).cloned() else {
+                        let Some(campaign) = templates.get(&batch.template) else {
                             let failed: Vec<RecipientResult> = batch.recipients.iter().map(|r| RecipientResult {
                                 id: r.id, outcome: Outcome::Failed, code: 0, enhanced: None,
                                 text: "template did not compile on this smurf".into(), rendered_bytes: 0,

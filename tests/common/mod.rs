@@ -278,7 +278,10 @@ impl ProcessFarm {
             let name = format!("smurf-{i}");
             std::fs::write(
                 dir.join(format!("{name}.toml")),
-                format!("node = \"{name}\"\nfarm_dir = \".\"\nwindow = {window}\nhelo_name = \"{name}.test\"\n"),
+                format!(
+                    "node = \"{name}\"\nfarm_dir = \".\"\nwindow = {window}\nhelo_name = \"{name}.test\"\n\
+                     state_dir = \"state/{name}\"\n"
+                ),
             )
             .unwrap();
             farm.start_smurf(&name);
@@ -310,6 +313,20 @@ impl ProcessFarm {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Counters of a campaign as `campaign status` prints them, by name.
+    pub fn status(&self, id: &str) -> std::collections::HashMap<String, String> {
+        let out = self.campaign(&["status", id]);
+        assert!(out.status.success(), "status failed: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let mut map = std::collections::HashMap::new();
+        for pair in words.windows(2) {
+            map.insert(pair[0].to_owned(), pair[1].to_owned());
+        }
+        map.insert("state".into(), words.get(1).unwrap_or(&"").to_string());
+        map
     }
 
     /// Runs a `mailfarm campaign ...` command against this farm.

@@ -70,6 +70,9 @@ pub async fn run_smurf(
             &mut shutdown,
         )
         .await;
+        // Whatever the link's fate, queued jobs from it must not be sent now: the coordinator
+        // takes its recipients back when the link drops.
+        engine.next_generation();
         match outcome {
             Ok(()) if *shutdown.borrow() => break,
             Ok(()) => {

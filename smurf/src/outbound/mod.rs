@@ -3,4 +3,5 @@
 //! layered around [`smtp::SmtpClient`].
 
 pub mod reply;
+pub mod route;
 pub mod smtp;

@@ -4,14 +4,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use mailfarm_coordinator::{load_campaign_dir, Coordinator, CoordinatorConfig, OperatorClient};
-use mailfarm_pki::{FarmFiles, Identity};
-use mailfarm_protocol::{CampaignCounters, OperatorRequest, OperatorResponse};
+use mailfarm_coordinator::{Coordinator, CoordinatorConfig};
+use mailfarm_protocol::OperatorRequest;
 use mailfarm_smurf::{run_smurf, SmurfConfig};
-
-use crate::progress::{print_summary, Follower};
 
 /// mailfarm: a bulk mail engine. A coordinator ships each campaign's template once to a farm of
 /// sender nodes ("smurfs") and then streams only per-recipient data to them over mutually
@@ -70,20 +67,40 @@ enum FarmCommand {
         #[arg(long, default_value = "127.0.0.1:4433")]
         listen: SocketAddr,
     },
+    /// List the smurfs connected to the coordinator, with their load.
+    Nodes {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Stop giving work to a smurf; it finishes what it holds, then `farm nodes` shows it idle
+    /// and it can be stopped, upgraded and started again with nothing lost.
+    Drain {
+        /// Node name (e.g. smurf-1).
+        node: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Give work to a drained smurf again.
+    Undrain {
+        /// Node name.
+        node: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 /// How the CLI reaches a running coordinator.
 #[derive(Args, Debug, Clone)]
-struct Remote {
+pub struct Remote {
     /// Coordinator QUIC address.
     #[arg(long, default_value = "127.0.0.1:4433", env = "MAILFARM_COORDINATOR")]
-    coordinator: SocketAddr,
+    pub coordinator: SocketAddr,
     /// Farm folder holding ca.pem and the operator certificate.
     #[arg(long, default_value = "farm", env = "MAILFARM_FARM")]
-    farm: PathBuf,
+    pub farm: PathBuf,
     /// Operator certificate name.
     #[arg(long, default_value = "operator")]
-    operator: String,
+    pub operator: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -108,6 +125,15 @@ enum CampaignCommand {
             conflicts_with = "capture"
         )]
         relay: Option<String>,
+        /// Do not send before this time (UTC, e.g. 2026-11-27T08:00:00Z).
+        #[arg(long, value_name = "TIME", conflicts_with = "start_in")]
+        start_at: Option<String>,
+        /// Do not send before this delay has passed (e.g. 30s, 10m, 2h).
+        #[arg(long, value_name = "DURATION")]
+        start_in: Option<String>,
+        /// Most messages per period for this campaign across the farm (e.g. 100/s, 20000/h).
+        #[arg(long, value_name = "RATE")]
+        rate: Option<mailfarm_protocol::Rate>,
         /// Return right after the launch instead of following progress (remote farm only).
         #[arg(long, conflicts_with = "local")]
         detach: bool,
@@ -121,8 +147,36 @@ enum CampaignCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Follow a campaign live: counters and rates, every second, until it ends.
+    Watch {
+        /// Campaign id.
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// List every campaign on the coordinator.
     List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Stop sending a campaign (in-flight messages finish); `resume` continues it.
+    Pause {
+        /// Campaign id.
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Continue a paused campaign.
+    Resume {
+        /// Campaign id.
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Cancel a campaign: unsent recipients are skipped (in-flight messages finish).
+    Cancel {
+        /// Campaign id.
+        id: String,
         #[command(flatten)]
         remote: Remote,
     },
@@ -140,6 +194,7 @@ impl Cli {
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    use crate::remote;
     match cli.command {
         Command::Farm(FarmCommand::Init {
             dir,
@@ -147,6 +202,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             operator,
             listen,
         }) => farm_init(&dir, smurfs, &operator, listen),
+        Command::Farm(FarmCommand::Nodes { remote }) => {
+            remote::simple(&remote, OperatorRequest::Nodes).await
+        }
+        Command::Farm(FarmCommand::Drain { node, remote }) => {
+            remote::simple(&remote, OperatorRequest::Drain { node }).await
+        }
+        Command::Farm(FarmCommand::Undrain { node, remote }) => {
+            remote::simple(&remote, OperatorRequest::Undrain { node }).await
+        }
         Command::Coordinator { config } => run_coordinator(&config).await,
         Command::Smurf {
             config,
@@ -154,31 +218,41 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => run_smurf_daemon(&config, coordinator).await,
         Command::Campaign(CampaignCommand::Launch {
             dir,
-            local: Some(smurfs),
+            local,
             capture,
             relay,
-            ..
-        }) => crate::local::launch_local(&dir, smurfs, capture, relay).await,
-        Command::Campaign(CampaignCommand::Launch {
-            dir,
-            local: None,
+            start_at,
+            start_in,
+            rate,
             detach,
             remote,
-            ..
-        }) => launch_remote(&dir, detach, &remote).await,
+        }) => {
+            let start_at_ms = remote::start_time(start_at.as_deref(), start_in.as_deref())?;
+            match local {
+                Some(smurfs) => {
+                    crate::local::launch_local(&dir, smurfs, capture, relay, start_at_ms, rate)
+                        .await
+                }
+                None => remote::launch(&dir, detach, &remote, start_at_ms, rate).await,
+            }
+        }
         Command::Campaign(CampaignCommand::Status { id, remote }) => {
-            let mut client = connect(&remote).await?;
-            let response = client
-                .request(&OperatorRequest::Status { campaign_id: id })
-                .await?;
-            client.close().await;
-            print_counters(response)
+            remote::simple(&remote, OperatorRequest::Status { campaign_id: id }).await
         }
         Command::Campaign(CampaignCommand::List { remote }) => {
-            let mut client = connect(&remote).await?;
-            let response = client.request(&OperatorRequest::List).await?;
-            client.close().await;
-            print_counters(response)
+            remote::simple(&remote, OperatorRequest::List).await
+        }
+        Command::Campaign(CampaignCommand::Watch { id, remote }) => {
+            remote::watch(&id, &remote).await
+        }
+        Command::Campaign(CampaignCommand::Pause { id, remote }) => {
+            remote::simple(&remote, OperatorRequest::Pause { campaign_id: id }).await
+        }
+        Command::Campaign(CampaignCommand::Resume { id, remote }) => {
+            remote::simple(&remote, OperatorRequest::Resume { campaign_id: id }).await
+        }
+        Command::Campaign(CampaignCommand::Cancel { id, remote }) => {
+            remote::simple(&remote, OperatorRequest::Cancel { campaign_id: id }).await
         }
     }
 }
@@ -195,7 +269,11 @@ fn farm_init(
     let mut configs = vec![(
         dir.join("coordinator.toml"),
         format!(
-            "# mailfarm coordinator\nlisten = \"{listen}\"\nfarm_dir = \".\"\nbatch_size = 128\n"
+            "# mailfarm coordinator\nlisten = \"{listen}\"\nfarm_dir = \".\"\n\
+             state_dir = \"state/coordinator\"\nbatch_size = 128\n\
+             # metrics_listen = \"127.0.0.1:9464\"\n\
+             # retry_schedule = [\"5m\", \"10m\", \"30m\", \"1h\", \"2h\", \"4h\"]\n\
+             # retry_max_age = \"3d\"\n"
         ),
     )];
     for name in &names {
@@ -251,8 +329,11 @@ async fn shutdown_signal() {
 
 async fn run_coordinator(config: &Path) -> anyhow::Result<ExitCode> {
     let config = CoordinatorConfig::load(config)?;
-    let coordinator = Coordinator::bind(config.settings()?)?;
-    // Machine-readable readiness line (the bound port matters when listen uses port 0).
+    let coordinator = Coordinator::bind(config.settings()?).await?;
+    // Machine-readable readiness lines (the bound ports matter when listening on port 0).
+    if let Some(addr) = coordinator.metrics_addr() {
+        println!("mailfarm metrics on http://{addr}/metrics");
+    }
     println!(
         "mailfarm coordinator listening on {}",
         coordinator.local_addr()?
@@ -277,112 +358,4 @@ async fn run_smurf_daemon(
     });
     run_smurf(settings, rx).await?;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn connect(remote: &Remote) -> anyhow::Result<OperatorClient> {
-    let identity = Identity::load(&FarmFiles::in_dir(&remote.farm, &remote.operator))
-        .with_context(|| {
-            format!(
-                "loading the operator certificate {:?} from {} (use --farm)",
-                remote.operator,
-                remote.farm.display()
-            )
-        })?;
-    OperatorClient::connect(remote.coordinator, &identity, &remote.operator).await
-}
-
-async fn launch_remote(dir: &Path, detach: bool, remote: &Remote) -> anyhow::Result<ExitCode> {
-    let submission = load_campaign_dir(dir)?;
-    let id = submission.id.clone();
-    let mut client = connect(remote).await?;
-    let response = client
-        .request(&OperatorRequest::Launch(Box::new(submission)))
-        .await?;
-    let counters = match response {
-        OperatorResponse::Launched { counters, rejects } => {
-            report_rejects(&rejects, counters.rejected_rows);
-            counters
-        }
-        OperatorResponse::Error { message } => bail!("launch refused: {message}"),
-        other => bail!("unexpected answer from the coordinator: {other:?}"),
-    };
-    println!("launched campaign {id}: {} recipients", counters.total);
-    if detach {
-        client.close().await;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut follower = Follower::new(counters.total);
-    let last = loop {
-        let response = client
-            .request(&OperatorRequest::Status {
-                campaign_id: id.clone(),
-            })
-            .await?;
-        let OperatorResponse::Status(mut list) = response else {
-            bail!("unexpected answer from the coordinator: {response:?}");
-        };
-        let Some(counters) = list.pop() else {
-            bail!("campaign {id} vanished from the coordinator");
-        };
-        follower.update(&counters);
-        if counters.finished {
-            break counters;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    };
-    follower.finish();
-    client.close().await;
-    print_summary(&last, &[]);
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Prints the first rejected rows of an ingest.
-pub fn report_rejects(rejects: &[String], total: u64) {
-    if total == 0 {
-        return;
-    }
-    eprintln!("{total} recipient rows set aside:");
-    for line in rejects.iter().take(20) {
-        eprintln!("  {line}");
-    }
-    if total > 20 {
-        eprintln!("  ... and {} more", total - 20);
-    }
-}
-
-fn print_counters(response: OperatorResponse) -> anyhow::Result<ExitCode> {
-    match response {
-        OperatorResponse::Status(list) => {
-            if list.is_empty() {
-                println!("no campaigns");
-            }
-            for c in &list {
-                print_status_line(c);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        OperatorResponse::Error { message } => bail!("{message}"),
-        other => bail!("unexpected answer from the coordinator: {other:?}"),
-    }
-}
-
-fn print_status_line(c: &CampaignCounters) {
-    println!(
-        "{id}: {state}  total {total}  queued {queued}  in-flight {in_flight}  delivered {delivered}  \
-         deferred {deferred}  failed {failed}  rejected-rows {rejected}  elapsed {secs:.1}s  \
-         template-shipments {shipments}  wire-bytes {wire}  rendered-bytes {rendered}",
-        id = c.id,
-        state = if c.finished { "finished" } else { "running" },
-        total = c.total,
-        queued = c.queued,
-        in_flight = c.in_flight,
-        delivered = c.delivered,
-        deferred = c.deferred,
-        failed = c.failed,
-        rejected = c.rejected_rows,
-        secs = c.elapsed_ms as f64 / 1000.0,
-        shipments = c.template_shipments,
-        wire = c.wire_bytes + c.template_bytes,
-        rendered = c.rendered_bytes,
-    );
 }

@@ -22,6 +22,11 @@ pub struct EmbeddedOptions {
     pub window: u32,
     /// Batch size of the coordinator (default 128).
     pub batch_size: usize,
+    /// Coordinator state folder (default none: state in memory).
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Commit state changes to disk before acknowledging them (default true; only matters
+    /// with a state folder).
+    pub durable: bool,
 }
 
 impl EmbeddedOptions {
@@ -32,6 +37,8 @@ impl EmbeddedOptions {
             relay_override: None,
             window: 512,
             batch_size: 128,
+            state_dir: None,
+            durable: true,
         }
     }
 }
@@ -57,12 +64,15 @@ impl EmbeddedFarm {
         let names: Vec<String> = (1..=options.smurfs).map(|i| format!("local-{i}")).collect();
         mailfarm_pki::init_farm(farm_dir.path(), &names, &[])
             .context("creating local certificates")?;
-        let coordinator = Coordinator::bind(CoordinatorSettings {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            identity: Identity::load(&FarmFiles::in_dir(farm_dir.path(), "coordinator"))?,
-            verp_key: mailfarm_pki::load_secret(&farm_dir.path().join("verp.key"))?,
-            batch_size: options.batch_size,
-        })?;
+        let mut settings = CoordinatorSettings::new(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Identity::load(&FarmFiles::in_dir(farm_dir.path(), "coordinator"))?,
+            mailfarm_pki::load_secret(&farm_dir.path().join("verp.key"))?,
+        );
+        settings.batch_size = options.batch_size;
+        settings.state_dir = options.state_dir.clone();
+        settings.durable = options.durable;
+        let coordinator = Coordinator::bind(settings).await?;
         let addr = coordinator.local_addr()?;
         let handle = coordinator.handle();
         let (stop_coordinator, stopped) = oneshot::channel::<()>();

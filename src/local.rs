@@ -11,8 +11,8 @@ use mailfarm::embedded::{EmbeddedFarm, EmbeddedOptions};
 use mailfarm_coordinator::load_campaign_dir;
 use mailfarm_smurf::inbound::capture::CaptureServer;
 
-use crate::cli::report_rejects;
 use crate::progress::{print_summary, Follower};
+use crate::remote::report_rejects;
 
 /// Runs a campaign on an embedded farm of `smurfs` nodes.
 pub async fn launch_local(
@@ -20,8 +20,14 @@ pub async fn launch_local(
     smurfs: u32,
     capture: Option<PathBuf>,
     relay: Option<String>,
+    start_at_ms: Option<u64>,
+    rate: Option<mailfarm_protocol::Rate>,
 ) -> anyhow::Result<ExitCode> {
-    let submission = load_campaign_dir(dir)?;
+    let (mut submission, csv_path) = load_campaign_dir(dir)?;
+    submission.start_at_ms = start_at_ms;
+    submission.rate_cap = rate;
+    let csv = std::fs::File::open(&csv_path)
+        .with_context(|| format!("opening {}", csv_path.display()))?;
     let (stop_capture, capture_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut capture_task = None;
     let relay_override = match (capture, relay) {
@@ -49,9 +55,11 @@ pub async fn launch_local(
     let handle = farm.handle().clone();
 
     let id = submission.id.clone();
-    let launched = handle.launch(submission)?;
+    let launched = handle
+        .launch(submission, std::io::BufReader::new(csv))
+        .await?;
     let rejects: Vec<String> = launched.rejects.iter().map(ToString::to_string).collect();
-    report_rejects(&rejects, launched.counters.rejected_rows);
+    report_rejects(&rejects, launched.counters.rejected_rows, None);
     let mut follower = Follower::new(launched.counters.total);
     let counters = loop {
         let Some(counters) = handle.farm().counters(&id) else {

@@ -4,6 +4,7 @@
 mod cli;
 mod local;
 mod progress;
+mod remote;
 
 use clap::Parser;
 

@@ -245,6 +245,19 @@ impl Report {
             format!("{:.2}", f.sink_cpu_seconds),
             format!("{:.2}", s.sink_cpu_seconds),
         )?;
+        let busy = |side: &Side| {
+            if side.seconds > 0.0 {
+                100.0 * side.sink_cpu_seconds / side.seconds
+            } else {
+                0.0
+            }
+        };
+        row(
+            out,
+            "smtp-sink busy (1 core)",
+            format!("{:.0}%", busy(f)),
+            format!("{:.0}%", busy(s)),
+        )?;
         row(
             out,
             "per-message rendering",
@@ -263,6 +276,15 @@ impl Report {
                 "mailfarm rate / smtp-source rate: {:.2}",
                 f.msgs_per_sec / s.msgs_per_sec
             )?;
+        }
+        for (name, side) in [("mailfarm", f), ("smtp-source", s)] {
+            if busy(side) >= 90.0 {
+                writeln!(
+                    out,
+                    "note: smtp-sink (one process) was saturated during the {name} run: that \
+                     column is bounded by the receiver, not the sender"
+                )?;
+            }
         }
         writeln!(out)?;
         writeln!(

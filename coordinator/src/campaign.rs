@@ -2,13 +2,14 @@
 //!
 //! A campaign folder holds `campaign.toml`, `body.txt.hbs`, an optional `body.html.hbs` and
 //! `recipients.csv`. [`load_campaign_dir`] turns it into a [`CampaignSubmission`], reporting
-//! every problem of the folder at once. [`ingest_recipients`] turns the CSV into recipient rows,
+//! every problem of the folder at once. [`CsvRows`] reads the CSV row by row in constant memory,
 //! setting aside bad rows with their line numbers instead of failing the campaign.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use mailfarm_protocol::{CampaignSubmission, DeliveryTarget};
+
 use serde::Deserialize;
 
 /// Problems with a campaign folder; all of them are collected before reporting.
@@ -55,8 +56,9 @@ pub fn valid_campaign_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Reads and checks a campaign folder.
-pub fn load_campaign_dir(dir: &Path) -> Result<CampaignSubmission, CampaignDirError> {
+/// Reads and checks a campaign folder. Returns the submission and the path of its
+/// `recipients.csv`, which is streamed separately.
+pub fn load_campaign_dir(dir: &Path) -> Result<(CampaignSubmission, PathBuf), CampaignDirError> {
     let mut problems = Vec::new();
     let mut read = |name: &str, required: bool| -> Option<Vec<u8>> {
         let path = dir.join(name);
@@ -72,7 +74,18 @@ pub fn load_campaign_dir(dir: &Path) -> Result<CampaignSubmission, CampaignDirEr
     let toml_bytes = read("campaign.toml", true);
     let text = read("body.txt.hbs", true);
     let html = read("body.html.hbs", false);
-    let csv = read("recipients.csv", true);
+    let csv_path = dir.join("recipients.csv");
+    let csv = match std::fs::metadata(&csv_path) {
+        Ok(m) if m.is_file() => Some(()),
+        Ok(_) => {
+            problems.push("recipients.csv: not a file".into());
+            None
+        }
+        Err(e) => {
+            problems.push(format!("recipients.csv: {e}"));
+            None
+        }
+    };
     let mut utf8 = |name: &str, bytes: Option<Vec<u8>>| {
         bytes.and_then(|b| match String::from_utf8(b) {
             Ok(s) => Some(s),
@@ -111,22 +124,26 @@ pub fn load_campaign_dir(dir: &Path) -> Result<CampaignSubmission, CampaignDirEr
         }
     }
     match (file, text, csv) {
-        (Some(f), Some(text), Some(csv)) if problems.is_empty() => Ok(CampaignSubmission {
-            id: f.id,
-            from: f.from,
-            reply_to: f.reply_to,
-            subject: f.subject,
-            list_id: f.list_id,
-            bounce_domain: f.bounce_domain,
-            list_unsubscribe: f.list_unsubscribe,
-            text,
-            html,
-            delivery: DeliveryTarget {
-                relay: f.delivery.relay,
-                connections: f.delivery.connections,
+        (Some(f), Some(text), Some(())) if problems.is_empty() => Ok((
+            CampaignSubmission {
+                id: f.id,
+                from: f.from,
+                reply_to: f.reply_to,
+                subject: f.subject,
+                list_id: f.list_id,
+                bounce_domain: f.bounce_domain,
+                list_unsubscribe: f.list_unsubscribe,
+                text,
+                html,
+                delivery: DeliveryTarget {
+                    relay: f.delivery.relay,
+                    connections: f.delivery.connections,
+                },
+                start_at_ms: None,
+                rate_cap: None,
             },
-            recipients_csv: csv,
-        }),
+            csv_path,
+        )),
         _ => Err(CampaignDirError {
             dir: dir.to_owned(),
             problems,
@@ -147,19 +164,6 @@ impl std::fmt::Display for RejectedRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "line {}: {}", self.line, self.reason)
     }
-}
-
-/// The recipients of a campaign after ingest.
-#[derive(Debug, Default)]
-pub struct IngestedRecipients {
-    /// Column names from the header row.
-    pub field_names: Vec<String>,
-    /// Index of the `email` column.
-    pub email_field: usize,
-    /// Accepted rows; each may be shorter than `field_names` (missing trailing fields).
-    pub rows: Vec<Vec<String>>,
-    /// Rows set aside.
-    pub rejects: Vec<RejectedRow>,
 }
 
 /// Problems that make the whole recipient list unusable.
@@ -199,101 +203,145 @@ pub fn plausible_address(address: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Reads a recipient CSV: header row with an `email` column; bad rows are set aside.
-pub fn ingest_recipients(csv_bytes: &[u8]) -> Result<IngestedRecipients, IngestError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .has_headers(true)
-        .from_reader(csv_bytes);
-    let headers = reader
-        .headers()
-        .map_err(|e| IngestError::Header(e.to_string()))?
-        .clone();
-    let field_names: Vec<String> = headers.iter().map(|h| h.trim().to_owned()).collect();
-    let mut seen_columns = HashSet::new();
-    for name in &field_names {
-        if !seen_columns.insert(name.as_str()) {
-            return Err(IngestError::DuplicateColumn(name.clone()));
-        }
-    }
-    let email_field = field_names
-        .iter()
-        .position(|h| h.eq_ignore_ascii_case("email"))
-        .ok_or_else(|| IngestError::NoEmailColumn(field_names.join(",")))?;
-    let mut out = IngestedRecipients {
-        field_names,
-        email_field,
-        ..Default::default()
-    };
-    out.field_names[email_field] = "email".into();
-    let mut seen = HashSet::new();
-    let mut record = csv::ByteRecord::new();
-    loop {
-        let line = reader.position().line();
-        match reader.read_byte_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                out.rejects.push(RejectedRow {
-                    line,
-                    reason: format!("unreadable CSV: {e}"),
-                });
-                continue;
+/// The header of a recipient CSV.
+#[derive(Debug, Clone)]
+pub struct CsvHeader {
+    /// Column names, in order (the address column is normalised to `email`).
+    pub field_names: Vec<String>,
+    /// Index of the `email` column.
+    pub email_field: usize,
+}
+
+/// One data row of a recipient CSV, after checks.
+#[derive(Debug)]
+pub enum CsvRow {
+    /// A usable row.
+    Row {
+        /// 1-based line number.
+        line: u64,
+        /// The address, trimmed.
+        email: String,
+        /// Field values (may be shorter than the header: missing trailing fields).
+        values: Vec<String>,
+    },
+    /// A row set aside.
+    Rejected(RejectedRow),
+}
+
+/// Reads a recipient CSV row by row in constant memory: header row with an `email` column;
+/// malformed rows come out as [`CsvRow::Rejected`] with their line numbers.
+pub struct CsvRows<R: std::io::Read> {
+    reader: csv::Reader<R>,
+    header: CsvHeader,
+    record: csv::ByteRecord,
+    failed: bool,
+}
+
+impl<R: std::io::Read> CsvRows<R> {
+    /// Reads and checks the header row.
+    pub fn open(input: R) -> Result<Self, IngestError> {
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .has_headers(true)
+            .from_reader(input);
+        let headers = reader
+            .headers()
+            .map_err(|e| IngestError::Header(e.to_string()))?
+            .clone();
+        let mut field_names: Vec<String> = headers.iter().map(|h| h.trim().to_owned()).collect();
+        let mut seen_columns = HashSet::new();
+        for name in &field_names {
+            if !seen_columns.insert(name.as_str()) {
+                return Err(IngestError::DuplicateColumn(name.clone()));
             }
         }
-        let line = record.position().map_or(line, |p| p.line());
-        if record.len() > out.field_names.len() {
-            out.rejects.push(RejectedRow {
-                line,
-                reason: format!(
-                    "{} fields, the header has {}",
-                    record.len(),
-                    out.field_names.len()
-                ),
-            });
-            continue;
+        let email_field = field_names
+            .iter()
+            .position(|h| h.eq_ignore_ascii_case("email"))
+            .ok_or_else(|| IngestError::NoEmailColumn(field_names.join(",")))?;
+        field_names[email_field] = "email".into();
+        Ok(Self {
+            reader,
+            header: CsvHeader {
+                field_names,
+                email_field,
+            },
+            record: csv::ByteRecord::new(),
+            failed: false,
+        })
+    }
+
+    /// The header.
+    pub fn header(&self) -> &CsvHeader {
+        &self.header
+    }
+
+    /// The next row, or None at the end of the input.
+    pub fn next_row(&mut self) -> Option<CsvRow> {
+        if self.failed {
+            return None;
         }
-        let values: Result<Vec<String>, _> = record
+        let line = self.reader.position().line();
+        let reject = |line, reason: String| Some(CsvRow::Rejected(RejectedRow { line, reason }));
+        match self.reader.read_byte_record(&mut self.record) {
+            Ok(false) => return None,
+            Ok(true) => {}
+            Err(e) => {
+                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                    // The input itself failed (upload cut short): report once, then stop.
+                    self.failed = true;
+                    return reject(line, format!("input ended early: {e}"));
+                }
+                return reject(line, format!("unreadable CSV: {e}"));
+            }
+        }
+        let line = self.record.position().map_or(line, |p| p.line());
+        let columns = self.header.field_names.len();
+        if self.record.len() > columns {
+            return reject(
+                line,
+                format!("{} fields, the header has {columns}", self.record.len()),
+            );
+        }
+        let values: Result<Vec<String>, _> = self
+            .record
             .iter()
             .map(|v| std::str::from_utf8(v).map(str::to_owned))
             .collect();
         let Ok(mut values) = values else {
-            out.rejects.push(RejectedRow {
-                line,
-                reason: "not valid UTF-8".into(),
-            });
-            continue;
+            return reject(line, "not valid UTF-8".into());
         };
-        let Some(email) = values.get_mut(email_field) else {
-            out.rejects.push(RejectedRow {
-                line,
-                reason: "no email field".into(),
-            });
-            continue;
+        let Some(email) = values.get_mut(self.header.email_field) else {
+            return reject(line, "no email field".into());
         };
         *email = email.trim().to_owned();
         if let Err(reason) = plausible_address(email) {
-            out.rejects.push(RejectedRow {
-                line,
-                reason: format!("bad address {email:?}: {reason}"),
-            });
-            continue;
+            return reject(line, format!("bad address {email:?}: {reason}"));
         }
-        if !seen.insert(email.to_lowercase()) {
-            out.rejects.push(RejectedRow {
-                line,
-                reason: format!("duplicate address {email}"),
-            });
-            continue;
-        }
-        out.rows.push(values);
+        let email = email.clone();
+        Some(CsvRow::Row {
+            line,
+            email,
+            values,
+        })
     }
-    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn collect(csv: &[u8]) -> (Vec<Vec<String>>, Vec<RejectedRow>) {
+        let mut rows = CsvRows::open(csv).unwrap();
+        let (mut ok, mut bad) = (Vec::new(), Vec::new());
+        while let Some(row) = rows.next_row() {
+            match row {
+                CsvRow::Row { values, .. } => ok.push(values),
+                CsvRow::Rejected(r) => bad.push(r),
+            }
+        }
+        (ok, bad)
+    }
 
     #[test]
     fn bad_rows_are_set_aside_with_line_numbers() {
@@ -301,23 +349,26 @@ mod tests {
             a@example.com,Ann,Oslo\n\
             not-an-address,Bob,Rome\n\
             c@example.com,Cy,Paris,extra\n\
-            A@Example.com,Dup,Oslo\n\
             d@example.com,D\xff,Lima\n\
-            e@example.com,Eve\n";
-        let got = ingest_recipients(csv).unwrap();
-        assert_eq!(got.rows.len(), 2);
-        assert_eq!(got.rows[1], vec!["e@example.com", "Eve"]);
-        let lines: Vec<u64> = got.rejects.iter().map(|r| r.line).collect();
-        assert_eq!(lines, vec![3, 4, 5, 6]);
-        assert!(got.rejects[2].reason.contains("duplicate"));
-        assert!(got.rejects[3].reason.contains("UTF-8"));
+            e@example.com,Eve\n\
+            \"unterminated@example.com,X\n";
+        let (rows, rejects) = collect(csv);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1], vec!["e@example.com", "Eve"]);
+        let lines: Vec<u64> = rejects.iter().map(|r| r.line).collect();
+        assert_eq!(&lines[..3], &[3, 4, 5]);
+        assert!(rejects[2].reason.contains("UTF-8"));
     }
 
     #[test]
     fn header_without_email_is_refused() {
         assert!(matches!(
-            ingest_recipients(b"name,city\nA,B\n"),
+            CsvRows::open(&b"name,city\nA,B\n"[..]),
             Err(IngestError::NoEmailColumn(_))
+        ));
+        assert!(matches!(
+            CsvRows::open(&b"email,a,a\n"[..]),
+            Err(IngestError::DuplicateColumn(_))
         ));
     }
 

@@ -7,8 +7,12 @@ use anyhow::{bail, Context};
 use mailfarm_pki::wire::{write_frame, FrameReader};
 use mailfarm_pki::{Identity, COORDINATOR_NAME};
 use mailfarm_protocol::{
-    Hello, HelloReply, OperatorRequest, OperatorResponse, Role, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    CampaignSubmission, Hello, HelloReply, OperatorRequest, OperatorResponse, Role,
+    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
+
+/// Size of the CSV chunks a launch streams.
+const CSV_CHUNK: usize = 256 * 1024;
 
 /// A connected operator session.
 pub struct OperatorClient {
@@ -73,6 +77,41 @@ impl OperatorClient {
         write_frame(&mut self.send, request)
             .await
             .context("sending the request")?;
+        match self.reader.next::<OperatorResponse>().await? {
+            Some((response, _)) => Ok(response),
+            None => bail!("the coordinator closed the control stream"),
+        }
+    }
+
+    /// Launches a campaign, streaming its CSV from `csv` in chunks; returns the answer.
+    pub async fn launch(
+        &mut self,
+        submission: CampaignSubmission,
+        mut csv: impl tokio::io::AsyncRead + Unpin,
+    ) -> anyhow::Result<OperatorResponse> {
+        use tokio::io::AsyncReadExt;
+        write_frame(
+            &mut self.send,
+            &OperatorRequest::Launch(Box::new(submission)),
+        )
+        .await
+        .context("sending the launch")?;
+        let mut chunk = vec![0u8; CSV_CHUNK];
+        loop {
+            let n = csv.read(&mut chunk).await.context("reading the CSV")?;
+            if n == 0 {
+                break;
+            }
+            write_frame(
+                &mut self.send,
+                &OperatorRequest::CsvChunk(chunk[..n].to_vec()),
+            )
+            .await
+            .context("sending the CSV")?;
+        }
+        write_frame(&mut self.send, &OperatorRequest::CsvEnd)
+            .await
+            .context("ending the CSV")?;
         match self.reader.next::<OperatorResponse>().await? {
             Some((response, _)) => Ok(response),
             None => bail!("the coordinator closed the control stream"),

@@ -1,77 +1,174 @@
-//! The coordinator's live state: campaigns, every recipient's state, and the work queue that
-//! smurf links lease from.
+//! The coordinator's live state on top of the durable [`Store`]: campaigns and their counters,
+//! the ready buffers smurf links lease from, what is in flight on which node, and the retry
+//! schedule.
 //!
-//! This is the in-memory store. Recipient ids carry their campaign (`campaign_seq << 32 | row`),
-//! so a result is routed without a lookup table. Links wait on a watch channel that is bumped
-//! whenever work appears (a launch, recipients handed back by a lost smurf).
+//! The store is the source of truth; this module keeps only bounded working sets in memory:
+//! at most `ready_buffer` recipients per campaign are loaded ahead of leasing, and in-flight
+//! recipients are bounded by the smurfs' windows. Links wait on a watch channel that is bumped
+//! whenever work appears.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use mailfarm_protocol::{
-    CampaignCounters, Outcome, RecipientData, RecipientResult, TemplateBundle,
+    CampaignCounters, CampaignState, NodeInfo, Outcome, Rate, RecipientData, RecipientResult,
+    SmurfLoad, TemplateBundle,
 };
 use tokio::sync::watch;
+use tracing::warn;
 
-/// State of one recipient.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RecipientState {
-    /// Waiting to be leased.
-    Queued,
-    /// Leased to a smurf.
-    InFlight,
-    /// Accepted by the receiving server.
-    Delivered,
-    /// Temporarily refused on its last attempt.
-    Deferred,
-    /// Permanently failed.
-    Failed,
+use crate::store::{
+    split_id, CampaignRecord, CampaignStatus, RecipientRecord, Store, StoreError, StoredState,
+};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
-struct Campaign {
+/// Retry policy for temporary failures.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Waits before attempt 2, 3, ...; the last one repeats. Default 5m, 10m, 30m, 1h, 2h, 4h.
+    pub schedule: Vec<Duration>,
+    /// A recipient still deferred this long after its first attempt fails. Default 3 days.
+    pub max_age: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        let m = |n: u64| Duration::from_secs(60 * n);
+        Self {
+            schedule: vec![m(5), m(10), m(30), m(60), m(120), m(240)],
+            max_age: Duration::from_secs(3 * 86_400),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// When to retry after `attempts` attempts, with ±10 % jitter; None when the recipient is
+    /// too old to retry.
+    fn next_retry(&self, attempts: u16, first_attempt_ms: u64, now: u64) -> Option<u64> {
+        let index =
+            usize::from(attempts.saturating_sub(1)).min(self.schedule.len().saturating_sub(1));
+        let wait = self
+            .schedule
+            .get(index)
+            .copied()
+            .unwrap_or(Duration::from_secs(300));
+        let jitter = 0.9 + rand::random::<f64>() * 0.2;
+        let at = now + (wait.as_millis() as f64 * jitter) as u64;
+        (at.saturating_sub(first_attempt_ms) <= self.max_age.as_millis() as u64).then_some(at)
+    }
+}
+
+struct Live {
+    record: CampaignRecord,
     bundle: Arc<TemplateBundle>,
-    rows: Vec<Vec<String>>,
-    states: Vec<RecipientState>,
-    queue: VecDeque<u32>,
     counters: CampaignCounters,
-    started: Instant,
-    finished_at: Option<Instant>,
+    ready: VecDeque<RecipientData>,
+    scan_from: u32,
+    scan_exhausted: bool,
+    limiter: Option<DefaultDirectRateLimiter>,
     reasons: HashMap<String, u64>,
 }
 
-impl Campaign {
-    fn update_finished(&mut self) {
-        let c = &mut self.counters;
-        if c.queued == 0 && c.in_flight == 0 && self.finished_at.is_none() {
-            self.finished_at = Some(Instant::now());
-            c.finished = true;
+impl Live {
+    fn new(record: CampaignRecord) -> Self {
+        let counters = CampaignCounters {
+            id: record.bundle.campaign_id.clone(),
+            total: record.total,
+            rejected_rows: record.rejected_rows,
+            suppressed: record.suppressed,
+            ..Default::default()
+        };
+        let limiter = record.rate_cap.as_ref().and_then(|r| limiter(r));
+        Self {
+            bundle: Arc::new(record.bundle.clone()),
+            counters,
+            ready: VecDeque::new(),
+            scan_from: 0,
+            scan_exhausted: false,
+            limiter,
+            reasons: HashMap::new(),
+            record,
         }
     }
 
-    fn snapshot(&self) -> CampaignCounters {
+    fn state(&self, now: u64) -> CampaignState {
+        match self.record.status {
+            CampaignStatus::Running if self.record.start_at_ms.is_some_and(|t| t > now) => {
+                CampaignState::Scheduled
+            }
+            CampaignStatus::Running => CampaignState::Running,
+            CampaignStatus::Paused => CampaignState::Paused,
+            CampaignStatus::Cancelled => CampaignState::Cancelled,
+            CampaignStatus::Finished => CampaignState::Finished,
+        }
+    }
+
+    fn snapshot(&self, now: u64) -> CampaignCounters {
         let mut c = self.counters.clone();
-        let end = self.finished_at.unwrap_or_else(Instant::now);
-        c.elapsed_ms = end.duration_since(self.started).as_millis() as u64;
+        c.state = self.state(now);
+        c.finished = match self.record.status {
+            CampaignStatus::Finished => true,
+            CampaignStatus::Cancelled => c.in_flight == 0,
+            _ => false,
+        };
+        let end = self.record.finished_ms.unwrap_or(now);
+        c.elapsed_ms = end.saturating_sub(self.record.created_ms);
         c
+    }
+
+    fn is_done(&self) -> bool {
+        let c = &self.counters;
+        self.record.ingest_complete && c.queued == 0 && c.in_flight == 0 && c.deferred == 0
     }
 }
 
-/// Distinct failure reasons kept per campaign, so a hostile server cannot grow the map.
-const MAX_REASONS: usize = 64;
+fn limiter(rate: &Rate) -> Option<DefaultDirectRateLimiter> {
+    let count = NonZeroU32::new(rate.count)?;
+    let quota = Quota::with_period(rate.per / rate.count)?
+        .allow_burst(count.min(NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN)));
+    Some(RateLimiter::direct(quota))
+}
+
+struct InFlight {
+    data: RecipientData,
+    node: String,
+}
+
+struct Node {
+    name: String,
+    window: u32,
+    in_flight: u64,
+    draining: bool,
+    load: SmurfLoad,
+    results: u64,
+}
 
 #[derive(Default)]
 struct FarmState {
-    smurfs: Vec<String>,
-    campaigns: Vec<Campaign>,
-    by_id: HashMap<String, usize>,
-    next_campaign: usize,
+    nodes: Vec<Node>,
+    campaigns: BTreeMap<u32, Live>,
+    by_id: HashMap<String, u32>,
+    next_campaign: u32,
+    in_flight: HashMap<u64, InFlight>,
+    draining: bool,
 }
 
 /// Shared handle on the coordinator's state.
 pub struct Farm {
+    store: Store,
     state: Mutex<FarmState>,
     work: watch::Sender<u64>,
+    retry: RetryPolicy,
+    ready_buffer: usize,
 }
 
 /// A lease: recipients to send with a template.
@@ -82,57 +179,163 @@ pub struct Lease {
     pub recipients: Vec<RecipientData>,
 }
 
-fn split_id(id: u64) -> (usize, usize) {
-    ((id >> 32) as usize, (id & 0xffff_ffff) as usize)
-}
-
-impl Default for Farm {
-    fn default() -> Self {
-        Self::new()
-    }
+/// One delivery attempt, as the accounting log records it.
+#[derive(Debug, serde::Serialize)]
+pub struct Attempt {
+    /// Time, ms since the epoch.
+    pub time_ms: u64,
+    /// Campaign id.
+    pub campaign: String,
+    /// Recipient id.
+    pub recipient_id: u64,
+    /// Recipient address.
+    pub recipient: String,
+    /// Smurf that made the attempt.
+    pub smurf: String,
+    /// Server that answered.
+    pub remote: String,
+    /// Outcome of the attempt.
+    pub outcome: &'static str,
+    /// What the coordinator decided: delivered, deferred (will retry), failed.
+    pub state: &'static str,
+    /// SMTP reply code.
+    pub code: u16,
+    /// Enhanced status code.
+    pub enhanced: Option<String>,
+    /// Reply text.
+    pub text: String,
+    /// Attempt duration.
+    pub duration_ms: u32,
 }
 
 impl Farm {
-    /// An empty farm.
-    pub fn new() -> Self {
-        Self {
-            state: Mutex::new(FarmState::default()),
-            work: watch::Sender::new(0),
+    /// Loads the farm state from `store`.
+    pub fn open(store: Store, retry: RetryPolicy) -> Result<Self, StoreError> {
+        let mut state = FarmState::default();
+        for record in store.campaigns()? {
+            let seq = record.seq;
+            let mut live = Live::new(record);
+            let counts = store.count_states(seq)?;
+            let c = &mut live.counters;
+            c.queued = counts.pending;
+            c.delivered = counts.delivered;
+            c.deferred = counts.deferred;
+            c.failed = counts.failed;
+            c.skipped = counts.skipped;
+            state.by_id.insert(c.id.clone(), seq);
+            state.campaigns.insert(seq, live);
         }
+        Ok(Self {
+            store,
+            state: Mutex::new(state),
+            work: watch::Sender::new(0),
+            retry,
+            ready_buffer: 2048,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, FarmState> {
-        // A panic while holding the lock leaves consistent-enough counters; keep serving.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A receiver that changes whenever new work is queued.
+    /// The durable store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// A receiver that changes whenever new work may be available.
     pub fn work_signal(&self) -> watch::Receiver<u64> {
         self.work.subscribe()
     }
 
-    fn signal_work(&self) {
+    /// Wakes the links so they try to lease.
+    pub fn signal_work(&self) {
         self.work.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     /// Records that a smurf joined.
-    pub fn smurf_joined(&self, node: &str) {
-        self.lock().smurfs.push(node.to_owned());
+    pub fn smurf_joined(&self, node: &str, window: u32) {
+        self.lock().nodes.push(Node {
+            name: node.to_owned(),
+            window,
+            in_flight: 0,
+            draining: false,
+            load: SmurfLoad::default(),
+            results: 0,
+        });
     }
 
     /// Records that a smurf left.
     pub fn smurf_left(&self, node: &str) {
         let mut state = self.lock();
-        if let Some(i) = state.smurfs.iter().position(|n| n == node) {
-            state.smurfs.swap_remove(i);
+        if let Some(i) = state.nodes.iter().position(|n| n.name == node) {
+            state.nodes.swap_remove(i);
         }
     }
 
-    /// Names of the smurfs connected now (a node connected twice appears twice).
+    /// Names of the smurfs connected now.
     pub fn smurfs(&self) -> Vec<String> {
-        let mut smurfs = self.lock().smurfs.clone();
-        smurfs.sort();
-        smurfs
+        let mut names: Vec<String> = self.lock().nodes.iter().map(|n| n.name.clone()).collect();
+        names.sort();
+        names
+    }
+
+    /// Connected smurfs with their figures.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let mut nodes: Vec<NodeInfo> = self
+            .lock()
+            .nodes
+            .iter()
+            .map(|n| NodeInfo {
+                node: n.name.clone(),
+                in_flight: n.in_flight,
+                window: n.window,
+                draining: n.draining,
+                load: n.load.clone(),
+                results: n.results,
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.node.cmp(&b.node));
+        nodes
+    }
+
+    /// Stores a smurf's load report.
+    pub fn report_load(&self, node: &str, load: SmurfLoad) {
+        if let Some(n) = self.lock().nodes.iter_mut().find(|n| n.name == node) {
+            n.load = load;
+        }
+    }
+
+    /// Marks a node draining (or not). Returns false when no such node is connected.
+    pub fn set_draining(&self, node: &str, draining: bool) -> bool {
+        let found = {
+            let mut state = self.lock();
+            let mut found = false;
+            for n in state.nodes.iter_mut().filter(|n| n.name == node) {
+                n.draining = draining;
+                found = true;
+            }
+            found
+        };
+        self.signal_work();
+        found
+    }
+
+    /// Whether a node is draining.
+    pub fn is_draining(&self, node: &str) -> bool {
+        let state = self.lock();
+        state.draining || state.nodes.iter().any(|n| n.name == node && n.draining)
+    }
+
+    /// Stops all leasing (coordinator shutdown).
+    pub fn stop_leasing(&self) {
+        self.lock().draining = true;
+        self.signal_work();
+    }
+
+    /// Recipients in flight on the whole farm.
+    pub fn in_flight(&self) -> usize {
+        self.lock().in_flight.len()
     }
 
     /// Whether a campaign id is taken.
@@ -140,281 +343,462 @@ impl Farm {
         self.lock().by_id.contains_key(id)
     }
 
-    /// Adds a campaign with its accepted rows; returns its counters. `rejected` counts rows set
-    /// aside at ingest.
-    pub fn add_campaign(
-        &self,
-        bundle: TemplateBundle,
-        rows: Vec<Vec<String>>,
-        rejected: u64,
-    ) -> Result<CampaignCounters, String> {
+    /// Stores a new campaign and registers it; refuses a taken id.
+    pub fn create_campaign(&self, record: CampaignRecord) -> Result<CampaignRecord, String> {
         let mut state = self.lock();
-        if state.by_id.contains_key(&bundle.campaign_id) {
-            return Err(format!("campaign {} already exists", bundle.campaign_id));
+        let id = record.bundle.campaign_id.clone();
+        if state.by_id.contains_key(&id) {
+            return Err(format!("{id} already exists on this coordinator"));
         }
-        if rows.len() > u32::MAX as usize {
-            return Err("more than 4 billion recipients in one campaign".into());
-        }
-        let seq = state.campaigns.len();
-        let total = rows.len() as u64;
-        let mut campaign = Campaign {
-            counters: CampaignCounters {
-                id: bundle.campaign_id.clone(),
-                total,
-                queued: total,
-                rejected_rows: rejected,
-                ..Default::default()
-            },
-            bundle: Arc::new(bundle),
-            states: vec![RecipientState::Queued; rows.len()],
-            queue: (0..rows.len() as u32).collect(),
-            rows,
-            started: Instant::now(),
-            finished_at: None,
-            reasons: HashMap::new(),
-        };
-        campaign.update_finished();
-        let counters = campaign.snapshot();
-        state.by_id.insert(campaign.counters.id.clone(), seq);
-        state.campaigns.push(campaign);
-        drop(state);
-        self.signal_work();
-        Ok(counters)
+        let record = self
+            .store
+            .create_campaign(record)
+            .map_err(|e| e.to_string())?;
+        let seq = record.seq;
+        state.by_id.insert(id, seq);
+        state.campaigns.insert(seq, Live::new(record.clone()));
+        Ok(record)
     }
 
-    /// Leases up to `max` queued recipients of one campaign, taking campaigns in turn.
-    pub fn lease(&self, max: usize) -> Option<Lease> {
+    /// Counts rows just committed by ingest, and wakes the links.
+    pub fn rows_added(&self, seq: u32, accepted: u64, rejected: u64, suppressed: u64) {
+        {
+            let mut state = self.lock();
+            if let Some(live) = state.campaigns.get_mut(&seq) {
+                live.counters.total += accepted;
+                live.counters.queued += accepted;
+                live.counters.rejected_rows += rejected;
+                live.counters.suppressed += suppressed;
+                live.scan_exhausted = false;
+            }
+        }
+        self.signal_work();
+    }
+
+    /// Records the end of ingest.
+    pub fn ingest_done(&self, seq: u32) -> Result<(), StoreError> {
+        let record = {
+            let mut state = self.lock();
+            let Some(live) = state.campaigns.get_mut(&seq) else {
+                return Ok(());
+            };
+            live.record.ingest_complete = true;
+            live.record.total = live.counters.total;
+            live.record.rejected_rows = live.counters.rejected_rows;
+            live.record.suppressed = live.counters.suppressed;
+            live.record.clone()
+        };
+        self.store.update_campaign(&record)?;
+        self.check_finished(seq)
+    }
+
+    fn check_finished(&self, seq: u32) -> Result<(), StoreError> {
+        let record = {
+            let mut state = self.lock();
+            let Some(live) = state.campaigns.get_mut(&seq) else {
+                return Ok(());
+            };
+            if live.record.status != CampaignStatus::Running || !live.is_done() {
+                return Ok(());
+            }
+            live.record.status = CampaignStatus::Finished;
+            live.record.finished_ms = Some(now_ms());
+            live.record.clone()
+        };
+        self.store.update_campaign(&record)
+    }
+
+    fn refill(
+        &self,
+        live: &mut Live,
+        in_flight: &HashMap<u64, InFlight>,
+    ) -> Result<(), StoreError> {
+        if live.scan_exhausted || live.ready.len() >= self.ready_buffer / 2 {
+            return Ok(());
+        }
+        let want = self.ready_buffer - live.ready.len();
+        let (rows, next) = self
+            .store
+            .scan_pending(live.record.seq, live.scan_from, want)?;
+        for (id, values) in rows {
+            if !in_flight.contains_key(&id) {
+                live.ready.push_back(RecipientData { id, values });
+            }
+        }
+        match next {
+            Some(row) => live.scan_from = row,
+            None => {
+                live.scan_exhausted = true;
+                live.scan_from = live.scan_from.max(
+                    live.ready
+                        .back()
+                        .map_or(live.scan_from, |r| split_id(r.id).1.saturating_add(1)),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Leases up to `max` recipients of one campaign to `node`, taking campaigns in turn and
+    /// honouring pause, schedule and rate caps.
+    pub fn lease(&self, node: &str, max: usize) -> Option<Lease> {
         if max == 0 {
             return None;
         }
-        let mut state = self.lock();
-        let count = state.campaigns.len();
-        for step in 0..count {
-            let seq = (state.next_campaign + step) % count;
-            let campaign = &mut state.campaigns[seq];
-            if campaign.queue.is_empty() {
+        let now = now_ms();
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        if state.draining || state.nodes.iter().any(|n| n.name == node && n.draining) {
+            return None;
+        }
+        let seqs: Vec<u32> = state.campaigns.keys().copied().collect();
+        let start = seqs
+            .iter()
+            .position(|&s| s >= state.next_campaign)
+            .unwrap_or(0);
+        for &seq in seqs[start..].iter().chain(&seqs[..start]) {
+            let Some(live) = state.campaigns.get_mut(&seq) else {
+                continue;
+            };
+            if live.state(now) != CampaignState::Running || live.counters.queued == 0 {
                 continue;
             }
-            let take = max.min(campaign.queue.len());
-            let mut recipients = Vec::with_capacity(take);
-            for row in campaign.queue.drain(..take) {
-                campaign.states[row as usize] = RecipientState::InFlight;
-                recipients.push(RecipientData {
-                    id: ((seq as u64) << 32) | u64::from(row),
-                    values: campaign.rows[row as usize].clone(),
-                });
+            if let Err(e) = self.refill(live, &state.in_flight) {
+                warn!(campaign = %live.counters.id, "cannot load recipients: {e}");
+                continue;
             }
-            campaign.counters.queued -= take as u64;
-            campaign.counters.in_flight += take as u64;
-            let bundle = campaign.bundle.clone();
-            state.next_campaign = (seq + 1) % count;
+            let mut take = max.min(live.ready.len());
+            if let Some(limiter) = &live.limiter {
+                let mut allowed = 0;
+                while allowed < take && limiter.check().is_ok() {
+                    allowed += 1;
+                }
+                take = allowed;
+            }
+            if take == 0 {
+                continue;
+            }
+            let recipients: Vec<RecipientData> = live.ready.drain(..take).collect();
+            live.counters.queued = live.counters.queued.saturating_sub(take as u64);
+            live.counters.in_flight += take as u64;
+            let bundle = live.bundle.clone();
+            for r in &recipients {
+                state.in_flight.insert(
+                    r.id,
+                    InFlight {
+                        data: r.clone(),
+                        node: node.to_owned(),
+                    },
+                );
+            }
+            if let Some(n) = state.nodes.iter_mut().find(|n| n.name == node) {
+                n.in_flight += take as u64;
+            }
+            state.next_campaign = seq.wrapping_add(1);
             return Some(Lease { bundle, recipients });
         }
         None
     }
 
-    /// Records the results of delivery attempts and the bytes their frame took on the wire.
-    pub fn apply_results(&self, results: &[RecipientResult], frame_bytes: u64) {
-        let mut state = self.lock();
-        let share = frame_bytes / results.len().max(1) as u64;
-        for result in results {
-            let (seq, row) = split_id(result.id);
-            let Some(campaign) = state.campaigns.get_mut(seq) else {
-                continue;
-            };
-            let Some(slot) = campaign.states.get_mut(row) else {
-                continue;
-            };
-            if *slot != RecipientState::InFlight {
-                continue;
+    /// Whether some campaign has queued work that leasing could not hand out now (rate cap or
+    /// schedule), so links should poll again soon.
+    pub fn has_waiting_work(&self) -> bool {
+        self.lock()
+            .campaigns
+            .values()
+            .any(|l| l.counters.queued > 0 && matches!(l.record.status, CampaignStatus::Running))
+    }
+
+    /// Records results durably, then updates counters. Returns the attempts for the
+    /// accounting log. Results for recipients not in flight are ignored.
+    pub fn apply_results(
+        &self,
+        node: &str,
+        results: &[RecipientResult],
+        frame_bytes: u64,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        let now = now_ms();
+        let known: Vec<(usize, u64, String)> = {
+            let state = self.lock();
+            results
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| {
+                    let f = state.in_flight.get(&r.id)?;
+                    let (seq, _) = split_id(r.id);
+                    let email_field = state.campaigns.get(&seq)?.bundle.email_field as usize;
+                    let email = f.data.values.get(email_field).cloned().unwrap_or_default();
+                    Some((i, r.id, email))
+                })
+                .collect()
+        };
+        let ids: Vec<u64> = known.iter().map(|k| k.1).collect();
+        let retry = &self.retry;
+        let new_states = self.store.apply(&ids, |k, record: &mut RecipientRecord| {
+            let result = &results[known[k].0];
+            record.attempts = record.attempts.saturating_add(1);
+            if record.first_attempt_ms == 0 {
+                record.first_attempt_ms = now;
             }
-            let c = &mut campaign.counters;
-            c.in_flight -= 1;
-            c.wire_bytes += share;
-            c.rendered_bytes += u64::from(result.rendered_bytes);
-            *slot = match result.outcome {
-                Outcome::Delivered => {
-                    c.delivered += 1;
-                    RecipientState::Delivered
-                }
+            record.last_code = result.code;
+            record.last_text = result.text.clone();
+            record.state = match result.outcome {
+                Outcome::Delivered => StoredState::Delivered,
+                Outcome::Failed => StoredState::Failed,
                 Outcome::Deferred => {
-                    c.deferred += 1;
-                    RecipientState::Deferred
-                }
-                Outcome::Failed => {
-                    c.failed += 1;
-                    RecipientState::Failed
+                    match retry.next_retry(record.attempts, record.first_attempt_ms, now) {
+                        Some(retry_at_ms) => StoredState::Deferred { retry_at_ms },
+                        None => StoredState::Failed,
+                    }
                 }
             };
-            if result.outcome != Outcome::Delivered {
-                let reason = format!("{} {}", result.code, result.text);
-                let len = campaign.reasons.len();
-                if let Some(n) = campaign.reasons.get_mut(&reason) {
-                    *n += 1;
-                } else if len < MAX_REASONS {
-                    campaign.reasons.insert(reason, 1);
+        })?;
+        let mut attempts = Vec::with_capacity(known.len());
+        let mut touched = HashSet::new();
+        {
+            let mut state = self.lock();
+            let share = frame_bytes / results.len().max(1) as u64;
+            let mut freed = 0u64;
+            for ((i, id, email), new_state) in known.into_iter().zip(new_states) {
+                let result = &results[i];
+                let (seq, _) = split_id(id);
+                state.in_flight.remove(&id);
+                freed += 1;
+                let Some(live) = state.campaigns.get_mut(&seq) else {
+                    continue;
+                };
+                touched.insert(seq);
+                let c = &mut live.counters;
+                c.in_flight = c.in_flight.saturating_sub(1);
+                c.wire_bytes += share;
+                c.rendered_bytes += u64::from(result.rendered_bytes);
+                c.attempts += 1;
+                let label = match new_state {
+                    Some(StoredState::Delivered) => {
+                        c.delivered += 1;
+                        "delivered"
+                    }
+                    Some(StoredState::Deferred { .. }) => {
+                        c.deferred += 1;
+                        "deferred"
+                    }
+                    Some(StoredState::Failed) => {
+                        c.failed += 1;
+                        "failed"
+                    }
+                    // Not pending in the store (e.g. cancelled meanwhile): nothing to count.
+                    _ => "ignored",
+                };
+                if result.outcome != Outcome::Delivered {
+                    let reason = format!("{} {}", result.code, result.text);
+                    let len = live.reasons.len();
+                    if let Some(n) = live.reasons.get_mut(&reason) {
+                        *n += 1;
+                    } else if len < MAX_REASONS {
+                        live.reasons.insert(reason, 1);
+                    }
+                }
+                attempts.push(Attempt {
+                    time_ms: now,
+                    campaign: live.counters.id.clone(),
+                    recipient_id: id,
+                    recipient: email,
+                    smurf: node.to_owned(),
+                    remote: result.remote.clone(),
+                    outcome: match result.outcome {
+                        Outcome::Delivered => "delivered",
+                        Outcome::Deferred => "deferred",
+                        Outcome::Failed => "failed",
+                    },
+                    state: label,
+                    code: result.code,
+                    enhanced: result.enhanced.map(|(a, b, c)| format!("{a}.{b}.{c}")),
+                    text: result.text.clone(),
+                    duration_ms: result.duration_ms,
+                });
+            }
+            if let Some(n) = state.nodes.iter_mut().find(|n| n.name == node) {
+                n.in_flight = n.in_flight.saturating_sub(freed);
+                n.results += freed;
+            }
+        }
+        for seq in touched {
+            self.check_finished(seq)?;
+        }
+        Ok(attempts)
+    }
+
+    /// Puts recipients that were in flight on a lost link back at the front of their queues.
+    pub fn requeue(&self, node: &str, ids: &[u64]) {
+        if ids.is_empty() {
+            return;
+        }
+        {
+            let mut state = self.lock();
+            let mut freed = 0;
+            for &id in ids {
+                let Some(f) = state.in_flight.remove(&id) else {
+                    continue;
+                };
+                freed += 1;
+                let (seq, _) = split_id(id);
+                if let Some(live) = state.campaigns.get_mut(&seq) {
+                    live.counters.in_flight = live.counters.in_flight.saturating_sub(1);
+                    live.counters.queued += 1;
+                    live.ready.push_front(f.data);
                 }
             }
-            campaign.update_finished();
+            if let Some(n) = state.nodes.iter_mut().find(|n| n.name == node) {
+                n.in_flight = n.in_flight.saturating_sub(freed);
+            }
         }
+        self.signal_work();
+    }
+
+    /// Moves deferred recipients whose retry time has come back into their queues.
+    pub fn release_due_retries(&self) -> Result<usize, StoreError> {
+        let due = self.store.take_due_retries(now_ms(), 10_000)?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let count = due.len();
+        {
+            let mut state = self.lock();
+            for (id, values) in due {
+                let (seq, _) = split_id(id);
+                if let Some(live) = state.campaigns.get_mut(&seq) {
+                    live.counters.deferred = live.counters.deferred.saturating_sub(1);
+                    live.counters.queued += 1;
+                    live.ready.push_back(RecipientData { id, values });
+                }
+            }
+        }
+        self.signal_work();
+        Ok(count)
+    }
+
+    fn set_status(&self, id: &str, status: CampaignStatus) -> Result<CampaignRecord, String> {
+        let mut state = self.lock();
+        let Some(&seq) = state.by_id.get(id) else {
+            return Err(format!("no campaign {id:?} on this coordinator"));
+        };
+        let Some(live) = state.campaigns.get_mut(&seq) else {
+            return Err(format!("no campaign {id:?} on this coordinator"));
+        };
+        match (live.record.status, status) {
+            (CampaignStatus::Finished, _) => return Err(format!("campaign {id} already finished")),
+            (CampaignStatus::Cancelled, _) => return Err(format!("campaign {id} was cancelled")),
+            _ => {}
+        }
+        live.record.status = status;
+        Ok(live.record.clone())
+    }
+
+    /// Pauses a campaign: nothing new is leased; in-flight messages finish.
+    pub fn pause(&self, id: &str) -> Result<(), String> {
+        let record = self.set_status(id, CampaignStatus::Paused)?;
+        self.store
+            .update_campaign(&record)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Resumes a paused campaign.
+    pub fn resume(&self, id: &str) -> Result<(), String> {
+        let record = self.set_status(id, CampaignStatus::Running)?;
+        self.store
+            .update_campaign(&record)
+            .map_err(|e| e.to_string())?;
+        self.signal_work();
+        let seq = record.seq;
+        self.check_finished(seq).map_err(|e| e.to_string())
+    }
+
+    /// Cancels a campaign: unsent recipients are skipped; in-flight messages finish.
+    /// Returns how many were skipped.
+    pub fn cancel(&self, id: &str) -> Result<u64, String> {
+        let record = self.set_status(id, CampaignStatus::Cancelled)?;
+        let seq = record.seq;
+        let keep: HashSet<u64> = self
+            .lock()
+            .in_flight
+            .keys()
+            .copied()
+            .filter(|&i| split_id(i).0 == seq)
+            .collect();
+        self.store
+            .update_campaign(&record)
+            .map_err(|e| e.to_string())?;
+        let skipped = self
+            .store
+            .skip_unsent(seq, &keep)
+            .map_err(|e| e.to_string())?;
+        let mut state = self.lock();
+        if let Some(live) = state.campaigns.get_mut(&seq) {
+            live.ready.clear();
+            live.scan_exhausted = true;
+            live.counters.skipped += skipped;
+            live.counters.queued = 0;
+            live.counters.deferred = 0;
+        }
+        Ok(skipped)
+    }
+
+    /// Counters of one campaign.
+    pub fn counters(&self, id: &str) -> Option<CampaignCounters> {
+        let state = self.lock();
+        let seq = state.by_id.get(id)?;
+        state.campaigns.get(seq).map(|l| l.snapshot(now_ms()))
+    }
+
+    /// Counters of every campaign, in launch order.
+    pub fn all_counters(&self) -> Vec<CampaignCounters> {
+        let now = now_ms();
+        self.lock()
+            .campaigns
+            .values()
+            .map(|l| l.snapshot(now))
+            .collect()
     }
 
     /// Counts the bytes of a batch frame against its campaign.
     pub fn record_batch_bytes(&self, campaign_id: &str, bytes: u64) {
         let mut state = self.lock();
-        if let Some(&seq) = state.by_id.get(campaign_id) {
-            state.campaigns[seq].counters.wire_bytes += bytes;
+        if let Some(seq) = state.by_id.get(campaign_id).copied() {
+            if let Some(live) = state.campaigns.get_mut(&seq) {
+                live.counters.wire_bytes += bytes;
+            }
         }
     }
 
     /// Counts one shipment of a campaign's template.
     pub fn record_template_shipment(&self, campaign_id: &str, bytes: u64) {
         let mut state = self.lock();
-        if let Some(&seq) = state.by_id.get(campaign_id) {
-            let c = &mut state.campaigns[seq].counters;
-            c.template_shipments += 1;
-            c.template_bytes += bytes;
-        }
-    }
-
-    /// Puts recipients that were in flight on a lost link back in their queues.
-    pub fn requeue(&self, ids: &[u64]) {
-        if ids.is_empty() {
-            return;
-        }
-        let mut state = self.lock();
-        for &id in ids {
-            let (seq, row) = split_id(id);
-            let Some(campaign) = state.campaigns.get_mut(seq) else {
-                continue;
-            };
-            if campaign.states.get(row) == Some(&RecipientState::InFlight) {
-                campaign.states[row] = RecipientState::Queued;
-                campaign.queue.push_front(row as u32);
-                campaign.counters.in_flight -= 1;
-                campaign.counters.queued += 1;
+        if let Some(seq) = state.by_id.get(campaign_id).copied() {
+            if let Some(live) = state.campaigns.get_mut(&seq) {
+                live.counters.template_shipments += 1;
+                live.counters.template_bytes += bytes;
             }
         }
-        drop(state);
-        self.signal_work();
-    }
-
-    /// Counters of one campaign.
-    pub fn counters(&self, id: &str) -> Option<CampaignCounters> {
-        let state = self.lock();
-        state
-            .by_id
-            .get(id)
-            .map(|&seq| state.campaigns[seq].snapshot())
-    }
-
-    /// Counters of every campaign, in launch order.
-    pub fn all_counters(&self) -> Vec<CampaignCounters> {
-        self.lock()
-            .campaigns
-            .iter()
-            .map(Campaign::snapshot)
-            .collect()
     }
 
     /// The most frequent non-delivery reasons of a campaign, most frequent first.
     pub fn top_reasons(&self, id: &str, limit: usize) -> Vec<(String, u64)> {
         let state = self.lock();
-        let Some(&seq) = state.by_id.get(id) else {
+        let Some(live) = state.by_id.get(id).and_then(|s| state.campaigns.get(s)) else {
             return Vec::new();
         };
-        let mut reasons: Vec<(String, u64)> = state.campaigns[seq]
-            .reasons
-            .iter()
-            .map(|(r, n)| (r.clone(), *n))
-            .collect();
+        let mut reasons: Vec<(String, u64)> =
+            live.reasons.iter().map(|(r, n)| (r.clone(), *n)).collect();
         reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         reasons.truncate(limit);
         reasons
     }
 
-    /// State of one recipient, by campaign and row (for tests and tooling).
-    pub fn recipient_state(&self, id: &str, row: usize) -> Option<RecipientState> {
-        let state = self.lock();
-        let &seq = state.by_id.get(id)?;
-        state.campaigns[seq].states.get(row).copied()
+    /// Which node holds a recipient now, if any (for tests and tooling).
+    pub fn holder(&self, id: u64) -> Option<String> {
+        self.lock().in_flight.get(&id).map(|f| f.node.clone())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use mailfarm_protocol::{ContentHash, DeliveryTarget};
-
-    fn bundle(id: &str) -> TemplateBundle {
-        TemplateBundle {
-            hash: ContentHash([1; 32]),
-            campaign_id: id.into(),
-            subject: String::new(),
-            text: String::new(),
-            html: None,
-            from: "a@b.example".into(),
-            reply_to: None,
-            list_id: "l".into(),
-            bounce_domain: "b.example".into(),
-            list_unsubscribe: None,
-            field_names: vec!["email".into()],
-            email_field: 0,
-            verp_key: vec![],
-            delivery: DeliveryTarget {
-                relay: "127.0.0.1:25".into(),
-                connections: 1,
-            },
-        }
-    }
-
-    fn result(id: u64, outcome: Outcome) -> RecipientResult {
-        RecipientResult {
-            id,
-            outcome,
-            code: 250,
-            enhanced: None,
-            text: "x".into(),
-            rendered_bytes: 10,
-        }
-    }
-
-    #[test]
-    fn lease_results_and_requeue_keep_counts_consistent() {
-        let farm = Farm::new();
-        let rows = (0..5).map(|i| vec![format!("u{i}@x.example")]).collect();
-        farm.add_campaign(bundle("c"), rows, 1).unwrap();
-        let lease = farm.lease(3).unwrap();
-        assert_eq!(lease.recipients.len(), 3);
-        let ids: Vec<u64> = lease.recipients.iter().map(|r| r.id).collect();
-        farm.apply_results(&[result(ids[0], Outcome::Delivered)], 30);
-        farm.apply_results(&[result(ids[0], Outcome::Failed)], 30);
-        farm.requeue(&ids);
-        let c = farm.counters("c").unwrap();
-        assert_eq!((c.queued, c.in_flight, c.delivered, c.failed), (4, 0, 1, 0));
-        let rest = farm.lease(10).unwrap();
-        assert_eq!(rest.recipients.len(), 4);
-        let results: Vec<_> = rest
-            .recipients
-            .iter()
-            .map(|r| result(r.id, Outcome::Deferred))
-            .collect();
-        farm.apply_results(&results, 40);
-        let c = farm.counters("c").unwrap();
-        assert!(c.finished);
-        assert_eq!((c.delivered, c.deferred, c.rejected_rows), (1, 4, 1));
-        assert!(farm.lease(10).is_none());
-    }
-
-    #[test]
-    fn campaigns_are_served_in_turn() {
-        let farm = Farm::new();
-        farm.add_campaign(bundle("a"), vec![vec!["1@x.example".into()]; 4], 0)
-            .unwrap();
-        farm.add_campaign(bundle("b"), vec![vec!["1@x.example".into()]; 4], 0)
-            .unwrap();
-        let first = farm.lease(2).unwrap().bundle.campaign_id.clone();
-        let second = farm.lease(2).unwrap().bundle.campaign_id.clone();
-        assert_ne!(first, second);
-    }
-}
+/// Distinct failure reasons kept per campaign, so a hostile server cannot grow the map.
+const MAX_REASONS: usize = 64;

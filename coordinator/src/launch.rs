@@ -1,10 +1,20 @@
-//! Turning an operator's submission into a running campaign: compile check, ingest, bundle.
+//! Turning an operator's submission into a running campaign: header and template checks, then
+//! a streaming ingest of the CSV into the store, batch by batch, while sending already starts.
+
+use std::io::{Read, Write};
+use std::path::Path;
 
 use mailfarm_protocol::{CampaignCounters, CampaignSubmission, ContentHash, TemplateBundle};
 use mailfarm_templates::{MessageSettings, MessageTemplate, TemplateSources, VerpSigner};
 
-use crate::campaign::{ingest_recipients, valid_campaign_id, RejectedRow};
-use crate::farm::Farm;
+use crate::campaign::{valid_campaign_id, CsvRow, CsvRows, RejectedRow};
+use crate::farm::{now_ms, Farm};
+use crate::store::{CampaignRecord, CampaignStatus, RowVerdict, StoreError};
+
+/// Rows per ingest transaction.
+const INGEST_BATCH: usize = 5000;
+/// Rejected rows kept in memory for the operator's answer (all go to the rejects file).
+const REJECTS_SHOWN: usize = 100;
 
 /// Why a launch was refused. Nothing was queued.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +31,12 @@ pub enum LaunchError {
     /// The bundle could not be encoded for hashing.
     #[error("encoding the template bundle: {0}")]
     Encode(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The rejects report could not be written.
+    #[error("writing the rejects report: {0}")]
+    Rejects(std::io::Error),
 }
 
 /// Outcome of a successful launch.
@@ -28,8 +44,10 @@ pub enum LaunchError {
 pub struct Launched {
     /// Counters right after ingest.
     pub counters: CampaignCounters,
-    /// Rows set aside.
+    /// The first rows set aside.
     pub rejects: Vec<RejectedRow>,
+    /// The full rejects report, when one was written.
+    pub rejects_file: Option<std::path::PathBuf>,
 }
 
 /// Content hash of a bundle: SHA-256 of its encoding with the hash field zeroed.
@@ -43,17 +61,20 @@ pub fn bundle_hash(bundle: &TemplateBundle) -> Result<ContentHash, LaunchError> 
     Ok(ContentHash(hash))
 }
 
-/// Checks, ingests and queues a campaign.
+/// Checks a campaign, stores it and ingests its CSV from `csv` (blocking; run it on a blocking
+/// thread). Rejected rows are reported in `rejects_dir/<campaign>.rejects.txt` when given.
 pub fn launch(
     farm: &Farm,
     submission: CampaignSubmission,
+    csv: impl Read,
     verp_key: &[u8],
+    rejects_dir: Option<&Path>,
 ) -> Result<Launched, LaunchError> {
+    let max = mailfarm_templates::MAX_CAMPAIGN_ID_LEN;
     if !valid_campaign_id(&submission.id) {
         return Err(LaunchError::Id(format!(
-            "{:?} must be 1-{} letters, digits, '-' or '_'",
-            submission.id,
-            mailfarm_templates::MAX_CAMPAIGN_ID_LEN
+            "{:?} must be 1-{max} letters, digits, '-' or '_'",
+            submission.id
         )));
     }
     if farm.contains(&submission.id) {
@@ -62,7 +83,8 @@ pub fn launch(
             submission.id
         )));
     }
-    let ingested = ingest_recipients(&submission.recipients_csv)?;
+    let mut rows = CsvRows::open(csv)?;
+    let header = rows.header().clone();
     let sources = TemplateSources {
         subject: submission.subject.clone(),
         text: submission.text.clone(),
@@ -80,12 +102,12 @@ pub fn launch(
     MessageTemplate::compile(
         &sources,
         settings,
-        ingested.field_names.clone(),
+        header.field_names.clone(),
         VerpSigner::new(verp_key),
     )?;
     let mut bundle = TemplateBundle {
         hash: ContentHash([0; 32]),
-        campaign_id: submission.id,
+        campaign_id: submission.id.clone(),
         subject: submission.subject,
         text: submission.text,
         html: submission.html,
@@ -94,17 +116,109 @@ pub fn launch(
         list_id: submission.list_id,
         bounce_domain: submission.bounce_domain,
         list_unsubscribe: submission.list_unsubscribe,
-        field_names: ingested.field_names,
-        email_field: ingested.email_field as u32,
+        field_names: header.field_names.clone(),
+        email_field: header.email_field as u32,
         verp_key: verp_key.to_vec(),
         delivery: submission.delivery,
     };
     bundle.hash = bundle_hash(&bundle)?;
-    let counters = farm
-        .add_campaign(bundle, ingested.rows, ingested.rejects.len() as u64)
+    let record = farm
+        .create_campaign(CampaignRecord {
+            seq: 0,
+            bundle,
+            status: CampaignStatus::Running,
+            created_ms: now_ms(),
+            start_at_ms: submission.start_at_ms,
+            rate_cap: submission.rate_cap,
+            ingest_complete: false,
+            total: 0,
+            rejected_rows: 0,
+            suppressed: 0,
+            finished_ms: None,
+        })
         .map_err(LaunchError::Id)?;
+    let seq = record.seq;
+
+    let mut report = match rejects_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(LaunchError::Rejects)?;
+            let path = dir.join(format!("{}.rejects.txt", submission.id));
+            let file = std::fs::File::create(&path).map_err(LaunchError::Rejects)?;
+            Some((path, std::io::BufWriter::new(file)))
+        }
+        None => None,
+    };
+    let mut shown = Vec::new();
+    let mut reject = |row: RejectedRow| -> Result<(), LaunchError> {
+        if let Some((_, out)) = report.as_mut() {
+            writeln!(out, "{row}").map_err(LaunchError::Rejects)?;
+        }
+        if shown.len() < REJECTS_SHOWN {
+            shown.push(row);
+        }
+        Ok(())
+    };
+    let mut batch: Vec<(u32, String, Vec<String>)> = Vec::with_capacity(INGEST_BATCH);
+    let mut lines = Vec::with_capacity(INGEST_BATCH);
+    let mut next_row: u32 = 0;
+    let mut done = false;
+    while !done {
+        let mut rejected = 0;
+        while batch.len() < INGEST_BATCH {
+            match rows.next_row() {
+                None => {
+                    done = true;
+                    break;
+                }
+                Some(CsvRow::Rejected(row)) => {
+                    rejected += 1;
+                    reject(row)?;
+                }
+                Some(CsvRow::Row {
+                    line,
+                    email,
+                    values,
+                }) => {
+                    batch.push((next_row, email, values));
+                    lines.push(line);
+                    next_row = next_row.saturating_add(1);
+                }
+            }
+        }
+        let verdicts = farm.store().ingest_rows(seq, &batch)?;
+        let (mut accepted, mut suppressed) = (0, 0);
+        for ((verdict, line), (_, email, _)) in verdicts.iter().zip(&lines).zip(&batch) {
+            match verdict {
+                RowVerdict::Accepted => accepted += 1,
+                RowVerdict::Suppressed => suppressed += 1,
+                RowVerdict::Duplicate => {
+                    rejected += 1;
+                    reject(RejectedRow {
+                        line: *line,
+                        reason: format!("duplicate address {email}"),
+                    })?;
+                }
+            }
+        }
+        farm.rows_added(seq, accepted, rejected, suppressed);
+        batch.clear();
+        lines.clear();
+    }
+    let rejects_file = match report {
+        Some((path, mut out)) => {
+            out.flush().map_err(LaunchError::Rejects)?;
+            Some(path)
+        }
+        None => None,
+    };
+    farm.store().drop_dedupe(seq)?;
+    farm.ingest_done(seq)?;
+    let counters = farm
+        .counters(&submission.id)
+        .ok_or_else(|| LaunchError::Id("campaign vanished during ingest".into()))?;
     Ok(Launched {
         counters,
-        rejects: ingested.rejects,
+        rejects: shown,
+        rejects_file,
     })
 }

@@ -1,17 +1,21 @@
-//! mailfarm's coordinator: it holds campaigns and every recipient's state, ships each
+//! mailfarm's coordinator: it holds campaigns and every recipient's state durably, ships each
 //! campaign's template once to each smurf, then streams only per-recipient data to the smurfs
 //! over mutually authenticated QUIC and collects their results.
 
+mod accounting;
 pub mod campaign;
 mod client;
-mod config;
+pub mod config;
 pub mod farm;
 mod launch;
+pub mod metrics;
+mod operator;
 mod server;
+pub mod store;
 
 pub use campaign::{load_campaign_dir, CampaignDirError, RejectedRow};
 pub use client::OperatorClient;
 pub use config::CoordinatorConfig;
-pub use farm::{Farm, RecipientState};
+pub use farm::{Farm, RetryPolicy};
 pub use launch::{bundle_hash, LaunchError, Launched};
 pub use server::{Coordinator, CoordinatorHandle, CoordinatorSettings};

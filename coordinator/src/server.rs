@@ -2,27 +2,32 @@
 //! operators by their hello and certificate, feeds smurfs work and answers operators.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use mailfarm_pki::wire::{write_frame, FrameReader, WireError};
 use mailfarm_pki::{operator_dns_name, peer_has_name, smurf_dns_name, Identity};
 use mailfarm_protocol::{
-    CoordinatorLink, CoordinatorMessage, Hello, HelloReply, OperatorRequest, OperatorResponse,
-    Role, SmurfMessage, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    CampaignSubmission, CoordinatorLink, CoordinatorMessage, Hello, HelloReply, OperatorResponse,
+    RecipientResult, Role, SmurfMessage, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-use crate::farm::Farm;
-use crate::launch::{launch, Launched};
+use crate::accounting::AccountingLog;
+use crate::farm::{Farm, RetryPolicy};
+use crate::launch::{launch, LaunchError, Launched};
+use crate::store::Store;
 
 /// Largest frame a smurf may send: a results batch is far smaller.
 const SMURF_MAX_FRAME: usize = 4 * 1024 * 1024;
 /// Time a client has to open its stream and say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// CSV chunks buffered between the operator link and the ingest thread.
+const CSV_CHUNKS_BUFFERED: usize = 8;
 
-/// Settings of a coordinator.
+/// Settings of a coordinator; [`CoordinatorSettings::new`] documents the defaults.
 pub struct CoordinatorSettings {
     /// QUIC listen address (port 0 picks a free port).
     pub listen: SocketAddr,
@@ -32,18 +37,54 @@ pub struct CoordinatorSettings {
     pub verp_key: Vec<u8>,
     /// Most recipients per batch frame (default 128).
     pub batch_size: usize,
+    /// Folder of the state database, rejects reports and accounting log; None keeps state in
+    /// memory only (default None).
+    pub state_dir: Option<PathBuf>,
+    /// Commit every state change to disk before acknowledging it (default true; false is the
+    /// benchmark baseline).
+    pub durable: bool,
+    /// Retry policy for temporary failures (default [`RetryPolicy::default`]).
+    pub retry: RetryPolicy,
+    /// Address of the Prometheus `/metrics` endpoint (default none).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Accounting log rotation size (default 64 MiB).
+    pub accounting_max_bytes: u64,
+    /// How long a shutdown waits for in-flight results (default 30 s).
+    pub shutdown_grace: Duration,
+}
+
+impl CoordinatorSettings {
+    /// Settings with the defaults.
+    pub fn new(listen: SocketAddr, identity: Identity, verp_key: Vec<u8>) -> Self {
+        Self {
+            listen,
+            identity,
+            verp_key,
+            batch_size: 128,
+            state_dir: None,
+            durable: true,
+            retry: RetryPolicy::default(),
+            metrics_listen: None,
+            accounting_max_bytes: 64 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
 }
 
 /// A running coordinator.
 pub struct Coordinator {
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
+    metrics: Option<tokio::net::TcpListener>,
+    shutdown_grace: Duration,
 }
 
 struct Shared {
     farm: Farm,
     verp_key: Vec<u8>,
     batch_size: usize,
+    state_dir: Option<PathBuf>,
+    accounting: Option<Mutex<AccountingLog>>,
 }
 
 /// A cheap handle for launching campaigns and reading counters in-process.
@@ -53,12 +94,16 @@ pub struct CoordinatorHandle {
 }
 
 impl CoordinatorHandle {
-    /// Checks, ingests and queues a campaign.
-    pub fn launch(
+    /// Checks, stores and ingests a campaign whose CSV is read from `csv`.
+    pub async fn launch(
         &self,
-        submission: mailfarm_protocol::CampaignSubmission,
-    ) -> Result<Launched, crate::LaunchError> {
-        launch(&self.shared.farm, submission, &self.shared.verp_key)
+        submission: CampaignSubmission,
+        csv: impl std::io::Read + Send + 'static,
+    ) -> Result<Launched, LaunchError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.launch(submission, csv))
+            .await
+            .map_err(|e| LaunchError::Id(format!("ingest task failed: {e}")))?
     }
 
     /// The farm state.
@@ -67,26 +112,98 @@ impl CoordinatorHandle {
     }
 }
 
+impl Shared {
+    fn launch(
+        &self,
+        submission: CampaignSubmission,
+        csv: impl std::io::Read,
+    ) -> Result<Launched, LaunchError> {
+        let rejects_dir = self.state_dir.as_ref().map(|d| d.join("rejects"));
+        launch(
+            &self.farm,
+            submission,
+            csv,
+            &self.verp_key,
+            rejects_dir.as_deref(),
+        )
+    }
+}
+
+/// Derives the QUIC stateless-reset key from the node key, so that a restarted coordinator
+/// can reset its predecessor's connections and smurfs reconnect at once.
+fn endpoint_config(identity: &Identity) -> quinn::EndpointConfig {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        &[
+            b"mailfarm stateless reset".as_slice(),
+            identity.key.secret_der(),
+        ]
+        .concat(),
+    );
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, digest.as_ref());
+    quinn::EndpointConfig::new(Arc::new(key))
+}
+
 impl Coordinator {
-    /// Binds the QUIC endpoint.
-    pub fn bind(settings: CoordinatorSettings) -> anyhow::Result<Self> {
+    /// Opens the state, binds the QUIC endpoint (and the metrics listener).
+    pub async fn bind(settings: CoordinatorSettings) -> anyhow::Result<Self> {
         let server_config = mailfarm_pki::server_config(&settings.identity)
             .context("building the coordinator's TLS configuration")?;
-        let endpoint = quinn::Endpoint::server(server_config, settings.listen)
+        let socket = std::net::UdpSocket::bind(settings.listen)
             .with_context(|| format!("binding QUIC on {}", settings.listen))?;
+        let runtime = quinn::default_runtime().context("no async runtime for QUIC")?;
+        let endpoint = quinn::Endpoint::new(
+            endpoint_config(&settings.identity),
+            Some(server_config),
+            socket,
+            runtime,
+        )
+        .with_context(|| format!("starting QUIC on {}", settings.listen))?;
+        let db_path = settings.state_dir.as_ref().map(|d| d.join("state.redb"));
+        if let Some(dir) = &settings.state_dir {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the state folder {}", dir.display()))?;
+        }
+        let store = Store::open(db_path.as_deref(), settings.durable && db_path.is_some())
+            .context("opening the state database")?;
+        let farm = Farm::open(store, settings.retry).context("loading campaigns")?;
+        let accounting = match &settings.state_dir {
+            Some(dir) => Some(Mutex::new(
+                AccountingLog::open(&dir.join("accounting.jsonl"), settings.accounting_max_bytes)
+                    .context("opening the accounting log")?,
+            )),
+            None => None,
+        };
+        let metrics = match settings.metrics_listen {
+            Some(addr) => Some(
+                crate::metrics::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the metrics endpoint on {addr}"))?,
+            ),
+            None => None,
+        };
         Ok(Self {
             endpoint,
             shared: Arc::new(Shared {
-                farm: Farm::new(),
+                farm,
                 verp_key: settings.verp_key,
                 batch_size: settings.batch_size.max(1),
+                state_dir: settings.state_dir,
+                accounting,
             }),
+            metrics,
+            shutdown_grace: settings.shutdown_grace,
         })
     }
 
-    /// The bound address.
+    /// The bound QUIC address.
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
         Ok(self.endpoint.local_addr()?)
+    }
+
+    /// The bound metrics address, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// A handle for in-process use.
@@ -96,8 +213,50 @@ impl Coordinator {
         }
     }
 
-    /// Serves until `shutdown` resolves, then closes every link and waits for the endpoint.
+    /// Serves until `shutdown` resolves; then stops leasing, waits (up to the grace period)
+    /// for in-flight results, and closes every link.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        if let Some(listener) = self.metrics {
+            let shared = self.shared.clone();
+            let mut stop = stop_rx.clone();
+            let render = Arc::new(move || crate::metrics::render(&shared.farm));
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) = crate::metrics::serve(listener, render, stopped).await {
+                    error!("metrics endpoint failed: {e}");
+                }
+            });
+        }
+        let ticker = {
+            let shared = self.shared.clone();
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stop.wait_for(|s| *s) => break,
+                    }
+                    let farm_shared = shared.clone();
+                    let due =
+                        tokio::task::spawn_blocking(move || farm_shared.farm.release_due_retries())
+                            .await;
+                    match due {
+                        Ok(Ok(n)) if n > 0 => {
+                            debug!(count = n, "deferred recipients due for retry")
+                        }
+                        Ok(Err(e)) => error!("retry scheduler: {e}"),
+                        _ => {}
+                    }
+                    if shared.farm.has_waiting_work() {
+                        shared.farm.signal_work();
+                    }
+                }
+            })
+        };
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -114,7 +273,24 @@ impl Coordinator {
                 () = &mut shutdown => break,
             }
         }
-        info!("coordinator shutting down");
+        info!(
+            in_flight = self.shared.farm.in_flight(),
+            "coordinator shutting down: no new work, waiting for in-flight results"
+        );
+        self.shared.farm.stop_leasing();
+        let deadline = tokio::time::Instant::now() + self.shutdown_grace;
+        while self.shared.farm.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left = self.shared.farm.in_flight();
+        if left > 0 {
+            warn!(
+                left,
+                "shutdown grace over: these stay pending and are sent after restart"
+            );
+        }
+        let _ = stop_tx.send(true);
+        let _ = ticker.await;
         self.endpoint
             .close(0u32.into(), b"coordinator shutting down");
         self.endpoint.wait_idle().await;
@@ -144,12 +320,25 @@ async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) -> any
         Role::Smurf { .. } => serve_smurf(connection, send, reader, hello, shared).await,
         Role::Operator { name } => {
             let name = name.clone();
-            serve_operator(connection, send, reader, hello, &name, shared).await
+            crate::operator::serve(connection, send, reader, hello, &name, shared.handle()).await
         }
     }
 }
 
-async fn refuse(send: &mut quinn::SendStream, connection: &quinn::Connection, reason: &str) {
+impl Shared {
+    fn handle(self: &Arc<Self>) -> CoordinatorHandle {
+        CoordinatorHandle {
+            shared: self.clone(),
+        }
+    }
+}
+
+/// Sends a refusal, closes the link.
+pub(crate) async fn refuse(
+    send: &mut quinn::SendStream,
+    connection: &quinn::Connection,
+    reason: &str,
+) {
     let _ = write_frame(
         send,
         &HelloReply::Refused {
@@ -171,6 +360,10 @@ async fn serve_smurf(
 ) -> anyhow::Result<()> {
     reader.set_max_frame(SMURF_MAX_FRAME);
     let mut link = CoordinatorLink::new();
+    let window = match &hello.role {
+        Role::Smurf { window, .. } => *window,
+        Role::Operator { .. } => 0,
+    };
     let welcome = match link.on_hello(hello, |node| {
         peer_has_name(&connection, &smurf_dns_name(node))
     }) {
@@ -186,36 +379,63 @@ async fn serve_smurf(
     write_frame(&mut send, &welcome).await?;
     let node = link.node().unwrap_or_default().to_owned();
     info!(%node, remote = %connection.remote_address(), "smurf joined");
-    shared.farm.smurf_joined(&node);
-    let result = feed_smurf(&mut link, &mut send, &mut reader, &shared).await;
-    shared.farm.smurf_left(&node);
+    shared.farm.smurf_joined(&node, window);
+    let result = feed_smurf(&node, &mut link, &mut send, &mut reader, &shared).await;
     let returned = link.take_in_flight();
     if !returned.is_empty() {
         warn!(%node, count = returned.len(), "link lost with recipients in flight: requeued");
     }
-    shared.farm.requeue(&returned);
+    shared.farm.requeue(&node, &returned);
+    shared.farm.smurf_left(&node);
     info!(%node, "smurf left");
     result
 }
 
+async fn record_results(
+    shared: &Arc<Shared>,
+    node: &str,
+    results: Vec<RecipientResult>,
+    bytes: u64,
+) -> anyhow::Result<()> {
+    let shared2 = shared.clone();
+    let node2 = node.to_owned();
+    let attempts =
+        tokio::task::spawn_blocking(move || shared2.farm.apply_results(&node2, &results, bytes))
+            .await
+            .context("result task failed")?
+            .context("recording results")?;
+    if let Some(log) = &shared.accounting {
+        let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = log.write(&attempts) {
+            error!("accounting log: {e}");
+        }
+    }
+    Ok(())
+}
+
 async fn feed_smurf(
+    node: &str,
     link: &mut CoordinatorLink,
     send: &mut quinn::SendStream,
     reader: &mut FrameReader,
-    shared: &Shared,
+    shared: &Arc<Shared>,
 ) -> anyhow::Result<()> {
     let mut work = shared.farm.work_signal();
+    let mut was_idle_draining = false;
     loop {
         work.borrow_and_update();
         while link.credit() > 0 {
-            let Some(lease) = shared.farm.lease(link.credit().min(shared.batch_size)) else {
+            let Some(lease) = shared
+                .farm
+                .lease(node, link.credit().min(shared.batch_size))
+            else {
                 break;
             };
             let ids: Vec<u64> = lease.recipients.iter().map(|r| r.id).collect();
             let messages = match link.dispatch(&lease.bundle, lease.recipients) {
                 Ok(m) => m,
                 Err(e) => {
-                    shared.farm.requeue(&ids);
+                    shared.farm.requeue(node, &ids);
                     return Err(e.into());
                 }
             };
@@ -231,12 +451,18 @@ async fn feed_smurf(
                 }
             }
         }
+        let idle_draining = link.in_flight() == 0 && shared.farm.is_draining(node);
+        if idle_draining && !was_idle_draining {
+            info!(%node, "drained: node is idle and may be stopped");
+        }
+        was_idle_draining = idle_draining;
         tokio::select! {
             next = reader.next::<SmurfMessage>() => match next {
                 Ok(Some((SmurfMessage::Results(results), bytes))) => {
                     link.on_results(&results)?;
-                    shared.farm.apply_results(&results, bytes);
+                    record_results(shared, node, results, bytes).await?;
                 }
+                Ok(Some((SmurfMessage::Load(load), _))) => shared.farm.report_load(node, load),
                 Ok(Some((SmurfMessage::TemplateRejected { hash, reason }, _))) => {
                     warn!(template = %hash, "smurf could not compile a template: {reason}");
                 }
@@ -256,67 +482,73 @@ async fn feed_smurf(
     }
 }
 
-async fn serve_operator(
-    connection: quinn::Connection,
-    mut send: quinn::SendStream,
-    mut reader: FrameReader,
-    hello: Hello,
-    name: &str,
-    shared: Arc<Shared>,
-) -> anyhow::Result<()> {
-    if hello.version != PROTOCOL_VERSION {
-        let reason = format!(
+/// Reads CSV chunks of a launch from the operator link into a blocking reader.
+pub(crate) struct ChunkReader {
+    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl ChunkReader {
+    /// A reader and the sender that feeds it; dropping the sender ends the input.
+    pub(crate) fn new() -> (tokio::sync::mpsc::Sender<Vec<u8>>, Self) {
+        let (tx, rx) = tokio::sync::mpsc::channel(CSV_CHUNKS_BUFFERED);
+        (
+            tx,
+            Self {
+                rx,
+                current: Vec::new(),
+                pos: 0,
+            },
+        )
+    }
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.current.len() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => {
+                    self.current = chunk;
+                    self.pos = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Checks that the peer of `connection` is operator `name`.
+pub(crate) fn is_operator(connection: &quinn::Connection, name: &str) -> bool {
+    peer_has_name(connection, &operator_dns_name(name))
+}
+
+/// Protocol version check for operators.
+pub(crate) fn operator_version_ok(hello: &Hello) -> Result<(), String> {
+    if hello.version == PROTOCOL_VERSION {
+        Ok(())
+    } else {
+        Err(format!(
             "operator speaks protocol version {}, this coordinator speaks {PROTOCOL_VERSION}",
             hello.version
-        );
-        refuse(&mut send, &connection, &reason).await;
-        anyhow::bail!(reason);
+        ))
     }
-    if !peer_has_name(&connection, &operator_dns_name(name)) {
-        let reason = format!("certificate is not the operator certificate of {name:?}");
-        refuse(&mut send, &connection, &reason).await;
-        anyhow::bail!(reason);
-    }
-    write_frame(
-        &mut send,
-        &HelloReply::Welcome {
-            version: PROTOCOL_VERSION,
-            name: name.to_owned(),
+}
+
+/// Builds the operator's answer to a finished launch.
+pub(crate) fn launched_response(result: Result<Launched, LaunchError>) -> OperatorResponse {
+    match result {
+        Ok(launched) => OperatorResponse::Launched {
+            counters: launched.counters,
+            rejects: launched.rejects.iter().map(ToString::to_string).collect(),
+            rejects_file: launched.rejects_file.map(|p| p.display().to_string()),
         },
-    )
-    .await?;
-    while let Some((request, _)) = reader.next::<OperatorRequest>().await? {
-        let response = match request {
-            OperatorRequest::Launch(submission) => {
-                let id = submission.id.clone();
-                match launch(&shared.farm, *submission, &shared.verp_key) {
-                    Ok(launched) => {
-                        info!(campaign = %id, operator = name, total = launched.counters.total,
-                              rejected = launched.counters.rejected_rows, "campaign launched");
-                        OperatorResponse::Launched {
-                            counters: launched.counters,
-                            rejects: launched
-                                .rejects
-                                .iter()
-                                .take(100)
-                                .map(ToString::to_string)
-                                .collect(),
-                        }
-                    }
-                    Err(e) => OperatorResponse::Error {
-                        message: e.to_string(),
-                    },
-                }
-            }
-            OperatorRequest::Status { campaign_id } => match shared.farm.counters(&campaign_id) {
-                Some(c) => OperatorResponse::Status(vec![c]),
-                None => OperatorResponse::Error {
-                    message: format!("no campaign {campaign_id:?} on this coordinator"),
-                },
-            },
-            OperatorRequest::List => OperatorResponse::Status(shared.farm.all_counters()),
-        };
-        write_frame(&mut send, &response).await?;
+        Err(e) => OperatorResponse::Error {
+            message: e.to_string(),
+        },
     }
-    Ok(())
 }

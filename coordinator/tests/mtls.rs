@@ -22,12 +22,12 @@ struct Farm {
 async fn start_farm() -> Farm {
     let dir = tempfile::tempdir().unwrap();
     mailfarm_pki::init_farm(dir.path(), &["smurf-1".into()], &["operator".into()]).unwrap();
-    let coordinator = Coordinator::bind(CoordinatorSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        identity: Identity::load(&FarmFiles::in_dir(dir.path(), "coordinator")).unwrap(),
-        verp_key: vec![7; 32],
-        batch_size: 16,
-    })
+    let coordinator = Coordinator::bind(CoordinatorSettings::new(
+        "127.0.0.1:0".parse().unwrap(),
+        Identity::load(&FarmFiles::in_dir(dir.path(), "coordinator")).unwrap(),
+        vec![7; 32],
+    ))
+    .await
     .unwrap();
     let addr = coordinator.local_addr().unwrap();
     let handle = coordinator.handle();

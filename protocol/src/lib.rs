@@ -19,15 +19,17 @@
 mod error;
 mod frame;
 mod messages;
+mod rate;
 mod session;
 
 pub use error::{FrameError, ProtocolError};
 pub use frame::{decode_message, encode_frame, FrameDecoder, DEFAULT_MAX_FRAME, FRAME_HEADER_LEN};
 pub use messages::{
     CampaignCounters, CampaignState, CampaignSubmission, ContentHash, CoordinatorMessage,
-    DeliveryTarget, Hello, HelloReply, OperatorRequest, OperatorResponse, Outcome, RecipientBatch,
-    RecipientData, RecipientResult, Role, SmurfMessage, TemplateBundle,
+    DeliveryTarget, Hello, HelloReply, NodeInfo, OperatorRequest, OperatorResponse, Outcome,
+    RecipientBatch, RecipientData, RecipientResult, Role, SmurfLoad, SmurfMessage, TemplateBundle,
 };
+pub use rate::{Rate, RateError};
 pub use session::{CoordinatorLink, SmurfLink, SmurfLinkEvent};
 
 /// ALPN identifier negotiated in the QUIC handshake. A peer speaking another major protocol

@@ -134,6 +134,10 @@ pub struct RecipientResult {
     pub text: String,
     /// Size of the message the smurf rendered, in bytes (0 when it was not rendered).
     pub rendered_bytes: u32,
+    /// The server that answered (`host[ip]:port`), empty when none was reached.
+    pub remote: String,
+    /// Time the attempt took, in milliseconds.
+    pub duration_ms: u32,
 }
 
 /// The coordinator's answer to a [`Hello`]: the second frame of every link.
@@ -178,9 +182,28 @@ pub enum SmurfMessage {
     },
     /// The smurf is shutting down: it sends no more results after this.
     Goodbye,
+    /// Periodic load report, used to balance work across smurfs.
+    Load(SmurfLoad),
 }
 
-/// A campaign as an operator submits it: settings, template sources and the recipient CSV.
+/// What a smurf reports about its load.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmurfLoad {
+    /// Messages queued for delivery and not yet being sent.
+    pub queued: u32,
+    /// Messages being sent right now.
+    pub sending: u32,
+    /// CPU use of the smurf process over the last interval, percent of one core.
+    pub cpu_percent: u16,
+    /// Sites currently in the slow "bog" lane.
+    pub bog_sites: u32,
+    /// Messages waiting in the bog.
+    pub bog_queued: u32,
+}
+
+/// A campaign as an operator submits it: settings and template sources. The recipient CSV
+/// follows in [`OperatorRequest::CsvChunk`] frames ended by [`OperatorRequest::CsvEnd`], so a
+/// list of any size streams through in constant memory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CampaignSubmission {
     /// Campaign identifier.
@@ -203,15 +226,21 @@ pub struct CampaignSubmission {
     pub html: Option<String>,
     /// Where to deliver.
     pub delivery: DeliveryTarget,
-    /// The recipient list, as CSV with a header row.
-    pub recipients_csv: Vec<u8>,
+    /// Do not send before this time (ms since the Unix epoch).
+    pub start_at_ms: Option<u64>,
+    /// Most messages per period for this campaign across the farm.
+    pub rate_cap: Option<crate::Rate>,
 }
 
 /// Operator-to-coordinator requests (after the [`Hello`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OperatorRequest {
-    /// Start a campaign.
+    /// Start a campaign; its CSV follows in chunks.
     Launch(Box<CampaignSubmission>),
+    /// A piece of the recipient CSV of the campaign being launched.
+    CsvChunk(Vec<u8>),
+    /// The CSV is complete; the coordinator answers the launch now.
+    CsvEnd,
     /// Counters of one campaign.
     Status {
         /// Campaign identifier.
@@ -219,15 +248,79 @@ pub enum OperatorRequest {
     },
     /// Counters of every campaign.
     List,
+    /// Stop leasing a campaign's recipients until resumed.
+    Pause {
+        /// Campaign identifier.
+        campaign_id: String,
+    },
+    /// Resume a paused campaign.
+    Resume {
+        /// Campaign identifier.
+        campaign_id: String,
+    },
+    /// Skip every unsent recipient of a campaign; in-flight messages finish.
+    Cancel {
+        /// Campaign identifier.
+        campaign_id: String,
+    },
+    /// The smurfs connected now.
+    Nodes,
+    /// Stop giving work to a node; it finishes what it holds and is reported idle.
+    Drain {
+        /// Node name.
+        node: String,
+    },
+    /// Give work to a drained node again.
+    Undrain {
+        /// Node name.
+        node: String,
+    },
+}
+
+/// A connected smurf, as `farm nodes` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Node name.
+    pub node: String,
+    /// Recipients in flight on it.
+    pub in_flight: u64,
+    /// Its window.
+    pub window: u32,
+    /// Draining (no new work).
+    pub draining: bool,
+    /// Its last load report.
+    pub load: SmurfLoad,
+    /// Results received from it since it joined.
+    pub results: u64,
 }
 
 /// Lifecycle state of a campaign.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CampaignState {
-    /// Recipients remain to be sent or are in flight.
+    /// Waiting for its scheduled start.
+    Scheduled,
+    /// Sending.
+    #[default]
     Running,
+    /// Paused by an operator.
+    Paused,
+    /// Cancelled by an operator.
+    Cancelled,
     /// Every recipient reached a final state.
     Finished,
+}
+
+impl CampaignState {
+    /// Lower-case name for display.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CampaignState::Scheduled => "scheduled",
+            CampaignState::Running => "running",
+            CampaignState::Paused => "paused",
+            CampaignState::Cancelled => "cancelled",
+            CampaignState::Finished => "finished",
+        }
+    }
 }
 
 /// Counters of a campaign, as shown by `campaign status`.
@@ -235,7 +328,9 @@ pub enum CampaignState {
 pub struct CampaignCounters {
     /// Campaign identifier.
     pub id: String,
-    /// Whether it finished.
+    /// Lifecycle state.
+    pub state: CampaignState,
+    /// Whether no more work will happen (finished, or cancelled with nothing in flight).
     pub finished: bool,
     /// Recipients accepted into the campaign.
     pub total: u64,
@@ -251,6 +346,12 @@ pub struct CampaignCounters {
     pub deferred: u64,
     /// Permanently failed.
     pub failed: u64,
+    /// Skipped because the address is on the suppression list.
+    pub suppressed: u64,
+    /// Skipped because the campaign was cancelled.
+    pub skipped: u64,
+    /// Delivery attempts made (first tries and retries).
+    pub attempts: u64,
     /// Milliseconds since launch (until finish, once finished).
     pub elapsed_ms: u64,
     /// Bytes of recipient data and results that crossed QUIC, frames included.
@@ -272,9 +373,18 @@ pub enum OperatorResponse {
         counters: CampaignCounters,
         /// First rejected rows with reasons (`line N: reason`), capped.
         rejects: Vec<String>,
+        /// Where the coordinator wrote the full rejects report, if anywhere.
+        rejects_file: Option<String>,
     },
     /// Counters of one or more campaigns.
     Status(Vec<CampaignCounters>),
+    /// The request was carried out.
+    Done {
+        /// What was done, for the operator.
+        message: String,
+    },
+    /// The smurfs connected now.
+    Nodes(Vec<NodeInfo>),
     /// The request failed.
     Error {
         /// What went wrong, for the operator.

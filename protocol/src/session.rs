@@ -326,6 +326,8 @@ mod tests {
             enhanced: Some((2, 0, 0)),
             text: "ok".into(),
             rendered_bytes: 100,
+            remote: "mx.example[127.0.0.1]:25".into(),
+            duration_ms: 3,
         }
     }
 

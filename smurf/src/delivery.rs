@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mailfarm_protocol::{Outcome, RecipientData, RecipientResult, TemplateBundle};
 use mailfarm_templates::MessageTemplate;
@@ -151,7 +151,16 @@ fn result(
         enhanced,
         text,
         rendered_bytes,
+        remote: String::new(),
+        duration_ms: 0,
     }
+}
+
+/// Adds where and how long to a result.
+fn timed(mut result: RecipientResult, remote: &str, started: Instant) -> RecipientResult {
+    result.remote = remote.to_owned();
+    result.duration_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+    result
 }
 
 async fn connect(
@@ -195,6 +204,7 @@ async fn worker(
         if job.generation != generation.load(Ordering::SeqCst) {
             continue; // its link is gone; the coordinator re-leased the recipient
         }
+        let started = Instant::now();
         let recipient = &job.recipient;
         let email_field = job.campaign.bundle.email_field as usize;
         let email = recipient
@@ -232,13 +242,10 @@ async fn worker(
                 Err(reason) => {
                     connect_failures += 1;
                     warn!(%target, "{reason}");
-                    let _ = job.results.send(result(
-                        recipient,
-                        Outcome::Deferred,
-                        0,
-                        None,
-                        reason,
-                        size,
+                    let _ = job.results.send(timed(
+                        result(recipient, Outcome::Deferred, 0, None, reason, size),
+                        &target,
+                        started,
                     ));
                     // Back off a little so a dead relay does not spin.
                     let pause = Duration::from_millis(50 * u64::from(connect_failures.min(20)));

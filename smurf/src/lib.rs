@@ -9,6 +9,7 @@ mod config;
 pub mod delivery;
 pub mod inbound;
 mod link;
+pub mod load;
 pub mod outbound;
 pub mod template_cache;
 

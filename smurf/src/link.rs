@@ -10,7 +10,7 @@ use mailfarm_pki::wire::{write_frame, FrameReader, WireError};
 use mailfarm_pki::{Identity, COORDINATOR_NAME};
 use mailfarm_protocol::{
     CoordinatorMessage, HelloReply, Outcome, ProtocolError, RecipientResult, SmurfLink,
-    SmurfLinkEvent, SmurfMessage,
+    SmurfLinkEvent, SmurfLoad, SmurfMessage,
 };
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -22,6 +22,8 @@ use crate::template_cache::TemplateCache;
 const MAX_FRAME: usize = 16 * 1024 * 1024;
 /// Most results per frame.
 const RESULTS_PER_FRAME: usize = 512;
+/// How often the smurf reports its load.
+const LOAD_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a shutting-down smurf waits for in-flight messages.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -129,6 +131,8 @@ async fn serve_once(
     let mut draining = false;
     let drain_deadline = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
     tokio::pin!(drain_deadline);
+    let mut load_tick = tokio::time::interval(LOAD_INTERVAL);
+    let mut cpu = crate::load::CpuMeter::new();
     loop {
         if draining && link.owed() == 0 {
             write_frame(&mut send, &SmurfMessage::Goodbye).await?;
@@ -160,6 +164,7 @@ async fn serve_once(
                             let failed: Vec<RecipientResult> = batch.recipients.iter().map(|r| RecipientResult {
                                 id: r.id, outcome: Outcome::Failed, code: 0, enhanced: None,
                                 text: "template did not compile on this smurf".into(), rendered_bytes: 0,
+                                remote: String::new(), duration_ms: 0,
                             }).collect();
                             link.results_sent(failed.len());
                             write_frame(&mut send, &SmurfMessage::Results(failed)).await?;
@@ -197,6 +202,14 @@ async fn serve_once(
                     draining = true;
                     drain_deadline.as_mut().reset(tokio::time::Instant::now() + DRAIN_TIMEOUT);
                 }
+            }
+            _ = load_tick.tick() => {
+                let load = SmurfLoad {
+                    queued: u32::try_from(link.owed()).unwrap_or(u32::MAX),
+                    cpu_percent: cpu.percent(),
+                    ..SmurfLoad::default()
+                };
+                write_frame(&mut send, &SmurfMessage::Load(load)).await?;
             }
             () = &mut drain_deadline => {
                 warn!(owed = link.owed(), "drain timed out; the coordinator will requeue the rest");

@@ -27,6 +27,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use super::command::{self, Command, CommandError, Param};
+use super::data::{DataDecoder, DataLine};
 use super::line::{LineError, LineReader};
 
 /// Longest command line accepted, CRLF included (RFC 5321 says 512; room is
@@ -525,10 +526,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
 
         let mut size: u64 = 0;
-        // The end of data is `<CRLF>.<CRLF>` exactly: a `.` line ending in a
-        // bare LF, or after a line ending in a bare LF, is content (defence
-        // against SMTP smuggling). Other bare LFs are accepted as line ends.
-        let mut prev_crlf = data_cmd_crlf;
+        // Where the data ends and how it is unstuffed: see `super::data`.
+        let mut decoder = DataDecoder::new(data_cmd_crlf);
         loop {
             let line = match tokio::time::timeout(
                 config.idle_timeout,
@@ -545,20 +544,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(Err(LineError::Io(e))) => return Err(e),
                 Ok(Err(LineError::TooLong { .. })) => {
                     problem.get_or_insert(DataProblem::LineTooLong);
-                    prev_crlf = true;
+                    decoder.skipped_line();
                     continue;
                 }
                 Ok(Ok(Some(line))) => line,
             };
-            if line.bytes == b"." && line.crlf && prev_crlf {
-                break;
-            }
-            prev_crlf = line.crlf;
-            // RFC 5321 §4.5.2: drop the first dot of a line with more on it.
-            // (A lone "." that is not a valid terminator is kept as is.)
-            let content = match line.bytes {
-                [b'.', rest @ ..] if !rest.is_empty() => rest,
-                all => all,
+            let content = match decoder.line(line) {
+                DataLine::End => break,
+                DataLine::Content(content) => content,
             };
             size += content.len() as u64 + 2;
             if size > config.max_message_size {

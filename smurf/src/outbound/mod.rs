@@ -2,6 +2,10 @@
 //! receiving MTAs. Routing (MX lookup), STARTTLS wrapping and rate limits are
 //! layered around [`smtp::SmtpClient`].
 
+pub mod dkim;
+pub mod mx;
 pub mod reply;
 pub mod route;
+pub mod session;
 pub mod smtp;
+pub mod tls;

@@ -110,14 +110,18 @@ pub enum Phase {
     /// Decided by this client without asking the server (size limit,
     /// SMTPUTF8 not offered, unusable address).
     Local,
+    /// Opening the TCP connection (see [`super::session::open_session`]).
+    Connect,
     /// Waiting for the 220 greeting.
     Greeting,
     /// EHLO.
     Ehlo,
     /// HELO (fallback after EHLO got 5xx).
     Helo,
-    /// STARTTLS.
+    /// STARTTLS, including the TLS handshake.
     StartTls,
+    /// AUTH (RFC 4954), including the SASL exchange.
+    Auth,
     /// MAIL FROM.
     MailFrom,
     /// RCPT TO.
@@ -140,10 +144,12 @@ impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Phase::Local => "local checks",
+            Phase::Connect => "connect",
             Phase::Greeting => "greeting",
             Phase::Ehlo => "EHLO",
             Phase::Helo => "HELO",
             Phase::StartTls => "STARTTLS",
+            Phase::Auth => "AUTH",
             Phase::MailFrom => "MAIL FROM",
             Phase::RcptTo => "RCPT TO",
             Phase::Data => "DATA",
@@ -249,6 +255,29 @@ pub enum SmtpError {
     /// Temporary.
     #[error("SMTP session unusable after an earlier error")]
     Broken,
+    /// TLS is required ([`TlsPolicy::Required`](super::tls::TlsPolicy))
+    /// but the server did not offer STARTTLS or refused it. Nothing was sent
+    /// in plaintext beyond EHLO. Temporary (the server may be fixed).
+    #[error("TLS required but {0}")]
+    TlsRequired(String),
+    /// The TLS handshake after STARTTLS failed (certificate verification
+    /// included) or timed out. Temporary; under
+    /// [`TlsPolicy::Opportunistic`](super::tls::TlsPolicy) the session layer
+    /// retries in plaintext on a new connection instead.
+    #[error("TLS handshake failed: {0}")]
+    TlsHandshake(#[source] std::io::Error),
+    /// AUTH could not be attempted: the server offers no mechanism we
+    /// support (PLAIN, LOGIN), or the session is not encrypted and plaintext
+    /// AUTH is not allowed. Temporary: like Postfix, a relay that cannot
+    /// authenticate us defers mail rather than bouncing it (TLS may work on
+    /// the next attempt, the relay may be fixed).
+    #[error("cannot authenticate: {0}")]
+    AuthUnavailable(String),
+    /// The configured credentials cannot be sent (empty user name, or a NUL
+    /// byte, which SASL PLAIN uses as separator). Permanent (fix the
+    /// configuration).
+    #[error("invalid AUTH credentials: {0}")]
+    InvalidCredentials(&'static str),
 }
 
 impl SmtpError {
@@ -258,12 +287,15 @@ impl SmtpError {
     pub fn is_temporary(&self) -> bool {
         match self {
             SmtpError::Rejected { reply, .. } => !reply.is_permanent(),
-            SmtpError::InvalidHeloName(_) => false,
+            SmtpError::InvalidHeloName(_) | SmtpError::InvalidCredentials(_) => false,
             SmtpError::Io { .. }
             | SmtpError::Timeout { .. }
             | SmtpError::Closed { .. }
             | SmtpError::Protocol { .. }
-            | SmtpError::Broken => true,
+            | SmtpError::Broken
+            | SmtpError::TlsRequired(_)
+            | SmtpError::TlsHandshake(_)
+            | SmtpError::AuthUnavailable(_) => true,
         }
     }
 }
@@ -279,6 +311,38 @@ pub enum StartTls<S> {
     Ready(S),
     /// The server refused; the plaintext session is still usable.
     Refused(SmtpClient<S>, Reply),
+}
+
+/// A user name and password for AUTH (RFC 4954) to a relay. `Debug` does
+/// not print the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// SASL authentication identity (user name).
+    pub username: String,
+    /// The password.
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// Checks the credentials can be sent with every mechanism we support.
+    fn check(&self) -> Result<(), SmtpError> {
+        if self.username.is_empty() {
+            return Err(SmtpError::InvalidCredentials("empty user name"));
+        }
+        if self.username.contains('\0') || self.password.contains('\0') {
+            return Err(SmtpError::InvalidCredentials("NUL byte"));
+        }
+        Ok(())
+    }
 }
 
 /// One SMTP session over the stream `S`, reusable for many messages.
@@ -680,6 +744,105 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         Ok(StartTls::Ready(stream))
     }
 
+    /// Authenticates with the mechanism the server prefers among those we
+    /// support: PLAIN, else LOGIN (from the EHLO `AUTH` capability). Errors
+    /// with [`SmtpError::AuthUnavailable`] when neither is offered. Whether
+    /// the stream is encrypted is the caller's business (see
+    /// [`super::session::open_session`]).
+    pub async fn authenticate(&mut self, credentials: &Credentials) -> Result<Reply, SmtpError> {
+        let offered = |m: &str| self.caps.auth.iter().any(|a| a.eq_ignore_ascii_case(m));
+        if offered("PLAIN") {
+            self.auth_plain(credentials).await
+        } else if offered("LOGIN") {
+            self.auth_login(credentials).await
+        } else if self.caps.auth.is_empty() {
+            Err(SmtpError::AuthUnavailable(
+                "server does not offer AUTH".into(),
+            ))
+        } else {
+            Err(SmtpError::AuthUnavailable(format!(
+                "no supported mechanism among {}",
+                self.caps.auth.join(" ")
+            )))
+        }
+    }
+
+    /// AUTH PLAIN (RFC 4616) with the credentials as initial response (sent
+    /// after an empty 334 challenge instead when the command would be too
+    /// long). 235 → `Ok`; a 4xx/5xx (454 temporary failure, 535 bad
+    /// credentials) → [`SmtpError::Rejected`] with [`Phase::Auth`], whose
+    /// [`SmtpError::is_temporary`] follows the reply class; the session stays
+    /// usable after such a refusal.
+    pub async fn auth_plain(&mut self, credentials: &Credentials) -> Result<Reply, SmtpError> {
+        self.ready_for_auth(credentials)?;
+        let mut token = Vec::with_capacity(credentials.username.len() * 2 + 2);
+        token.push(0);
+        token.extend_from_slice(credentials.username.as_bytes());
+        token.push(0);
+        token.extend_from_slice(credentials.password.as_bytes());
+        let token = base64(&token);
+        // RFC 4954 §4: the command line is limited to 512 octets.
+        let reply = if token.len() <= 490 {
+            self.auth_step(format!("AUTH PLAIN {token}\r\n")).await?
+        } else {
+            let reply = self.auth_step("AUTH PLAIN\r\n".into()).await?;
+            if reply.code != 334 {
+                return self.auth_end(reply);
+            }
+            self.auth_step(format!("{token}\r\n")).await?
+        };
+        self.auth_end(reply)
+    }
+
+    /// AUTH LOGIN (the obsolete but widespread mechanism): user name and
+    /// password each answer a 334 challenge. Outcomes as for
+    /// [`SmtpClient::auth_plain`].
+    pub async fn auth_login(&mut self, credentials: &Credentials) -> Result<Reply, SmtpError> {
+        self.ready_for_auth(credentials)?;
+        let mut reply = self.auth_step("AUTH LOGIN\r\n".into()).await?;
+        for secret in [&credentials.username, &credentials.password] {
+            if reply.code != 334 {
+                return self.auth_end(reply);
+            }
+            reply = self
+                .auth_step(format!("{}\r\n", base64(secret.as_bytes())))
+                .await?;
+        }
+        self.auth_end(reply)
+    }
+
+    fn ready_for_auth(&self, credentials: &Credentials) -> Result<(), SmtpError> {
+        if self.broken {
+            return Err(SmtpError::Broken);
+        }
+        credentials.check()
+    }
+
+    async fn auth_step(&mut self, line: String) -> Result<Reply, SmtpError> {
+        let t = self.config.timeouts.command;
+        self.command(line.as_bytes(), Phase::Auth, t).await
+    }
+
+    /// Final reply of an AUTH exchange. A 334 here means the server wants
+    /// more than the mechanism has to say: the exchange is out of step, so
+    /// the session is abandoned.
+    fn auth_end(&mut self, reply: Reply) -> Result<Reply, SmtpError> {
+        if reply.code == 235 {
+            Ok(reply)
+        } else if reply.is_transient() || reply.is_permanent() {
+            Err(SmtpError::Rejected {
+                phase: Phase::Auth,
+                reply,
+            })
+        } else {
+            self.broken = true;
+            Err(SmtpError::Protocol {
+                phase: Phase::Auth,
+                error: ProtocolError::UnexpectedReply(reply),
+            })
+        }
+    }
+
     /// Ends the session: QUIT, wait for the reply (best effort: any reply,
     /// or the server simply closing, is fine), shut the stream down. On a
     /// broken client only the shutdown is attempted. An error is only worth
@@ -756,6 +919,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         }
         result
     }
+}
+
+/// Standard base64 with padding (RFC 4648 §4), as SASL over SMTP uses.
+fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> shift) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 fn check_helo_name(name: &str) -> Result<(), SmtpError> {
@@ -1669,6 +1854,189 @@ mod tests {
                 ..
             }
         ));
+        server.await.unwrap();
+    }
+
+    fn creds() -> Credentials {
+        Credentials {
+            username: "user".into(),
+            password: "secret".into(),
+        }
+    }
+
+    #[test]
+    fn base64_rfc4648_vectors() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+        assert_eq!(base64(&[0xfb, 0xff]), "+/8=");
+    }
+
+    #[test]
+    fn credentials_debug_hides_the_password() {
+        let shown = format!("{:?}", creds());
+        assert!(
+            shown.contains("user") && !shown.contains("secret"),
+            "{shown}"
+        );
+    }
+
+    #[tokio::test]
+    async fn auth_plain_prefers_plain_with_initial_response() {
+        let (mut c, server) = session(&["AUTH LOGIN PLAIN"], |mut f| async move {
+            f.expect("AUTH PLAIN AHVzZXIAc2VjcmV0").await;
+            f.send("235 2.7.0 Authentication successful\r\n").await;
+        })
+        .await;
+        assert_eq!(c.authenticate(&creds()).await.unwrap().code, 235);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn auth_plain_long_credentials_wait_for_the_challenge() {
+        let long = Credentials {
+            username: "user".into(),
+            password: "p".repeat(400),
+        };
+        let token = base64(format!("\0user\0{}", long.password).as_bytes());
+        let (mut c, server) = session(&["AUTH PLAIN"], |mut f| async move {
+            f.expect("AUTH PLAIN").await;
+            f.send("334 \r\n").await;
+            f.expect(&token).await;
+            f.send("235 2.7.0 Ok\r\n").await;
+        })
+        .await;
+        assert_eq!(c.auth_plain(&long).await.unwrap().code, 235);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn auth_login_when_plain_is_not_offered() {
+        let (mut c, server) = session(&["AUTH CRAM-MD5 LOGIN"], |mut f| async move {
+            f.expect("AUTH LOGIN").await;
+            f.send("334 VXNlcm5hbWU6\r\n").await;
+            f.expect("dXNlcg==").await;
+            f.send("334 UGFzc3dvcmQ6\r\n").await;
+            f.expect("c2VjcmV0").await;
+            f.send("235 2.7.0 Authentication successful\r\n").await;
+        })
+        .await;
+        assert_eq!(c.authenticate(&creds()).await.unwrap().code, 235);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn auth_535_is_permanent_and_keeps_the_session() {
+        let (mut c, server) = session(&["AUTH PLAIN LOGIN"], |mut f| async move {
+            f.expect("AUTH PLAIN AHVzZXIAc2VjcmV0").await;
+            f.send("535 5.7.8 Error: authentication failed\r\n").await;
+            f.expect("AUTH LOGIN").await;
+            f.send("334 VXNlcm5hbWU6\r\n").await;
+            f.expect("dXNlcg==").await;
+            f.send("334 UGFzc3dvcmQ6\r\n").await;
+            f.expect("c2VjcmV0").await;
+            f.send("535 5.7.8 Error: authentication failed\r\n").await;
+            f.expect("NOOP").await;
+            f.send("250 2.0.0 Ok\r\n").await;
+        })
+        .await;
+        for e in [
+            c.auth_plain(&creds()).await.unwrap_err(),
+            c.auth_login(&creds()).await.unwrap_err(),
+        ] {
+            match &e {
+                SmtpError::Rejected {
+                    phase: Phase::Auth,
+                    reply,
+                } => assert_eq!(reply.code, 535),
+                other => panic!("{other:?}"),
+            }
+            assert!(!e.is_temporary());
+        }
+        assert!(!c.is_broken());
+        c.noop().await.unwrap();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn auth_454_is_temporary() {
+        let (mut c, server) = session(&["AUTH LOGIN"], |mut f| async move {
+            f.expect("AUTH LOGIN").await;
+            f.send("454 4.7.0 Temporary authentication failure\r\n")
+                .await;
+        })
+        .await;
+        let e = c.authenticate(&creds()).await.unwrap_err();
+        assert!(
+            matches!(&e, SmtpError::Rejected { phase: Phase::Auth, reply } if reply.code == 454),
+            "{e:?}"
+        );
+        assert!(e.is_temporary());
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn auth_out_of_step_breaks_the_session() {
+        let (mut c, server) = session(&["AUTH PLAIN"], |mut f| async move {
+            f.expect("AUTH PLAIN AHVzZXIAc2VjcmV0").await;
+            f.send("334 more?\r\n").await;
+        })
+        .await;
+        let e = c.authenticate(&creds()).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SmtpError::Protocol {
+                    phase: Phase::Auth,
+                    error: ProtocolError::UnexpectedReply(_)
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.is_temporary() && c.is_broken());
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn auth_unavailable_or_invalid_sends_nothing() {
+        let (mut c, server) = session(&["AUTH CRAM-MD5"], |mut f| async move {
+            // Nothing but QUIT must arrive.
+            f.expect("QUIT").await;
+            f.send("221 2.0.0 Bye\r\n").await;
+        })
+        .await;
+        let e = c.authenticate(&creds()).await.unwrap_err();
+        assert!(matches!(e, SmtpError::AuthUnavailable(_)) && e.is_temporary());
+        for bad in [
+            Credentials {
+                username: String::new(),
+                password: "x".into(),
+            },
+            Credentials {
+                username: "a\0b".into(),
+                password: "x".into(),
+            },
+        ] {
+            let e = c.auth_login(&bad).await.unwrap_err();
+            assert!(matches!(e, SmtpError::InvalidCredentials(_)) && !e.is_temporary());
+        }
+        c.quit().await.unwrap();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn auth_without_any_auth_capability() {
+        let (mut c, server) = session(PIPE, |_| async {}).await;
+        let e = c.authenticate(&creds()).await.unwrap_err();
+        assert!(matches!(e, SmtpError::AuthUnavailable(_)), "{e:?}");
         server.await.unwrap();
     }
 

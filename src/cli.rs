@@ -47,6 +47,8 @@ enum Command {
     /// Launch and follow campaigns.
     #[command(subcommand)]
     Campaign(CampaignCommand),
+    /// Run a fault-injecting SMTP sink, to try a farm against misbehaving servers.
+    Sink(crate::sink::SinkArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -212,6 +214,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             remote::simple(&remote, OperatorRequest::Undrain { node }).await
         }
         Command::Coordinator { config } => run_coordinator(&config).await,
+        Command::Sink(args) => crate::sink::run(args, shutdown_signal()).await,
         Command::Smurf {
             config,
             coordinator,

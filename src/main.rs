@@ -5,6 +5,7 @@ mod cli;
 mod local;
 mod progress;
 mod remote;
+mod sink;
 
 use clap::Parser;
 

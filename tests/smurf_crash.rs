@@ -13,7 +13,7 @@ const WINDOW: usize = 32;
 const RECIPIENTS: usize = 3000;
 
 fn number(map: &HashMap<String, String>, key: &str) -> usize {
-    map.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
+    common::number(map, key) as usize
 }
 
 #[test]

@@ -31,9 +31,11 @@ pub struct FarmShape {
 pub struct FarmRun {
     /// Final campaign counters.
     pub counters: CampaignCounters,
-    /// Time spent in `launch` (CSV ingest, template compile, queueing).
+    /// Time spent in the launch call (template compile, streaming CSV ingest); sending
+    /// already runs meanwhile.
     pub ingest: Duration,
-    /// Launch call plus the coordinator's campaign time (queued until the last result).
+    /// The coordinator's campaign clock: from its creation in the launch call (before ingest)
+    /// until the last result.
     pub wall: Duration,
     /// CPU time of this whole process (coordinator, smurfs, rendering) over `wall`.
     pub cpu: Duration,
@@ -47,17 +49,19 @@ pub struct FarmRun {
     pub batch_size: usize,
 }
 
-/// Runs `submission` on an embedded farm of `shape`, delivering to `relay`.
+/// Runs `submission` with the recipients of `csv` on an embedded farm of `shape`, delivering
+/// to `relay`.
 pub fn run(
     shape: &FarmShape,
     relay: String,
     submission: CampaignSubmission,
+    csv: Vec<u8>,
 ) -> anyhow::Result<FarmRun> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result = runtime.block_on(run_async(shape, relay, submission));
+    let result = runtime.block_on(run_async(shape, relay, submission, csv));
     runtime.shutdown_timeout(Duration::from_secs(5));
     result
 }
@@ -67,6 +71,7 @@ async fn run_async(
     shape: &FarmShape,
     relay: String,
     submission: CampaignSubmission,
+    csv: Vec<u8>,
 ) -> anyhow::Result<FarmRun> {
     let mut options = EmbeddedOptions::new(shape.smurfs);
     options.relay_override = Some(relay);
@@ -80,7 +85,7 @@ async fn run_async(
     let farm = EmbeddedFarm::start(options)
         .await
         .context("starting the embedded farm")?;
-    let outcome = drive(&farm, shape.smurfs, submission).await;
+    let outcome = drive(&farm, shape.smurfs, submission, csv).await;
     farm.shutdown().await;
     let (counters, ingest, wall, cpu, rss_before_bytes) = outcome?;
     Ok(FarmRun {
@@ -103,6 +108,7 @@ async fn drive(
     farm: &EmbeddedFarm,
     smurfs: u32,
     submission: CampaignSubmission,
+    csv: Vec<u8>,
 ) -> anyhow::Result<Measured> {
     let handle = farm.handle();
     let joined_by = Instant::now() + JOIN_TIMEOUT;
@@ -120,7 +126,8 @@ async fn drive(
     let cpu_before = sys::usage(libc::RUSAGE_SELF)?.cpu;
     let started = Instant::now();
     let launched = handle
-        .launch(submission)
+        .launch(submission, std::io::Cursor::new(csv))
+        .await
         .context("launching the campaign")?;
     let ingest = started.elapsed();
     if launched.counters.rejected_rows > 0 {
@@ -143,12 +150,13 @@ async fn drive(
         if counters.finished {
             break counters;
         }
-        let done = counters.delivered + counters.deferred + counters.failed;
+        let done = counters.attempts + counters.delivered + counters.failed;
         if done != progress.0 {
             progress = (done, Instant::now());
         } else if progress.1.elapsed() > STALL_TIMEOUT {
             bail!(
-                "campaign stuck at {done} of {} results for {STALL_TIMEOUT:?}",
+                "campaign made no progress for {STALL_TIMEOUT:?} ({} of {} delivered)",
+                counters.delivered,
                 counters.total
             );
         }
@@ -157,6 +165,6 @@ async fn drive(
     let cpu = sys::usage(libc::RUSAGE_SELF)?
         .cpu
         .saturating_sub(cpu_before);
-    let wall = ingest + Duration::from_millis(counters.elapsed_ms);
+    let wall = Duration::from_millis(counters.elapsed_ms).max(ingest);
     Ok((counters, ingest, wall, cpu, rss_before_bytes))
 }

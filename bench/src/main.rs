@@ -164,7 +164,8 @@ fn throughput(o: &Throughput) -> anyhow::Result<Report> {
         window: o.window,
         batch_size: o.batch_size,
     };
-    let farm = farm_run::run(&shape, sink.addr().to_string(), work.submission)?;
+    let csv_bytes = work.csv.len() as u64;
+    let farm = farm_run::run(&shape, sink.addr().to_string(), work.submission, work.csv)?;
     let counters = &farm.counters;
     let farm_sink = sink.wait_messages(sink_start + counters.delivered, patience) - sink_start;
     let sink_cpu_farm = sink.cpu()?;
@@ -221,7 +222,7 @@ fn throughput(o: &Throughput) -> anyhow::Result<Report> {
                 .display()
                 .to_string(),
             template_source_bytes: work.template_source_bytes,
-            recipient_csv_bytes: work.csv_bytes,
+            recipient_csv_bytes: csv_bytes,
             mailfarm_avg_message_bytes: avg_message,
             smtp_source_message_bytes: source.message_bytes,
             sink_command: sink.command.clone(),

@@ -49,8 +49,8 @@ pub struct Workload {
     pub submission: CampaignSubmission,
     /// Bytes of template sources (subject, text and HTML parts).
     pub template_source_bytes: u64,
-    /// Bytes of the recipient CSV.
-    pub csv_bytes: u64,
+    /// The recipient CSV, streamed into the launch.
+    pub csv: Vec<u8>,
 }
 
 /// Builds the campaign from `template_dir` with `recipients` synthetic rows and `connections`
@@ -66,11 +66,10 @@ pub fn build(template_dir: &Path, recipients: u64, connections: u16) -> anyhow::
         std::fs::copy(&from, dir.path().join(name))
             .with_context(|| format!("copying {}", from.display()))?;
     }
-    let csv = recipients_csv(recipients);
-    let csv_bytes = csv.len() as u64;
+    let csv = recipients_csv(recipients).into_bytes();
     std::fs::write(dir.path().join("recipients.csv"), &csv)
         .context("writing the recipient list")?;
-    let mut submission = mailfarm_coordinator::load_campaign_dir(dir.path())
+    let (mut submission, _csv_path) = mailfarm_coordinator::load_campaign_dir(dir.path())
         .with_context(|| format!("loading the campaign built from {}", template_dir.display()))?;
     submission.delivery.connections = connections;
     let template_source_bytes = (submission.subject.len()
@@ -79,7 +78,7 @@ pub fn build(template_dir: &Path, recipients: u64, connections: u16) -> anyhow::
     Ok(Workload {
         submission,
         template_source_bytes,
-        csv_bytes,
+        csv,
     })
 }
 

@@ -39,6 +39,74 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// A free UDP port on 127.0.0.1.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("no free UDP port")
+}
+
+/// `mailfarm sink` (our fault-injecting receiver) as a process, recording what it accepted.
+pub struct FaultSinkProcess {
+    pub daemon: Daemon,
+    pub addr: SocketAddr,
+    pub record: PathBuf,
+    pub per_second: PathBuf,
+}
+
+impl FaultSinkProcess {
+    /// Starts `mailfarm sink` with extra flags, recording into `dir`.
+    pub fn start(dir: &Path, flags: &[&str]) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let record = dir.join("accepted.txt");
+        let per_second = dir.join("per-second.txt");
+        let mut command = mailfarm();
+        command
+            .args(["sink", "--listen", "127.0.0.1:0", "--record"])
+            .arg(&record)
+            .arg("--per-second")
+            .arg(&per_second)
+            .args(flags);
+        let mut daemon = Daemon::spawn("sink", command);
+        let line = daemon.wait_line("its address", Duration::from_secs(30), |l| {
+            l.starts_with("mailfarm sink listening on ")
+        });
+        let addr = line.rsplit(' ').next().unwrap().parse().unwrap();
+        Self {
+            daemon,
+            addr,
+            record,
+            per_second,
+        }
+    }
+
+    /// Stops the sink and returns (Message-ID, recipient) of every accepted message.
+    pub fn stop(&mut self) -> Vec<(String, String)> {
+        assert!(self.daemon.terminate(Duration::from_secs(20)).success());
+        std::fs::read_to_string(&self.record)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let (id, rcpt) = l.split_once(' ').unwrap();
+                (id.to_owned(), rcpt.to_owned())
+            })
+            .collect()
+    }
+
+    /// Accepted messages per Unix second (valid after `stop`).
+    pub fn per_second(&self) -> Vec<(u64, u64)> {
+        std::fs::read_to_string(&self.per_second)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let (s, n) = l.split_once(' ').unwrap();
+                (s.parse().unwrap(), n.parse().unwrap())
+            })
+            .collect()
+    }
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -246,6 +314,11 @@ pub struct ProcessFarm {
 impl ProcessFarm {
     /// `farm init` in `dir`, then a coordinator on port 0 and `smurfs` smurfs with `window`.
     pub fn start(dir: &Path, smurfs: u32, window: u32) -> Self {
+        Self::start_with(dir, smurfs, window, "")
+    }
+
+    /// Like [`ProcessFarm::start`], with extra lines for coordinator.toml.
+    pub fn start_with(dir: &Path, smurfs: u32, window: u32, coordinator_extra: &str) -> Self {
         let status = mailfarm()
             .args(["farm", "init"])
             .arg(dir)
@@ -253,21 +326,17 @@ impl ProcessFarm {
             .output()
             .unwrap();
         assert!(status.status.success(), "farm init failed: {status:?}");
+        // A fixed free port, so a restarted coordinator comes back at the same address.
+        let port = free_udp_port();
         std::fs::write(
             dir.join("coordinator.toml"),
-            "listen = \"127.0.0.1:0\"\nfarm_dir = \".\"\nbatch_size = 32\n",
+            format!(
+                "listen = \"127.0.0.1:{port}\"\nfarm_dir = \".\"\nbatch_size = 32\n\
+                 state_dir = \"state\"\n{coordinator_extra}\n"
+            ),
         )
         .unwrap();
-        let mut command = mailfarm();
-        command
-            .arg("coordinator")
-            .arg("--config")
-            .arg(dir.join("coordinator.toml"));
-        let mut coordinator = Daemon::spawn("coordinator", command);
-        let line = coordinator.wait_line("its listening address", Duration::from_secs(30), |l| {
-            l.starts_with("mailfarm coordinator listening on ")
-        });
-        let addr: SocketAddr = line.rsplit(' ').next().unwrap().parse().unwrap();
+        let (coordinator, addr) = Self::spawn_coordinator(dir, "coordinator");
         let mut farm = Self {
             dir: dir.to_owned(),
             coordinator,
@@ -288,6 +357,29 @@ impl ProcessFarm {
         }
         farm.wait_joined(smurfs as usize);
         farm
+    }
+
+    fn spawn_coordinator(dir: &Path, name: &str) -> (Daemon, SocketAddr) {
+        let mut command = mailfarm();
+        command
+            .arg("coordinator")
+            .arg("--config")
+            .arg(dir.join("coordinator.toml"));
+        let mut coordinator = Daemon::spawn(name, command);
+        let line = coordinator.wait_line("its listening address", Duration::from_secs(30), |l| {
+            l.starts_with("mailfarm coordinator listening on ")
+        });
+        let addr: SocketAddr = line.rsplit(' ').next().unwrap().parse().unwrap();
+        (coordinator, addr)
+    }
+
+    /// Kills the coordinator with SIGKILL and starts it again on the same address and state.
+    pub fn crash_and_restart_coordinator(&mut self) {
+        self.coordinator.child.kill().unwrap();
+        self.coordinator.child.wait().unwrap();
+        let (coordinator, addr) = Self::spawn_coordinator(&self.dir, "coordinator");
+        assert_eq!(addr, self.addr);
+        self.coordinator = coordinator;
     }
 
     /// Starts smurf `name` (its config must exist).
@@ -329,6 +421,28 @@ impl ProcessFarm {
         map
     }
 
+    /// Polls `campaign status` until `done` holds, failing after `timeout`.
+    pub fn wait_status(
+        &self,
+        id: &str,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&std::collections::HashMap<String, String>) -> bool,
+    ) -> std::collections::HashMap<String, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status(id);
+            if done(&status) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "campaign {id}: no {what} in {timeout:?}: {status:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Runs a `mailfarm campaign ...` command against this farm.
     pub fn campaign(&self, args: &[&str]) -> std::process::Output {
         mailfarm()
@@ -366,4 +480,18 @@ pub fn write_campaign(dir: &Path, id: &str, relay: SocketAddr, csv: &str) {
     )
     .unwrap();
     std::fs::write(dir.join("recipients.csv"), csv).unwrap();
+}
+
+/// A counter from a parsed `campaign status` line.
+pub fn number(status: &std::collections::HashMap<String, String>, key: &str) -> u64 {
+    status.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// A CSV of `n` recipients with columns email, first_name, code.
+pub fn recipients_csv(n: usize, prefix: &str) -> String {
+    let mut csv = String::from("email,first_name,code\n");
+    for i in 0..n {
+        csv.push_str(&format!("{prefix}{i}@d{}.example,N{i},{i}\n", i % 5));
+    }
+    csv
 }

@@ -38,7 +38,7 @@ struct CampaignFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeliveryFile {
-    relay: String,
+    relay: Option<String>,
     #[serde(default = "default_connections")]
     connections: u16,
 }
@@ -116,11 +116,13 @@ pub fn load_campaign_dir(dir: &Path) -> Result<(CampaignSubmission, PathBuf), Ca
         if f.delivery.connections == 0 {
             problems.push("campaign.toml: delivery.connections must be at least 1".into());
         }
-        if !f.delivery.relay.contains(':') {
-            problems.push(format!(
-                "campaign.toml: delivery.relay {:?} must be host:port",
-                f.delivery.relay
-            ));
+        if let Some(relay) = &f.delivery.relay {
+            if !relay.contains(':') {
+                problems.push(format!(
+                    "campaign.toml: delivery.relay {relay:?} must be host:port (leave it out to \
+                     deliver directly to each domain's MX hosts)"
+                ));
+            }
         }
     }
     match (file, text, csv) {

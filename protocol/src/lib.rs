@@ -27,7 +27,8 @@ pub use frame::{decode_message, encode_frame, FrameDecoder, DEFAULT_MAX_FRAME, F
 pub use messages::{
     CampaignCounters, CampaignState, CampaignSubmission, ContentHash, CoordinatorMessage,
     DeliveryTarget, Hello, HelloReply, NodeInfo, OperatorRequest, OperatorResponse, Outcome,
-    RecipientBatch, RecipientData, RecipientResult, Role, SmurfLoad, SmurfMessage, TemplateBundle,
+    RecipientBatch, RecipientData, RecipientResult, Role, ShapingUpdate, SmurfLoad, SmurfMessage,
+    TemplateBundle,
 };
 pub use rate::{Rate, RateError};
 pub use session::{CoordinatorLink, SmurfLink, SmurfLinkEvent};

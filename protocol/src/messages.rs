@@ -50,10 +50,31 @@ pub enum Role {
 /// Where and how a smurf delivers a campaign's messages.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryTarget {
-    /// Relay `host:port` that receives every message.
-    pub relay: String,
-    /// Concurrent SMTP connections per smurf.
+    /// Relay `host:port` (smart host) that receives every message; `None` delivers directly to
+    /// each recipient domain's MX hosts.
+    pub relay: Option<String>,
+    /// Concurrent SMTP connections per smurf to the relay (MX delivery uses the shaping file).
     pub connections: u16,
+}
+
+/// The farm's traffic shaping, sent to every smurf: the shaping file's text (TOML: a
+/// `default` section and per-domain / per-site overrides) and this smurf's share of every
+/// limit, so that the limits hold for the whole farm.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShapingUpdate {
+    /// The shaping file, as TOML text (empty: built-in defaults).
+    pub toml: String,
+    /// This smurf's share of each site's limits, numerator.
+    pub share_numerator: u32,
+    /// This smurf's share of each site's limits, denominator (at least 1).
+    pub share_denominator: u32,
+}
+
+impl ShapingUpdate {
+    /// The share as a fraction in (0, 1].
+    pub fn share(&self) -> f64 {
+        f64::from(self.share_numerator.max(1)) / f64::from(self.share_denominator.max(1))
+    }
 }
 
 /// Everything a smurf needs to render a campaign's messages: shipped once per smurf.
@@ -166,6 +187,8 @@ pub enum CoordinatorMessage {
     Batch(RecipientBatch),
     /// The template is no longer needed (its campaign ended).
     Forget(ContentHash),
+    /// New shaping rules or a new share of them (smurfs joined or left).
+    Shaping(ShapingUpdate),
 }
 
 /// Smurf-to-coordinator messages, after the [`Hello`].

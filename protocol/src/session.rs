@@ -171,6 +171,8 @@ pub enum SmurfLinkEvent {
     Batch(RecipientBatch),
     /// Drop this template.
     Forget(ContentHash),
+    /// Apply new shaping rules or share.
+    Shaping(crate::ShapingUpdate),
 }
 
 /// Smurf-side state of the link to the coordinator.
@@ -262,6 +264,7 @@ impl SmurfLink {
                 self.templates.remove(&hash);
                 Ok(SmurfLinkEvent::Forget(hash))
             }
+            CoordinatorMessage::Shaping(update) => Ok(SmurfLinkEvent::Shaping(update)),
         }
     }
 
@@ -304,7 +307,7 @@ mod tests {
             email_field: 0,
             verp_key: vec![1; 32],
             delivery: DeliveryTarget {
-                relay: "127.0.0.1:25".into(),
+                relay: Some("127.0.0.1:25".into()),
                 connections: 2,
             },
         }

@@ -77,6 +77,7 @@ pub struct DeliveryEngine {
     pools: HashMap<String, mpsc::UnboundedSender<Job>>,
     generation: Arc<AtomicU64>,
     workers: tokio::task::JoinSet<()>,
+    shaping: Option<mailfarm_protocol::ShapingUpdate>,
 }
 
 impl DeliveryEngine {
@@ -87,7 +88,14 @@ impl DeliveryEngine {
             pools: HashMap::new(),
             generation: Arc::new(AtomicU64::new(0)),
             workers: tokio::task::JoinSet::new(),
+            shaping: None,
         }
+    }
+
+    /// Takes new shaping rules and this smurf's share of them.
+    pub fn apply_shaping(&mut self, update: mailfarm_protocol::ShapingUpdate) {
+        tracing::info!(share = update.share(), "shaping update received");
+        self.shaping = Some(update);
     }
 
     /// Starts a new link generation: queued jobs of earlier links will be skipped.
@@ -101,7 +109,8 @@ impl DeliveryEngine {
             .settings
             .relay_override
             .clone()
-            .unwrap_or_else(|| job.campaign.bundle.delivery.relay.clone());
+            .or_else(|| job.campaign.bundle.delivery.relay.clone())
+            .unwrap_or_else(|| "MX delivery is not wired in yet".to_owned());
         let connections = job.campaign.bundle.delivery.connections.max(1);
         let sender = self.pools.entry(target.clone()).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();

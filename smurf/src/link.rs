@@ -182,6 +182,7 @@ async fn serve_once(
                     SmurfLinkEvent::Forget(hash) => {
                         templates.remove(&hash);
                     }
+                    SmurfLinkEvent::Shaping(update) => engine.apply_shaping(update),
                 }
             }
             Some(first) = results_rx.recv() => {

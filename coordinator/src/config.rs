@@ -8,6 +8,7 @@
 //! metrics_listen = "127.0.0.1:9464"    # Prometheus /metrics (optional)
 //! retry_schedule = ["5m", "10m", "30m", "1h", "2h", "4h"]   # waits between attempts
 //! retry_max_age = "3d"        # give up on a deferred recipient after this long
+//! shaping_file = "shaping.toml"   # farm-wide traffic shaping, split across the smurfs
 //! ```
 
 use std::net::SocketAddr;
@@ -43,6 +44,9 @@ pub struct CoordinatorConfig {
     pub retry_schedule: Option<Vec<String>>,
     /// Give up on a deferred recipient this long after its first attempt. Default `"3d"`.
     pub retry_max_age: Option<String>,
+    /// Traffic shaping file (TOML), relative to the config file, sent to every smurf with its
+    /// share of the limits. Default: none (smurf defaults).
+    pub shaping_file: Option<PathBuf>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -88,12 +92,23 @@ impl CoordinatorConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         config.farm_dir = base.join(&config.farm_dir);
         config.state_dir = base.join(&config.state_dir);
+        config.shaping_file = config.shaping_file.map(|f| base.join(f));
         let mut problems = Vec::new();
         if config.batch_size == 0 {
             problems.push("batch_size must be at least 1".to_owned());
         }
         if let Err(e) = config.retry_policy() {
             problems.push(e);
+        }
+        if let Some(file) = &config.shaping_file {
+            match std::fs::read_to_string(file) {
+                Ok(text) => {
+                    if let Err(e) = text.parse::<toml::Table>() {
+                        problems.push(format!("shaping_file {}: {e}", file.display()));
+                    }
+                }
+                Err(e) => problems.push(format!("shaping_file {}: {e}", file.display())),
+            }
         }
         if !problems.is_empty() {
             anyhow::bail!("{}:\n  - {}", path.display(), problems.join("\n  - "));
@@ -112,6 +127,10 @@ impl CoordinatorConfig {
         settings.state_dir = Some(self.state_dir.clone());
         settings.metrics_listen = self.metrics_listen;
         settings.retry = self.retry_policy().map_err(anyhow::Error::msg)?;
+        if let Some(file) = &self.shaping_file {
+            settings.shaping = std::fs::read_to_string(file)
+                .with_context(|| format!("reading the shaping file {}", file.display()))?;
+        }
         Ok(settings)
     }
 

@@ -167,6 +167,8 @@ pub struct Farm {
     store: Store,
     state: Mutex<FarmState>,
     work: watch::Sender<u64>,
+    shaping: watch::Sender<u64>,
+    shaping_toml: Mutex<Arc<str>>,
     retry: RetryPolicy,
     ready_buffer: usize,
 }
@@ -229,6 +231,8 @@ impl Farm {
             store,
             state: Mutex::new(state),
             work: watch::Sender::new(0),
+            shaping: watch::Sender::new(0),
+            shaping_toml: Mutex::new(Arc::from("")),
             retry,
             ready_buffer: 2048,
         })
@@ -263,13 +267,50 @@ impl Farm {
             load: SmurfLoad::default(),
             results: 0,
         });
+        self.reshape();
     }
 
     /// Records that a smurf left.
     pub fn smurf_left(&self, node: &str) {
-        let mut state = self.lock();
-        if let Some(i) = state.nodes.iter().position(|n| n.name == node) {
-            state.nodes.swap_remove(i);
+        {
+            let mut state = self.lock();
+            if let Some(i) = state.nodes.iter().position(|n| n.name == node) {
+                state.nodes.swap_remove(i);
+            }
+        }
+        self.reshape();
+    }
+
+    /// Sets the shaping file text sent to smurfs.
+    pub fn set_shaping(&self, toml: &str) {
+        *self.shaping_toml.lock().unwrap_or_else(|e| e.into_inner()) = Arc::from(toml);
+        self.reshape();
+    }
+
+    fn reshape(&self) {
+        self.shaping.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// A receiver that changes whenever the shaping rules or the farm's membership change.
+    pub fn shaping_signal(&self) -> watch::Receiver<u64> {
+        self.shaping.subscribe()
+    }
+
+    /// The shaping update for `node`: the rules and an equal share among the active smurfs
+    /// (draining ones send nothing new, so they are not counted).
+    pub fn shaping_for(&self, node: &str) -> mailfarm_protocol::ShapingUpdate {
+        let toml = self
+            .shaping_toml
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .to_string();
+        let state = self.lock();
+        let active = state.nodes.iter().filter(|n| !n.draining).count().max(1);
+        let me_draining = state.nodes.iter().any(|n| n.name == node && n.draining);
+        mailfarm_protocol::ShapingUpdate {
+            toml,
+            share_numerator: 1,
+            share_denominator: u32::try_from(active + usize::from(me_draining)).unwrap_or(u32::MAX),
         }
     }
 
@@ -318,6 +359,7 @@ impl Farm {
             found
         };
         self.signal_work();
+        self.reshape();
         found
     }
 

@@ -51,6 +51,8 @@ pub struct CoordinatorSettings {
     pub accounting_max_bytes: u64,
     /// How long a shutdown waits for in-flight results (default 30 s).
     pub shutdown_grace: Duration,
+    /// The shaping file's text, sent to every smurf (default empty: smurf defaults).
+    pub shaping: String,
 }
 
 impl CoordinatorSettings {
@@ -67,6 +69,7 @@ impl CoordinatorSettings {
             metrics_listen: None,
             accounting_max_bytes: 64 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
+            shaping: String::new(),
         }
     }
 }
@@ -167,6 +170,7 @@ impl Coordinator {
         let store = Store::open(db_path.as_deref(), settings.durable && db_path.is_some())
             .context("opening the state database")?;
         let farm = Farm::open(store, settings.retry).context("loading campaigns")?;
+        farm.set_shaping(&settings.shaping);
         let accounting = match &settings.state_dir {
             Some(dir) => Some(Mutex::new(
                 AccountingLog::open(&dir.join("accounting.jsonl"), settings.accounting_max_bytes)
@@ -421,6 +425,13 @@ async fn feed_smurf(
     shared: &Arc<Shared>,
 ) -> anyhow::Result<()> {
     let mut work = shared.farm.work_signal();
+    let mut shaping = shared.farm.shaping_signal();
+    shaping.borrow_and_update();
+    write_frame(
+        send,
+        &CoordinatorMessage::Shaping(shared.farm.shaping_for(node)),
+    )
+    .await?;
     let mut was_idle_draining = false;
     loop {
         work.borrow_and_update();
@@ -478,6 +489,12 @@ async fn feed_smurf(
                 Err(e) => return Err(e.into()),
             },
             _ = work.changed() => {}
+            _ = shaping.changed() => {
+                shaping.borrow_and_update();
+                let update = shared.farm.shaping_for(node);
+                debug!(%node, share = update.share(), "sending shaping update");
+                write_frame(send, &CoordinatorMessage::Shaping(update)).await?;
+            }
         }
     }
 }

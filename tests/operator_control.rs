@@ -1,0 +1,180 @@
+//! Scenario: an operator steers a running farm: scheduled start, per-campaign rate cap, pause,
+//! resume, cancel, `campaign watch`, draining a node and bringing it back, and the Prometheus
+//! `/metrics` endpoint, against a real sink (Postfix's smtp-sink).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::{number, recipients_csv, write_campaign, ProcessFarm, SmtpSink};
+
+fn metrics(farm: &ProcessFarm) -> String {
+    let line = farm
+        .coordinator
+        .stdout
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.starts_with("mailfarm metrics on http://"))
+        .cloned()
+        .expect("metrics address printed");
+    let addr = line
+        .trim_start_matches("mailfarm metrics on http://")
+        .trim_end_matches("/metrics");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    body
+}
+
+fn ok(out: std::process::Output) -> String {
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[test]
+fn operator_controls_a_running_campaign() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(&tmp.path().join("sink"));
+    let mut farm = ProcessFarm::start_with(
+        &tmp.path().join("farm"),
+        2,
+        16,
+        "metrics_listen = \"127.0.0.1:0\"",
+    );
+    let campaign = tmp.path().join("c");
+    write_campaign(&campaign, "ctl", sink.addr, &recipients_csv(1500, "op"));
+
+    // Scheduled start: nothing goes out before it.
+    ok(farm.campaign(&[
+        "launch",
+        campaign.to_str().unwrap(),
+        "--detach",
+        "--start-in",
+        "2s",
+        "--rate",
+        "200/s",
+    ]));
+    let status = farm.status("ctl");
+    assert_eq!(status["state"], "scheduled", "{status:?}");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(number(&farm.status("ctl"), "delivered"), 0);
+
+    // The rate cap holds: ~200/s.
+    let started = farm.wait_status("ctl", "a start", Duration::from_secs(30), |s| {
+        number(s, "delivered") >= 100
+    });
+    let t0 = Instant::now();
+    let d0 = number(&started, "delivered");
+    std::thread::sleep(Duration::from_secs(2));
+    let d1 = number(&farm.status("ctl"), "delivered");
+    let rate = (d1 - d0) as f64 / t0.elapsed().as_secs_f64();
+    assert!(
+        rate < 200.0 * 1.25 + 20.0,
+        "rate cap 200/s exceeded: {rate:.0}/s"
+    );
+
+    // Pause: in-flight messages finish, then nothing more is sent.
+    assert!(ok(farm.campaign(&["pause", "ctl"])).contains("paused"));
+    let paused = farm.wait_status("ctl", "a quiet pause", Duration::from_secs(20), |s| {
+        s["state"] == "paused" && number(s, "in-flight") == 0
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    let still = farm.status("ctl");
+    assert_eq!(number(&still, "delivered"), number(&paused, "delivered"));
+
+    let m = metrics(&farm);
+    assert!(m.contains("mailfarm_smurfs_connected 2"), "{m}");
+    assert!(
+        m.contains(&format!(
+            "mailfarm_campaign_recipients{{campaign=\"ctl\",state=\"delivered\"}} {}",
+            number(&still, "delivered")
+        )),
+        "{m}"
+    );
+
+    // Resume, then cancel: the rest is skipped, nothing lost from the counts.
+    ok(farm.campaign(&["resume", "ctl"]));
+    farm.wait_status(
+        "ctl",
+        "progress after resume",
+        Duration::from_secs(20),
+        |s| number(s, "delivered") > number(&still, "delivered"),
+    );
+    assert!(ok(farm.campaign(&["cancel", "ctl"])).contains("cancelled"));
+    let end = farm.wait_status("ctl", "the end", Duration::from_secs(30), |s| {
+        s["state"] == "cancelled" && number(s, "in-flight") == 0
+    });
+    let (delivered, skipped) = (number(&end, "delivered"), number(&end, "skipped"));
+    assert!(skipped > 0, "{end:?}");
+    assert_eq!(
+        delivered + skipped + number(&end, "failed"),
+        1500,
+        "{end:?}"
+    );
+    assert_eq!(sink.messages().len() as u64, delivered);
+    assert!(farm.campaign(&["resume", "ctl"]).status.code() != Some(0));
+
+    // `campaign watch` on an ended campaign prints its line and exits.
+    let watch = ok(farm.campaign(&["watch", "ctl"]));
+    assert!(watch.contains("cancelled"), "{watch}");
+
+    // Drain smurf-1: it finishes its work, shows idle, and gets nothing new.
+    assert!(ok(mailfarm_farm(&farm, &["drain", "smurf-1"])).contains("draining"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let before = loop {
+        let nodes = ok(mailfarm_farm(&farm, &["nodes"]));
+        if nodes.contains("smurf-1: drained (idle)") {
+            break nodes;
+        }
+        assert!(Instant::now() < deadline, "smurf-1 never idle: {nodes}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let results_of = |nodes: &str, node: &str| -> u64 {
+        let line = nodes.lines().find(|l| l.starts_with(node)).unwrap();
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let second = tmp.path().join("c2");
+    write_campaign(
+        &second,
+        "after-drain",
+        sink.addr,
+        &recipients_csv(200, "ad"),
+    );
+    let out = ok(farm.campaign(&["launch", second.to_str().unwrap()]));
+    assert!(out.contains("sent       200"), "{out}");
+    let after = ok(mailfarm_farm(&farm, &["nodes"]));
+    assert_eq!(
+        results_of(&before, "smurf-1"),
+        results_of(&after, "smurf-1"),
+        "a drained node gets no new work: {after}"
+    );
+    ok(mailfarm_farm(&farm, &["undrain", "smurf-1"]));
+    let nodes = ok(mailfarm_farm(&farm, &["nodes"]));
+    assert!(nodes.contains("smurf-1: active"), "{nodes}");
+    farm.coordinator.terminate(Duration::from_secs(30));
+}
+
+fn mailfarm_farm(farm: &ProcessFarm, args: &[&str]) -> std::process::Output {
+    common::mailfarm()
+        .arg("farm")
+        .args(args)
+        .arg("--farm")
+        .arg(&farm.dir)
+        .arg("--coordinator")
+        .arg(farm.addr.to_string())
+        .output()
+        .unwrap()
+}

@@ -23,6 +23,9 @@ const RETRIES: TableDefinition<(u64, u64), ()> = TableDefinition::new("retries")
 const DEDUPE: TableDefinition<(u32, &str), ()> = TableDefinition::new("dedupe");
 const SUPPRESSION: TableDefinition<&str, &[u8]> = TableDefinition::new("suppression");
 
+/// Page cache of the database.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Errors of the store. All of them mean the coordinator cannot record state safely.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -159,9 +162,12 @@ impl Store {
     /// Opens (or creates) the database file. With `durable == false` the state lives in memory
     /// only (benchmark baseline, throwaway local farms).
     pub fn open(path: Option<&Path>, durable: bool) -> Result<Self, StoreError> {
+        let mut builder = Database::builder();
+        // Bounded page cache: the store, not memory, holds the recipients.
+        builder.set_cache_size(CACHE_BYTES);
         let db = match (path, durable) {
-            (Some(path), true) => Database::create(path).map_err(dberr)?,
-            _ => Database::builder()
+            (Some(path), true) => builder.create(path).map_err(dberr)?,
+            _ => builder
                 .create_with_backend(redb::backends::InMemoryBackend::new())
                 .map_err(dberr)?,
         };

@@ -169,6 +169,11 @@ impl Report {
             m.ram_bytes as f64 / (1u64 << 30) as f64,
             m.kernel
         )?;
+        writeln!(
+            out,
+            "            load average at start {} (other work shares these CPUs)",
+            m.load_average
+        )?;
         writeln!(out, "build       {}", self.build_profile)?;
         writeln!(
             out,

@@ -20,6 +20,8 @@ pub struct Machine {
     pub ram_bytes: u64,
     /// Kernel release, as `uname -r` prints it.
     pub kernel: String,
+    /// 1, 5 and 15 minute load averages when the run started (other work on the machine).
+    pub load_average: String,
 }
 
 impl Machine {
@@ -46,7 +48,11 @@ impl Machine {
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_owned())
             .unwrap_or_else(|_| "unknown".into());
+        let load_average = std::fs::read_to_string("/proc/loadavg")
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "unknown".into());
         Self {
+            load_average,
             cpu_model,
             cpus_online,
             cpus_usable,

@@ -208,3 +208,34 @@ async fn garbage_on_the_stream_closes_only_that_link() {
     let reply = try_hello(config, farm.addr, &smurf_hello("smurf-1")).await;
     assert!(matches!(reply, Ok(HelloReply::Welcome { .. })), "{reply:?}");
 }
+
+#[tokio::test]
+async fn operator_without_certificate_controls_nothing() {
+    let farm = start_farm().await;
+    let ours = identity(farm.dir.path(), "operator");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ours.ca[0].clone()).unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![mailfarm_protocol::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let config = quinn::ClientConfig::new(Arc::new(crypto));
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        role: Role::Operator {
+            name: "operator".into(),
+        },
+    };
+    let reply = try_hello(config, farm.addr, &hello).await;
+    assert!(reply.is_err(), "an operator without certificate got: {reply:?}");
+    // The same request with the operator certificate is welcomed, so the refusal was the
+    // missing certificate.
+    let config = mailfarm_pki::client_config(&ours).unwrap();
+    let reply = try_hello(config, farm.addr, &hello).await;
+    assert!(matches!(reply, Ok(HelloReply::Welcome { .. })), "{reply:?}");
+}

@@ -89,6 +89,16 @@ enum FarmCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Add an address to the suppression list: later campaigns skip it (and count it).
+    Suppress {
+        /// The address.
+        address: String,
+        /// Why, for reports.
+        #[arg(long, default_value = "operator request")]
+        reason: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 /// How the CLI reaches a running coordinator.
@@ -213,6 +223,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Farm(FarmCommand::Undrain { node, remote }) => {
             remote::simple(&remote, OperatorRequest::Undrain { node }).await
         }
+        Command::Farm(FarmCommand::Suppress {
+            address,
+            reason,
+            remote,
+        }) => remote::simple(&remote, OperatorRequest::Suppress { address, reason }).await,
         Command::Coordinator { config } => run_coordinator(&config).await,
         Command::Sink(args) => crate::sink::run(args, shutdown_signal()).await,
         Command::Smurf {

@@ -87,7 +87,7 @@ impl Live {
             suppressed: record.suppressed,
             ..Default::default()
         };
-        let limiter = record.rate_cap.as_ref().and_then(|r| limiter(r));
+        let limiter = record.rate_cap.as_ref().and_then(limiter);
         Self {
             bundle: Arc::new(record.bundle.clone()),
             counters,
@@ -493,6 +493,7 @@ impl Farm {
         if state.draining || state.nodes.iter().any(|n| n.name == node && n.draining) {
             return None;
         }
+        let max = load_adjusted(&state.nodes, node, max);
         let seqs: Vec<u32> = state.campaigns.keys().copied().collect();
         let start = seqs
             .iter()
@@ -842,5 +843,207 @@ impl Farm {
     }
 }
 
+/// Balances by what smurfs report: a node whose delivery queue is more than twice the
+/// average of the others', or whose CPU is saturated, gets smaller leases, so work flows to the
+/// nodes that keep up (the credit window alone only bounds what a node holds).
+fn load_adjusted(nodes: &[Node], node: &str, max: usize) -> usize {
+    let Some(me) = nodes.iter().find(|n| n.name == node) else {
+        return max;
+    };
+    let others: Vec<&Node> = nodes.iter().filter(|n| n.name != node && !n.draining).collect();
+    let mut max = max;
+    if me.load.cpu_percent >= 95 {
+        max = max.div_ceil(2);
+    }
+    if !others.is_empty() {
+        let average =
+            others.iter().map(|n| u64::from(n.load.queued)).sum::<u64>() / others.len() as u64;
+        if u64::from(me.load.queued) > 2 * average.max(16) {
+            max = max.div_ceil(4);
+        }
+    }
+    max.max(1)
+}
+
 /// Distinct failure reasons kept per campaign, so a hostile server cannot grow the map.
 const MAX_REASONS: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mailfarm_protocol::{ContentHash, DeliveryTarget};
+
+    fn record(id: &str) -> CampaignRecord {
+        CampaignRecord {
+            seq: 0,
+            bundle: TemplateBundle {
+                hash: ContentHash([1; 32]),
+                campaign_id: id.into(),
+                subject: String::new(),
+                text: String::new(),
+                html: None,
+                from: "a@b.example".into(),
+                reply_to: None,
+                list_id: "l".into(),
+                bounce_domain: "b.example".into(),
+                list_unsubscribe: None,
+                field_names: vec!["email".into()],
+                email_field: 0,
+                verp_key: vec![],
+                delivery: DeliveryTarget {
+                    relay: Some("127.0.0.1:25".into()),
+                    connections: 1,
+                },
+            },
+            status: CampaignStatus::Running,
+            created_ms: now_ms(),
+            start_at_ms: None,
+            rate_cap: None,
+            ingest_complete: false,
+            total: 0,
+            rejected_rows: 0,
+            suppressed: 0,
+            finished_ms: None,
+        }
+    }
+
+    fn farm_with(id: &str, rows: u32, retry: RetryPolicy) -> Farm {
+        let farm = Farm::open(Store::open(None, false).unwrap(), retry).unwrap();
+        let record = farm.create_campaign(record(id)).unwrap();
+        let batch: Vec<(u32, String, Vec<String>)> = (0..rows)
+            .map(|i| (i, format!("u{i}@x.example"), vec![format!("u{i}@x.example")]))
+            .collect();
+        farm.store().ingest_rows(record.seq, &batch).unwrap();
+        farm.rows_added(record.seq, u64::from(rows), 0, 0);
+        farm.ingest_done(record.seq).unwrap();
+        farm.smurf_joined("s1", 100);
+        farm
+    }
+
+    fn result(id: u64, outcome: Outcome, code: u16) -> RecipientResult {
+        RecipientResult {
+            id,
+            outcome,
+            code,
+            enhanced: None,
+            text: "x".into(),
+            rendered_bytes: 10,
+            remote: String::new(),
+            duration_ms: 1,
+        }
+    }
+
+    #[test]
+    fn lease_results_requeue_and_retry_keep_counts_consistent() {
+        let retry = RetryPolicy {
+            schedule: vec![Duration::from_millis(1)],
+            max_age: Duration::from_secs(60),
+        };
+        let farm = farm_with("c", 5, retry);
+        let lease = farm.lease("s1", 3).unwrap();
+        let ids: Vec<u64> = lease.recipients.iter().map(|r| r.id).collect();
+        farm.apply_results("s1", &[result(ids[0], Outcome::Delivered, 250)], 30)
+            .unwrap();
+        // A late duplicate result for the same id is ignored.
+        farm.apply_results("s1", &[result(ids[0], Outcome::Failed, 550)], 30)
+            .unwrap();
+        farm.apply_results("s1", &[result(ids[1], Outcome::Deferred, 451)], 30)
+            .unwrap();
+        farm.requeue("s1", &ids);
+        let c = farm.counters("c").unwrap();
+        assert_eq!(
+            (c.queued, c.in_flight, c.delivered, c.deferred, c.failed),
+            (3, 0, 1, 1, 0)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(farm.release_due_retries().unwrap(), 1);
+        let rest = farm.lease("s1", 10).unwrap();
+        assert_eq!(rest.recipients.len(), 4);
+        let results: Vec<_> = rest
+            .recipients
+            .iter()
+            .map(|r| result(r.id, Outcome::Delivered, 250))
+            .collect();
+        farm.apply_results("s1", &results, 40).unwrap();
+        let c = farm.counters("c").unwrap();
+        assert!(c.finished, "{c:?}");
+        assert_eq!((c.delivered, c.deferred, c.attempts), (5, 0, 6));
+        assert!(farm.lease("s1", 10).is_none());
+    }
+
+    #[test]
+    fn state_survives_reopening_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        {
+            let farm = Farm::open(
+                Store::open(Some(&path), true).unwrap(),
+                RetryPolicy::default(),
+            )
+            .unwrap();
+            let record = farm.create_campaign(record("persist")).unwrap();
+            let batch: Vec<(u32, String, Vec<String>)> = (0..4)
+                .map(|i| (i, format!("u{i}@x.example"), vec![format!("u{i}@x.example")]))
+                .collect();
+            farm.store().ingest_rows(record.seq, &batch).unwrap();
+            farm.rows_added(record.seq, 4, 0, 0);
+            farm.ingest_done(record.seq).unwrap();
+            farm.smurf_joined("s1", 10);
+            let lease = farm.lease("s1", 4).unwrap();
+            farm.apply_results(
+                "s1",
+                &[result(lease.recipients[0].id, Outcome::Delivered, 250)],
+                10,
+            )
+            .unwrap();
+            // The other three are in flight when the process "dies".
+        }
+        let farm = Farm::open(
+            Store::open(Some(&path), true).unwrap(),
+            RetryPolicy::default(),
+        )
+        .unwrap();
+        let c = farm.counters("persist").unwrap();
+        assert_eq!((c.delivered, c.queued, c.in_flight), (1, 3, 0), "{c:?}");
+        farm.smurf_joined("s1", 10);
+        assert_eq!(farm.lease("s1", 10).unwrap().recipients.len(), 3);
+    }
+
+    #[test]
+    fn cancel_skips_unsent_but_lets_in_flight_finish() {
+        let farm = farm_with("c", 10, RetryPolicy::default());
+        let lease = farm.lease("s1", 2).unwrap();
+        assert_eq!(farm.cancel("c").unwrap(), 8);
+        assert!(!farm.counters("c").unwrap().finished, "two still in flight");
+        let results: Vec<_> = lease
+            .recipients
+            .iter()
+            .map(|r| result(r.id, Outcome::Delivered, 250))
+            .collect();
+        farm.apply_results("s1", &results, 10).unwrap();
+        let c = farm.counters("c").unwrap();
+        assert!(c.finished);
+        assert_eq!((c.delivered, c.skipped, c.queued), (2, 8, 0));
+        assert!(farm.resume("c").is_err());
+    }
+
+    #[test]
+    fn an_overloaded_node_gets_smaller_leases() {
+        let node = |name: &str, queued: u32, cpu: u16| Node {
+            name: name.into(),
+            window: 100,
+            in_flight: 0,
+            draining: false,
+            load: SmurfLoad {
+                queued,
+                cpu_percent: cpu,
+                ..SmurfLoad::default()
+            },
+            results: 0,
+        };
+        let nodes = vec![node("a", 400, 50), node("b", 20, 50), node("c", 10, 99)];
+        assert_eq!(load_adjusted(&nodes, "a", 128), 32);
+        assert_eq!(load_adjusted(&nodes, "b", 128), 128);
+        assert_eq!(load_adjusted(&nodes, "c", 128), 64);
+    }
+}

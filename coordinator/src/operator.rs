@@ -112,6 +112,21 @@ pub(crate) async fn serve(
                     }
                 }
             }
+            OperatorRequest::Suppress { address, reason } => {
+                match crate::campaign::plausible_address(address.trim()) {
+                    Err(why) => OperatorResponse::Error {
+                        message: format!("{address:?} is not an address: {why}"),
+                    },
+                    Ok(()) => match farm().store().suppress(address.trim(), &reason) {
+                        Ok(()) => OperatorResponse::Done {
+                            message: format!("{} suppressed", address.trim()),
+                        },
+                        Err(e) => OperatorResponse::Error {
+                            message: e.to_string(),
+                        },
+                    },
+                }
+            }
             OperatorRequest::Undrain { node } => {
                 if farm().set_draining(&node, false) {
                     OperatorResponse::Done {

@@ -142,6 +142,9 @@ pub enum RowVerdict {
     Suppressed,
 }
 
+/// A pending recipient: its id and field values.
+pub type PendingRecipient = (u64, Vec<String>);
+
 /// The durable store.
 pub struct Store {
     db: Database,
@@ -312,7 +315,7 @@ impl Store {
         seq: u32,
         from_row: u32,
         limit: usize,
-    ) -> Result<(Vec<(u64, Vec<String>)>, Option<u32>), StoreError> {
+    ) -> Result<(Vec<PendingRecipient>, Option<u32>), StoreError> {
         let txn = self.db.begin_read().map_err(dberr)?;
         let table = txn.open_table(RECIPIENTS).map_err(dberr)?;
         let mut out = Vec::new();
@@ -412,7 +415,7 @@ impl Store {
         &self,
         now_ms: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, Vec<String>)>, StoreError> {
+    ) -> Result<Vec<PendingRecipient>, StoreError> {
         let txn = self.write()?;
         let mut out = Vec::new();
         {

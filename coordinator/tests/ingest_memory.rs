@@ -25,7 +25,7 @@ impl Read for GeneratedCsv {
                 self.pending.extend_from_slice(b"email,first_name,notes\n");
             } else if self.next > self.rows {
                 return Ok(0);
-            } else if self.next % 40_000 == 0 {
+            } else if self.next.is_multiple_of(40_000) {
                 self.pending.extend_from_slice(b"broken-address,X,Y\n");
             } else {
                 let notes = "x".repeat(2000);

@@ -298,6 +298,13 @@ pub enum OperatorRequest {
         /// Node name.
         node: String,
     },
+    /// Add an address to the suppression list: it is skipped in every later campaign.
+    Suppress {
+        /// The address.
+        address: String,
+        /// Why (shown in reports).
+        reason: String,
+    },
 }
 
 /// A connected smurf, as `farm nodes` shows it.

@@ -164,7 +164,12 @@ fn operator_controls_a_running_campaign() {
     ok(mailfarm_farm(&farm, &["undrain", "smurf-1"]));
     let nodes = ok(mailfarm_farm(&farm, &["nodes"]));
     assert!(nodes.contains("smurf-1: active"), "{nodes}");
-    assert!(farm.coordinator.terminate(Duration::from_secs(30)).success(), "graceful SIGTERM");
+    assert!(
+        farm.coordinator
+            .terminate(Duration::from_secs(30))
+            .success(),
+        "graceful SIGTERM"
+    );
 }
 
 fn mailfarm_farm(farm: &ProcessFarm, args: &[&str]) -> std::process::Output {

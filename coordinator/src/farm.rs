@@ -850,7 +850,10 @@ fn load_adjusted(nodes: &[Node], node: &str, max: usize) -> usize {
     let Some(me) = nodes.iter().find(|n| n.name == node) else {
         return max;
     };
-    let others: Vec<&Node> = nodes.iter().filter(|n| n.name != node && !n.draining).collect();
+    let others: Vec<&Node> = nodes
+        .iter()
+        .filter(|n| n.name != node && !n.draining)
+        .collect();
     let mut max = max;
     if me.load.cpu_percent >= 95 {
         max = max.div_ceil(2);
@@ -911,7 +914,13 @@ mod tests {
         let farm = Farm::open(Store::open(None, false).unwrap(), retry).unwrap();
         let record = farm.create_campaign(record(id)).unwrap();
         let batch: Vec<(u32, String, Vec<String>)> = (0..rows)
-            .map(|i| (i, format!("u{i}@x.example"), vec![format!("u{i}@x.example")]))
+            .map(|i| {
+                (
+                    i,
+                    format!("u{i}@x.example"),
+                    vec![format!("u{i}@x.example")],
+                )
+            })
             .collect();
         farm.store().ingest_rows(record.seq, &batch).unwrap();
         farm.rows_added(record.seq, u64::from(rows), 0, 0);
@@ -983,7 +992,13 @@ mod tests {
             .unwrap();
             let record = farm.create_campaign(record("persist")).unwrap();
             let batch: Vec<(u32, String, Vec<String>)> = (0..4)
-                .map(|i| (i, format!("u{i}@x.example"), vec![format!("u{i}@x.example")]))
+                .map(|i| {
+                    (
+                        i,
+                        format!("u{i}@x.example"),
+                        vec![format!("u{i}@x.example")],
+                    )
+                })
                 .collect();
             farm.store().ingest_rows(record.seq, &batch).unwrap();
             farm.rows_added(record.seq, 4, 0, 0);

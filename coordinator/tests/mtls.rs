@@ -232,7 +232,10 @@ async fn operator_without_certificate_controls_nothing() {
         },
     };
     let reply = try_hello(config, farm.addr, &hello).await;
-    assert!(reply.is_err(), "an operator without certificate got: {reply:?}");
+    assert!(
+        reply.is_err(),
+        "an operator without certificate got: {reply:?}"
+    );
     // The same request with the operator certificate is welcomed, so the refusal was the
     // missing certificate.
     let config = mailfarm_pki::client_config(&ours).unwrap();

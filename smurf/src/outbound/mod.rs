@@ -7,5 +7,6 @@ pub mod mx;
 pub mod reply;
 pub mod route;
 pub mod session;
+pub mod shaping;
 pub mod smtp;
 pub mod tls;

@@ -1,0 +1,523 @@
+//! The smurf's egress engine: route each recipient to a site, queue it there, and let the
+//! site's dispatcher deliver it through pooled, reused SMTP sessions within the site's limits.
+//!
+//! ```text
+//! submit ──► route ──► site ready queue ──► dispatcher ──► workers (one SMTP session each)
+//!            (relay, or MX lookup)  (one per site)   (≤ max_connections)
+//! ```
+//!
+//! - Routing: relay mode (the campaign's relay, or [`DeliverySettings::relay_override`]) puts
+//!   every message on one site `relay:host:port` without any DNS; MX mode resolves the
+//!   recipient domain ([`MxResolver`], cached) and uses the route's [`SiteKey`], so domains
+//!   with the same MX hosts share one queue, one connection pool and one set of limiters.
+//!   Permanent route errors fail the recipient at once (null MX: `556 5.1.10`, RFC 7505;
+//!   no such domain: `550 5.1.2`; no address: `550 5.4.4`), temporary ones defer it
+//!   (`451 4.4.3`); these codes are generated locally and `remote` is empty.
+//! - Each site has its own dispatcher task and its own workers: nothing is shared between
+//!   sites but the DNS resolver, so a slow or dead site cannot hold up another.
+//! - Limits come from the shaping file ([`Shaping`], applied live by
+//!   [`DeliveryEngine::apply_shaping`]); rates are enforced with `governor` limiters (one for
+//!   messages, one for new sessions per site), awaited without spinning. Ramp-up, adaptive
+//!   backoff and the bog are described in [`health`].
+//! - Memory: a queued job holds the recipient's data and a shared campaign; a worker renders
+//!   (and DKIM-signs) its message right before sending it, so at most one rendered body per
+//!   session exists. The coordinator's window bounds the number of jobs; a bogged site keeps
+//!   at most `[bog] max_queued` of them and defers the rest at once.
+//! - Results: every job gets exactly one [`RecipientResult`] unless its link generation ended
+//!   (then the coordinator has taken the recipient back and the job is dropped silently).
+//!   The smurf never retries a deferred message itself, with one exception: when a reused
+//!   session fails before the server answered anything about the message (the server had
+//!   closed it while idle, say), the message is tried once more on a fresh session. Nothing of
+//!   it was sent, so this cannot duplicate it. While opening a session, a failed connection
+//!   moves on to the next address and MX host (at most [`worker::MAX_OPEN_TRIES`] addresses).
+//!   A connection lost mid-DATA is deferred: it was never reported delivered.
+
+mod health;
+mod site;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
+
+use mailfarm_protocol::{Outcome, RecipientData, RecipientResult, ShapingUpdate, TemplateBundle};
+use mailfarm_templates::MessageTemplate;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+pub use health::{is_slow_down, Lane};
+
+use crate::outbound::dkim::DkimSigner;
+use crate::outbound::mx::{MxResolver, ResolverSettings};
+use crate::outbound::route::{MxRoute, RouteError, SiteKey};
+use crate::outbound::shaping::Shaping;
+use crate::outbound::smtp::{Credentials, Timeouts};
+use crate::outbound::tls::{TlsClient, TlsPolicy, TlsVerify};
+use site::{Push, Site, Target};
+
+/// A compiled campaign, shared by every job of that campaign.
+pub struct CompiledCampaign {
+    /// The bundle as received.
+    pub bundle: TemplateBundle,
+    /// Its compiled templates.
+    pub template: MessageTemplate,
+}
+
+/// One recipient to render and send.
+pub struct Job {
+    /// Link generation the job came from.
+    pub generation: u64,
+    /// Campaign to render with.
+    pub campaign: Arc<CompiledCampaign>,
+    /// Recipient data.
+    pub recipient: RecipientData,
+    /// Where the result goes.
+    pub results: mpsc::UnboundedSender<RecipientResult>,
+}
+
+impl Job {
+    /// The recipient's address (empty when missing).
+    fn email(&self) -> &str {
+        let field = self.campaign.bundle.email_field as usize;
+        self.recipient
+            .values
+            .get(field)
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+
+    /// Sends a result that no server gave.
+    fn report(&self, outcome: Outcome, code: u16, enhanced: Option<(u8, u16, u16)>, text: String) {
+        let _ = self.results.send(RecipientResult {
+            id: self.recipient.id,
+            outcome,
+            code,
+            enhanced,
+            text,
+            rendered_bytes: 0,
+            remote: String::new(),
+            duration_ms: 0,
+        });
+    }
+}
+
+/// Tunables of the sending engine. [`DeliverySettings::new`] gives the defaults.
+#[derive(Clone, Debug)]
+pub struct DeliverySettings {
+    /// EHLO name.
+    pub helo_name: String,
+    /// Messages per SMTP session before it is closed and reopened, unless the shaping file
+    /// says otherwise for the site (default 1000).
+    pub max_messages_per_connection: u32,
+    /// An idle session is closed after this long (default 5 s).
+    pub idle_timeout: Duration,
+    /// Connect timeout (default 30 s).
+    pub connect_timeout: Duration,
+    /// SMTP timeouts per phase (default: RFC 5321's).
+    pub timeouts: Timeouts,
+    /// When set, every campaign is delivered here instead of its own relay or the MX hosts
+    /// (capture mode, tests).
+    pub relay_override: Option<String>,
+    /// Port of MX hosts (default 25; tests use others).
+    pub smtp_port: u16,
+    /// DNS resolver for MX delivery.
+    pub resolver: ResolverSettings,
+    /// STARTTLS policy, unless the shaping file sets one for a site (default opportunistic).
+    pub tls_policy: TlsPolicy,
+    /// The TLS client configuration (certificate checks); `None`: unauthenticated
+    /// opportunistic TLS ([`TlsVerify::Insecure`]).
+    pub tls_client: Option<TlsClient>,
+    /// AUTH credentials per relay, keyed by the relay's `host:port` as the campaign or
+    /// [`relay_override`](Self::relay_override) spells it.
+    pub relay_auth: HashMap<String, Credentials>,
+    /// DKIM keys; a message is signed when a key for its From domain exists.
+    pub dkim: Option<Arc<DkimSigner>>,
+}
+
+impl DeliverySettings {
+    /// Defaults with the given EHLO name.
+    pub fn new(helo_name: impl Into<String>) -> Self {
+        Self {
+            helo_name: helo_name.into(),
+            max_messages_per_connection: 1000,
+            idle_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(30),
+            timeouts: Timeouts::default(),
+            relay_override: None,
+            smtp_port: 25,
+            resolver: ResolverSettings::default(),
+            tls_policy: TlsPolicy::Opportunistic,
+            tls_client: None,
+            relay_auth: HashMap::new(),
+            dkim: None,
+        }
+    }
+}
+
+/// One site, as [`DeliveryEngine::stats`] sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SiteStats {
+    /// The site.
+    pub key: SiteKey,
+    /// Its lane.
+    pub lane: Lane,
+    /// Messages waiting in its queue.
+    pub queued: u32,
+    /// Messages being sent (taken by a worker).
+    pub sending: u32,
+    /// Sessions (workers) open or opening.
+    pub connections: u32,
+    /// The connection cap in force (after backoff; 1 in the bog).
+    pub max_connections: u32,
+    /// The message rate in force, per second (after ramp-up, backoff, bog); `None`: unlimited.
+    pub rate: Option<f64>,
+    /// Whether a backoff cut is in force.
+    pub backing_off: bool,
+    /// Recipient domains seen on the site.
+    pub domains: u32,
+}
+
+/// What the engine holds, for load reports and tests.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EngineStats {
+    /// Messages waiting (in site queues or for their MX lookup).
+    pub queued: u32,
+    /// Messages being sent.
+    pub sending: u32,
+    /// Sites in the bog.
+    pub bog_sites: u32,
+    /// Messages waiting in bogged sites' queues.
+    pub bog_queued: u32,
+    /// Every live site, by key.
+    pub sites: Vec<SiteStats>,
+}
+
+impl EngineStats {
+    /// The site with this key, if live.
+    pub fn site(&self, key: &str) -> Option<&SiteStats> {
+        self.sites.iter().find(|s| &*s.key.0 == key)
+    }
+}
+
+/// State shared by the engine, its sites' dispatchers and their workers.
+struct Shared {
+    settings: DeliverySettings,
+    tls_client: TlsClient,
+    dkim: Option<Arc<DkimSigner>>,
+    resolver: Result<MxResolver, String>,
+    generation: AtomicU64,
+    closing: AtomicBool,
+    shaping: RwLock<Arc<Shaping>>,
+    sites: Mutex<HashMap<SiteKey, Arc<Site>>>,
+    /// Dispatchers and MX lookups.
+    tasks: Mutex<JoinSet<()>>,
+    /// Jobs waiting for their MX lookup.
+    resolving: AtomicU32,
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn shaping(&self) -> Arc<Shaping> {
+        self.shaping
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn is_current(&self, job: &Job) -> bool {
+        job.generation == self.generation.load(Ordering::SeqCst)
+    }
+
+    fn closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut tasks = lock(&self.tasks);
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(task);
+    }
+
+    /// Puts a job on its site's queue, creating the site (and its dispatcher) on first use.
+    fn enqueue(self: &Arc<Self>, mut job: Job, key: SiteKey, target: Target, domain: Option<&str>) {
+        if !self.is_current(&job) {
+            return;
+        }
+        if self.closing() {
+            job.report(Outcome::Deferred, 0, None, "smurf shutting down".into());
+            return;
+        }
+        loop {
+            let site = {
+                let mut sites = lock(&self.sites);
+                match sites.get(&key) {
+                    Some(site) => site.clone(),
+                    None => {
+                        let site = Arc::new(Site::new(key.clone(), target.clone(), &self.shaping()));
+                        sites.insert(key.clone(), site.clone());
+                        self.spawn(site::dispatch(site.clone(), self.clone()));
+                        site
+                    }
+                }
+            };
+            match site.push(job, &target, domain, &self.shaping()) {
+                Push::Queued => return,
+                Push::Overflow(job) => {
+                    job.report(
+                        Outcome::Deferred,
+                        0,
+                        None,
+                        format!("site {key} is in the bog (failing): deferred without an attempt"),
+                    );
+                    return;
+                }
+                Push::Closed(back) => {
+                    // Reaped between the lookup and the push: make a new one.
+                    let mut sites = lock(&self.sites);
+                    if sites.get(&key).is_some_and(|s| Arc::ptr_eq(s, &site)) {
+                        sites.remove(&key);
+                    }
+                    job = back;
+                }
+            }
+        }
+    }
+}
+
+/// The engine: sites with their queues, dispatchers and workers.
+pub struct DeliveryEngine {
+    shared: Arc<Shared>,
+}
+
+impl DeliveryEngine {
+    /// An engine with no sites yet, and the built-in shaping until
+    /// [`apply_shaping`](Self::apply_shaping).
+    pub fn new(settings: DeliverySettings) -> Self {
+        let tls_client = match settings.tls_client.clone() {
+            Some(client) => client,
+            // Building the unauthenticated client involves no file and no system store.
+            None => TlsClient::new(&TlsVerify::Insecure)
+                .expect("the built-in TLS client configuration is valid"),
+        };
+        let resolver = MxResolver::new(settings.resolver.clone()).map_err(|e| {
+            warn!("MX delivery unavailable: {e}");
+            e.to_string()
+        });
+        Self {
+            shared: Arc::new(Shared {
+                dkim: settings.dkim.clone(),
+                settings,
+                tls_client,
+                resolver,
+                generation: AtomicU64::new(0),
+                closing: AtomicBool::new(false),
+                shaping: RwLock::new(Arc::new(Shaping::default())),
+                sites: Mutex::new(HashMap::new()),
+                tasks: Mutex::new(JoinSet::new()),
+                resolving: AtomicU32::new(0),
+            }),
+        }
+    }
+
+    /// Takes new shaping rules and this smurf's share of them, and applies them to every live
+    /// site at once. A file with errors is refused (each error is logged) and the rules in
+    /// force stay.
+    pub fn apply_shaping(&mut self, update: ShapingUpdate) {
+        let shaping = match Shaping::from_update(&update) {
+            Ok(shaping) => Arc::new(shaping),
+            Err(errors) => {
+                for e in &errors {
+                    warn!("shaping file refused: {e}");
+                }
+                return;
+            }
+        };
+        info!(share = update.share(), "shaping update applied");
+        *self
+            .shared
+            .shaping
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = shaping.clone();
+        let sites: Vec<Arc<Site>> = lock(&self.shared.sites).values().cloned().collect();
+        for site in sites {
+            site.reshape(&shaping);
+        }
+    }
+
+    /// Starts a new link generation: queued jobs of earlier links are dropped (the coordinator
+    /// takes their recipients back).
+    pub fn next_generation(&self) -> u64 {
+        let generation = self.shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let sites: Vec<Arc<Site>> = lock(&self.shared.sites).values().cloned().collect();
+        for site in sites {
+            site.purge_stale(generation);
+        }
+        generation
+    }
+
+    /// Routes a job to its site's queue (after an MX lookup in MX mode). Never blocks; every
+    /// job of the current generation gets a result.
+    pub fn submit(&mut self, job: Job) {
+        let shared = &self.shared;
+        if !shared.is_current(&job) {
+            return;
+        }
+        let relay = shared
+            .settings
+            .relay_override
+            .clone()
+            .or_else(|| job.campaign.bundle.delivery.relay.clone());
+        if let Some(relay) = relay {
+            let Some((host, port)) = split_relay(&relay) else {
+                job.report(
+                    Outcome::Deferred,
+                    0,
+                    None,
+                    format!("invalid relay address {relay:?}: expected host:port"),
+                );
+                return;
+            };
+            let key = SiteKey(format!("relay:{}", relay.to_ascii_lowercase()).into());
+            let target = Target::Relay {
+                host,
+                port,
+                auth: shared.settings.relay_auth.get(&relay).cloned(),
+                connections: u32::from(job.campaign.bundle.delivery.connections.max(1)),
+            };
+            shared.enqueue(job, key, target, None);
+            return;
+        }
+        let domain = match job.email().rsplit_once('@') {
+            Some((_, domain)) if !domain.is_empty() => domain.to_ascii_lowercase(),
+            _ => {
+                let text = format!("recipient address {:?} has no domain", job.email());
+                job.report(Outcome::Failed, 553, Some((5, 1, 3)), text);
+                return;
+            }
+        };
+        let resolver = match &shared.resolver {
+            Ok(resolver) => resolver.clone(),
+            Err(reason) => {
+                job.report(Outcome::Deferred, 451, Some((4, 4, 3)), reason.clone());
+                return;
+            }
+        };
+        shared.resolving.fetch_add(1, Ordering::SeqCst);
+        let task_shared = shared.clone();
+        shared.spawn(async move {
+            let route = resolver.resolve(&domain).await;
+            task_shared.resolving.fetch_sub(1, Ordering::SeqCst);
+            match route {
+                Ok(route) => route_job(&task_shared, job, route, &domain),
+                Err(e) => {
+                    if task_shared.is_current(&job) {
+                        let (outcome, code, enhanced) = route_error_reply(&e);
+                        job.report(outcome, code, Some(enhanced), e.to_string());
+                    }
+                }
+            }
+        });
+    }
+
+    /// What the engine holds right now.
+    pub fn stats(&self) -> EngineStats {
+        let sites: Vec<Arc<Site>> = lock(&self.shared.sites).values().cloned().collect();
+        let mut stats = EngineStats {
+            queued: self.shared.resolving.load(Ordering::SeqCst),
+            ..EngineStats::default()
+        };
+        for site in sites {
+            let s = site.stats();
+            stats.queued += s.queued;
+            stats.sending += s.sending;
+            if s.lane == Lane::Bog {
+                stats.bog_sites += 1;
+                stats.bog_queued += s.queued;
+            }
+            stats.sites.push(s);
+        }
+        stats.sites.sort_by(|a, b| a.key.cmp(&b.key));
+        stats
+    }
+
+    /// Stops taking jobs: jobs still queued are deferred ("smurf shutting down"; dropped if
+    /// their link generation ended), messages being sent finish, sessions are closed.
+    pub async fn shutdown(self) {
+        self.shared.closing.store(true, Ordering::SeqCst);
+        let sites: Vec<Arc<Site>> = lock(&self.shared.sites).values().cloned().collect();
+        for site in sites {
+            site.wake_all();
+        }
+        loop {
+            let next = {
+                let mut tasks = lock(&self.shared.tasks);
+                if tasks.is_empty() {
+                    break;
+                }
+                // Take the set out so that tasks spawned meanwhile land in a fresh one.
+                std::mem::take(&mut *tasks)
+            };
+            let mut next = next;
+            while next.join_next().await.is_some() {}
+        }
+    }
+}
+
+/// Queues an MX-routed job on its route's site.
+fn route_job(shared: &Arc<Shared>, job: Job, route: Arc<MxRoute>, domain: &str) {
+    let key = route.site.clone();
+    shared.enqueue(job, key, Target::Mx(route), Some(domain));
+}
+
+/// Outcome, code and enhanced code reported for a route error.
+fn route_error_reply(e: &RouteError) -> (Outcome, u16, (u8, u16, u16)) {
+    match e {
+        RouteError::NullMx { .. } => (Outcome::Failed, 556, (5, 1, 10)),
+        RouteError::NoSuchDomain { .. } => (Outcome::Failed, 550, (5, 1, 2)),
+        RouteError::NoAddresses { .. } => (Outcome::Failed, 550, (5, 4, 4)),
+        RouteError::Temporary { .. } => (Outcome::Deferred, 451, (4, 4, 3)),
+    }
+}
+
+/// `host:port` (or `[v6]:port`) into its parts.
+fn split_relay(relay: &str) -> Option<(String, u16)> {
+    let (host, port) = relay.trim().rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = port.parse().ok()?;
+    (!host.is_empty()).then(|| (host.to_owned(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_addresses() {
+        assert_eq!(
+            split_relay("smtp.test:587"),
+            Some(("smtp.test".into(), 587))
+        );
+        assert_eq!(split_relay("[::1]:25"), Some(("::1".into(), 25)));
+        assert_eq!(split_relay("smtp.test"), None);
+        assert_eq!(split_relay(":25"), None);
+        assert_eq!(split_relay("a:b"), None);
+    }
+
+    #[test]
+    fn route_errors_map_to_rfc_codes() {
+        let d = || "x.test".to_owned();
+        let null = route_error_reply(&RouteError::NullMx { domain: d() });
+        assert_eq!(null, (Outcome::Failed, 556, (5, 1, 10)));
+        let temp = route_error_reply(&RouteError::Temporary {
+            domain: d(),
+            reason: "SERVFAIL".into(),
+        });
+        assert_eq!(temp.0, Outcome::Deferred);
+    }
+}

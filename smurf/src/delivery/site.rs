@@ -1,0 +1,534 @@
+//! One site: its ready queue, limits and limiters, health, and the dispatcher task that keeps
+//! the right number of workers (SMTP sessions) running for it.
+
+use std::collections::{HashSet, VecDeque};
+use std::num::NonZeroU32;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use governor::clock::Clock;
+use governor::{DefaultDirectRateLimiter, Quota};
+use mailfarm_protocol::Outcome;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tracing::{debug, info};
+
+use super::health::{Effective, Health, Lane, Signal};
+use super::{lock, Job, Shared, SiteStats};
+use crate::outbound::route::{MxRoute, SiteKey};
+use crate::outbound::shaping::{BogSettings, Shaping, SiteLimits};
+use crate::outbound::smtp::Credentials;
+use crate::outbound::tls::TlsPolicy;
+
+/// How often a dispatcher looks at its site without being woken.
+const TICK: Duration = Duration::from_millis(250);
+/// Longest single sleep while waiting for a limiter: a rebuilt limiter (new shaping, backoff,
+/// lane change) is picked up at least this often.
+const LIMITER_SLICE: Duration = Duration::from_millis(250);
+/// A site with nothing queued and no session for this long is forgotten (its dispatcher ends).
+const SITE_IDLE: Duration = Duration::from_secs(120);
+/// A limiter is rebuilt when the rate in force drifts this far (relative) from its own.
+const REBUILD_DRIFT: f64 = 0.03;
+
+type Limiter = DefaultDirectRateLimiter;
+
+/// Where a site's sessions go.
+#[derive(Clone, Debug)]
+pub(super) enum Target {
+    /// A relay (smart host).
+    Relay {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+        /// AUTH credentials.
+        auth: Option<Credentials>,
+        /// Sessions per smurf the campaign asks for.
+        connections: u32,
+    },
+    /// The MX hosts of the latest route seen for the site.
+    Mx(Arc<MxRoute>),
+}
+
+/// What a worker needs to open a session.
+pub(super) struct Plan {
+    pub target: Target,
+    pub tls: Option<TlsPolicy>,
+    pub max_per_connection: Option<u32>,
+}
+
+/// Result of [`Site::push`].
+pub(super) enum Push {
+    Queued,
+    /// The site is bogged and its queue full: defer the job.
+    Overflow(Job),
+    /// The site was reaped: queue on a new one.
+    Closed(Job),
+}
+
+/// Which limiter.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Kind {
+    Message,
+    Connection,
+}
+
+struct State {
+    queue: VecDeque<Job>,
+    target: Target,
+    domains: HashSet<String>,
+    limits: SiteLimits,
+    bog: BogSettings,
+    health: Health,
+    effective: Effective,
+    message_limiter: Option<(f64, Arc<Limiter>)>,
+    connection_limiter: Option<(f64, Arc<Limiter>)>,
+    /// Workers running.
+    workers: u32,
+    /// Workers not holding a job (idle, starting, or between jobs).
+    available: u32,
+    /// Jobs held by workers.
+    sending: u32,
+    last_active: Instant,
+    /// Reaped: takes no more jobs.
+    closed: bool,
+}
+
+/// One site (see the module docs).
+pub(super) struct Site {
+    key: SiteKey,
+    state: Mutex<State>,
+    /// Wakes the dispatcher.
+    wake: Notify,
+    /// Wakes workers waiting for a job.
+    ready: Notify,
+}
+
+/// Accounts for a running worker; dropping it (worker end, even by panic) releases its place.
+pub(super) struct WorkerGuard {
+    site: Arc<Site>,
+    holding: bool,
+    retired: bool,
+}
+
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        if !self.retired {
+            let mut st = lock(&self.site.state);
+            st.workers -= 1;
+            if self.holding {
+                st.sending -= 1;
+            } else {
+                st.available -= 1;
+            }
+        }
+        self.site.wake.notify_one();
+    }
+}
+
+fn limiter(rate: f64, drained: bool) -> Arc<Limiter> {
+    let period = Duration::from_secs_f64(1.0 / rate.max(1e-6)).max(Duration::from_micros(1));
+    // Small bursts: a twentieth of a second's worth of messages.
+    let burst = ((rate / 20.0).floor() as u32).clamp(1, 1000);
+    let quota = Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+    let limiter = Arc::new(Limiter::direct(quota));
+    if drained {
+        // A replacement starts empty, so that rebuilding never grants an extra burst.
+        for _ in 0..burst {
+            if limiter.check().is_err() {
+                break;
+            }
+        }
+    }
+    limiter
+}
+
+fn drifted(old: Option<f64>, new: Option<f64>) -> bool {
+    match (old, new) {
+        (None, None) => false,
+        (Some(a), Some(b)) => (a - b).abs() > REBUILD_DRIFT * a.max(b),
+        _ => true,
+    }
+}
+
+fn compute_limits(key: &SiteKey, target: &Target, domains: &HashSet<String>, s: &Shaping) -> SiteLimits {
+    match target {
+        Target::Relay { connections, .. } => s.relay_limits(key, *connections),
+        Target::Mx(_) => {
+            let names: Vec<&str> = domains.iter().map(String::as_str).collect();
+            s.limits_for(key, &names)
+        }
+    }
+}
+
+impl State {
+    /// Recomputes the limits in force; rebuilds limiters whose rate moved. Returns whether
+    /// the connection cap went down.
+    fn update_effective(&mut self, now: Instant) -> bool {
+        let eff = self.health.effective(&self.limits, &self.bog, now);
+        let current = self.message_limiter.as_ref().map(|(r, _)| *r);
+        if drifted(current, eff.rate) {
+            self.message_limiter = eff.rate.map(|r| (r, limiter(r, current.is_some())));
+        }
+        let current = self.connection_limiter.as_ref().map(|(r, _)| *r);
+        if drifted(current, eff.connection_rate) {
+            self.connection_limiter = eff
+                .connection_rate
+                .map(|r| (r, limiter(r, current.is_some())));
+        }
+        let lowered = eff.connections < self.effective.connections;
+        self.effective = eff;
+        lowered
+    }
+
+    fn relimit(&mut self, key: &SiteKey, shaping: &Shaping, now: Instant) -> bool {
+        self.limits = compute_limits(key, &self.target, &self.domains, shaping);
+        self.bog = shaping.bog().clone();
+        self.update_effective(now)
+    }
+
+    fn retire(&mut self, guard: &mut WorkerGuard) {
+        self.workers -= 1;
+        self.available -= 1;
+        guard.retired = true;
+    }
+}
+
+impl Site {
+    pub(super) fn new(key: SiteKey, target: Target, shaping: &Shaping) -> Self {
+        let now = Instant::now();
+        let domains = HashSet::new();
+        let limits = compute_limits(&key, &target, &domains, shaping);
+        let bog = shaping.bog().clone();
+        let health = Health::new(now);
+        let effective = health.effective(&limits, &bog, now);
+        let mut state = State {
+            queue: VecDeque::new(),
+            target,
+            domains,
+            limits,
+            bog,
+            health,
+            effective,
+            message_limiter: None,
+            connection_limiter: None,
+            workers: 0,
+            available: 0,
+            sending: 0,
+            last_active: now,
+            closed: false,
+        };
+        state.message_limiter = effective.rate.map(|r| (r, limiter(r, false)));
+        state.connection_limiter = effective.connection_rate.map(|r| (r, limiter(r, false)));
+        Self {
+            key,
+            state: Mutex::new(state),
+            wake: Notify::new(),
+            ready: Notify::new(),
+        }
+    }
+
+    /// Queues a job; `target` refreshes the site's route (or relay settings), `domain` adds the
+    /// recipient domain to the site's (for domain shaping sections).
+    pub(super) fn push(&self, job: Job, target: &Target, domain: Option<&str>, shaping: &Shaping) -> Push {
+        let now = Instant::now();
+        let mut st = lock(&self.state);
+        if st.closed {
+            return Push::Closed(job);
+        }
+        let mut relimit = false;
+        match (&mut st.target, target) {
+            (Target::Mx(old), Target::Mx(new)) => {
+                if !Arc::ptr_eq(old, new) {
+                    *old = new.clone();
+                }
+            }
+            (Target::Relay { connections, auth, .. }, Target::Relay { connections: c, auth: a, .. }) => {
+                if *c > *connections {
+                    *connections = *c;
+                    relimit = true;
+                }
+                if auth != a {
+                    auth.clone_from(a);
+                }
+            }
+            (old, new) => {
+                *old = new.clone();
+                relimit = true;
+            }
+        }
+        if let Some(domain) = domain {
+            if !st.domains.contains(domain) {
+                st.domains.insert(domain.to_owned());
+                relimit = true;
+            }
+        }
+        if relimit {
+            let lowered = st.relimit(&self.key, shaping, now);
+            if lowered {
+                self.ready.notify_waiters();
+            }
+        }
+        if st.health.lane() == Lane::Bog && st.queue.len() >= st.bog.max_queued as usize {
+            return Push::Overflow(job);
+        }
+        st.queue.push_back(job);
+        st.last_active = now;
+        let wake_dispatcher = st.queue.len() > st.available as usize;
+        drop(st);
+        self.ready.notify_one();
+        if wake_dispatcher {
+            self.wake.notify_one();
+        }
+        Push::Queued
+    }
+
+    /// Applies new shaping rules.
+    pub(super) fn reshape(&self, shaping: &Shaping) {
+        let mut st = lock(&self.state);
+        if st.relimit(&self.key, shaping, Instant::now()) {
+            self.ready.notify_waiters();
+        }
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// Drops queued jobs of other generations.
+    pub(super) fn purge_stale(&self, generation: u64) {
+        lock(&self.state)
+            .queue
+            .retain(|job| job.generation == generation);
+    }
+
+    /// Wakes the dispatcher and every idle worker (shutdown).
+    pub(super) fn wake_all(&self) {
+        self.wake.notify_one();
+        self.ready.notify_waiters();
+    }
+
+    pub(super) fn stats(&self) -> SiteStats {
+        let st = lock(&self.state);
+        SiteStats {
+            key: self.key.clone(),
+            lane: st.health.lane(),
+            queued: u32::try_from(st.queue.len()).unwrap_or(u32::MAX),
+            sending: st.sending,
+            connections: st.workers,
+            max_connections: st.effective.connections,
+            rate: st.effective.rate,
+            backing_off: st.health.backing_off(),
+            domains: u32::try_from(st.domains.len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    pub(super) fn key(&self) -> &SiteKey {
+        &self.key
+    }
+
+    /// What a worker needs to open a session now.
+    pub(super) fn plan(&self) -> Plan {
+        let st = lock(&self.state);
+        Plan {
+            target: st.target.clone(),
+            tls: st.limits.tls,
+            max_per_connection: st.limits.max_messages_per_connection,
+        }
+    }
+
+    /// Takes one attempt's signal into the site's health.
+    pub(super) fn record(&self, signal: Signal) {
+        let now = Instant::now();
+        let mut st = lock(&self.state);
+        let effective = st.effective;
+        let bog = st.bog.clone();
+        if !st.health.record(signal, now, &effective, &bog) {
+            return;
+        }
+        let lowered = st.update_effective(now);
+        let eff = st.effective;
+        match st.health.lane() {
+            Lane::Bog if signal != Signal::Success => {
+                info!(site = %self.key, rate = ?eff.rate, "site keeps failing: moved to the bog");
+            }
+            Lane::Fast if signal == Signal::Success => {
+                info!(site = %self.key, "probe succeeded: site back in the fast lane");
+            }
+            _ => {
+                debug!(site = %self.key, rate = ?eff.rate, connections = eff.connections,
+                    "site asked us to slow down: backing off");
+            }
+        }
+        drop(st);
+        if lowered {
+            self.ready.notify_waiters();
+        }
+        self.wake.notify_one();
+    }
+
+    /// A guard for a worker the dispatcher just counted.
+    fn guard(self: &Arc<Self>) -> WorkerGuard {
+        WorkerGuard {
+            site: self.clone(),
+            holding: false,
+            retired: false,
+        }
+    }
+
+    /// The next job for a worker; `None` when the worker should end (idle too long, over the
+    /// connection cap, shutting down).
+    pub(super) async fn next_job(&self, shared: &Shared, guard: &mut WorkerGuard) -> Option<Job> {
+        let deadline = tokio::time::Instant::now() + shared.settings.idle_timeout;
+        let generation = shared.generation.load(Ordering::SeqCst);
+        loop {
+            let notified = self.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut st = lock(&self.state);
+                if st.workers > st.effective.connections || shared.closing() {
+                    st.retire(guard);
+                    return None;
+                }
+                while let Some(job) = st.queue.pop_front() {
+                    if job.generation != generation {
+                        continue;
+                    }
+                    st.available -= 1;
+                    st.sending += 1;
+                    st.last_active = Instant::now();
+                    guard.holding = true;
+                    return Some(job);
+                }
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(deadline) => {
+                    let mut st = lock(&self.state);
+                    if st.queue.is_empty() {
+                        st.retire(guard);
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A worker finished its job.
+    pub(super) fn job_done(&self, guard: &mut WorkerGuard) {
+        let mut st = lock(&self.state);
+        st.sending -= 1;
+        st.available += 1;
+        st.last_active = Instant::now();
+        guard.holding = false;
+    }
+
+    /// Waits until the limiter allows one more message or session; `false` if the engine is
+    /// shutting down meanwhile.
+    pub(super) async fn acquire(&self, kind: Kind, shared: &Shared) -> bool {
+        loop {
+            if shared.closing() {
+                return false;
+            }
+            let limiter = {
+                let st = lock(&self.state);
+                match kind {
+                    Kind::Message => st.message_limiter.as_ref().map(|(_, l)| l.clone()),
+                    Kind::Connection => st.connection_limiter.as_ref().map(|(_, l)| l.clone()),
+                }
+            };
+            let Some(limiter) = limiter else {
+                return true;
+            };
+            match limiter.check() {
+                Ok(()) => return true,
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(limiter.clock().now());
+                    tokio::time::sleep(wait.min(LIMITER_SLICE)).await;
+                }
+            }
+        }
+    }
+}
+
+/// The site's dispatcher: keeps up to the connection cap of workers busy while jobs wait,
+/// advances ramp-up and backoff, sheds a bogged site's excess, and ends the site when it has
+/// been idle for long (or the engine shuts down).
+pub(super) async fn dispatch(site: Arc<Site>, shared: Arc<Shared>) {
+    let mut workers = JoinSet::new();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = site.wake.notified() => {}
+            _ = tick.tick() => {}
+            Some(_) = workers.join_next(), if !workers.is_empty() => {}
+        }
+        let now = Instant::now();
+        let closing = shared.closing();
+        let mut shed = Vec::new();
+        let mut spawn = 0;
+        let mut exit = false;
+        let mut maybe_idle = false;
+        {
+            let mut st = lock(&site.state);
+            let st = &mut *st;
+            st.health.tick(now, &st.limits);
+            if st.update_effective(now) {
+                site.ready.notify_waiters();
+            }
+            if closing {
+                shed.extend(st.queue.drain(..));
+                exit = st.workers == 0;
+                st.closed |= exit;
+            } else {
+                if st.health.lane() == Lane::Bog {
+                    let keep = st.bog.max_queued as usize;
+                    if st.queue.len() > keep {
+                        shed.extend(st.queue.drain(keep..));
+                    }
+                }
+                while st.workers < st.effective.connections && st.queue.len() > st.available as usize {
+                    st.workers += 1;
+                    st.available += 1;
+                    spawn += 1;
+                }
+                maybe_idle = st.queue.is_empty()
+                    && st.workers == 0
+                    && now.duration_since(st.last_active) >= SITE_IDLE;
+            }
+        }
+        for job in shed {
+            if shared.is_current(&job) {
+                let text = if closing {
+                    "smurf shutting down".to_owned()
+                } else {
+                    format!("site {} is in the bog (failing): deferred without an attempt", site.key)
+                };
+                job.report(Outcome::Deferred, 0, None, text);
+            }
+        }
+        for _ in 0..spawn {
+            let guard = site.guard();
+            workers.spawn(super::worker::run(site.clone(), shared.clone(), guard));
+        }
+        if maybe_idle {
+            let mut sites = lock(&shared.sites);
+            let mut st = lock(&site.state);
+            if st.queue.is_empty() && st.workers == 0 {
+                st.closed = true;
+                if sites.get(&site.key).is_some_and(|s| Arc::ptr_eq(s, &site)) {
+                    sites.remove(&site.key);
+                }
+                exit = true;
+                debug!(site = %site.key, "site idle: forgotten");
+            }
+        }
+        if exit {
+            while workers.join_next().await.is_some() {}
+            return;
+        }
+    }
+}

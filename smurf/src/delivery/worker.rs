@@ -1,0 +1,353 @@
+//! A site's worker: one SMTP session at a time, reused for the site's jobs. Renders (and
+//! DKIM-signs) each message right before sending it, and reports every attempt.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use mailfarm_protocol::{Outcome, RecipientResult};
+use mailfarm_templates::RenderedMessage;
+use tracing::debug;
+
+use super::health::{is_slow_down, Signal};
+use super::site::{Kind, Plan, Site, Target, WorkerGuard};
+use super::{Job, Shared};
+use crate::outbound::reply::Reply;
+use crate::outbound::session::{open_session, Session, SessionSettings};
+use crate::outbound::smtp::{Delivery, Phase, SmtpError};
+
+/// Most addresses tried to open one session (across the MX hosts, in order).
+pub const MAX_OPEN_TRIES: usize = 5;
+
+/// An open session and where it goes.
+struct Open {
+    session: Session,
+    /// `host[ip]:port`.
+    remote: String,
+    /// Messages sent on it.
+    sent: u32,
+}
+
+impl Open {
+    async fn close(self) {
+        let _ = self.session.client.quit().await;
+    }
+}
+
+/// Why no session could be opened.
+struct OpenFailure {
+    outcome: Outcome,
+    code: u16,
+    enhanced: Option<(u8, u16, u16)>,
+    text: String,
+    remote: String,
+    signal: Option<Signal>,
+}
+
+/// What a reply says about the site.
+fn signal_of(reply: &Reply) -> Signal {
+    if reply.is_positive() || reply.is_permanent() {
+        Signal::Success
+    } else if is_slow_down(reply.code, reply.enhanced, &reply.text) {
+        Signal::SlowDown
+    } else {
+        Signal::TempFailure
+    }
+}
+
+fn enhanced(reply: &Reply) -> Option<(u8, u16, u16)> {
+    reply.enhanced.map(|e| (e.class, e.subject, e.detail))
+}
+
+/// The attempt's result.
+#[allow(clippy::too_many_arguments)]
+fn result(
+    job: &Job,
+    outcome: Outcome,
+    code: u16,
+    enhanced: Option<(u8, u16, u16)>,
+    text: String,
+    size: u32,
+    remote: &str,
+    started: Instant,
+) -> RecipientResult {
+    RecipientResult {
+        id: job.recipient.id,
+        outcome,
+        code,
+        enhanced,
+        text,
+        rendered_bytes: size,
+        remote: remote.to_owned(),
+        duration_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
+    }
+}
+
+/// Runs one worker until its site has nothing for it.
+pub(super) async fn run(site: Arc<Site>, shared: Arc<Shared>, mut guard: WorkerGuard) {
+    let mut open: Option<Open> = None;
+    while let Some(job) = site.next_job(&shared, &mut guard).await {
+        deliver(&site, &shared, &job, &mut open).await;
+        site.job_done(&mut guard);
+    }
+    if let Some(open) = open.take() {
+        open.close().await;
+    }
+}
+
+/// Renders the message and signs it when a DKIM key for its From domain exists.
+fn render(shared: &Shared, job: &Job) -> Result<RenderedMessage, String> {
+    let mut message = job
+        .campaign
+        .template
+        .render(job.recipient.id, job.email(), &job.recipient.values)
+        .map_err(|e| format!("render: {e}"))?;
+    if let Some(dkim) = &shared.dkim {
+        match dkim.sign(&message.data) {
+            Ok(Some(signed)) => message.data = signed,
+            Ok(None) => {}
+            Err(e) => return Err(format!("DKIM signing: {e}")),
+        }
+    }
+    Ok(message)
+}
+
+/// Whether a session error happened before the server said anything about the message, so
+/// that trying it again on a fresh session cannot duplicate it.
+fn before_any_reply(e: &SmtpError) -> bool {
+    matches!(
+        e,
+        SmtpError::Io {
+            phase: Phase::MailFrom,
+            ..
+        } | SmtpError::Closed {
+            phase: Phase::MailFrom
+        } | SmtpError::Broken
+    )
+}
+
+/// One attempt for `job`: limiter, render, session (reused or new), send, report.
+async fn deliver(site: &Site, shared: &Shared, job: &Job, open: &mut Option<Open>) {
+    let shutting_down = || job.report(Outcome::Deferred, 0, None, "smurf shutting down".into());
+    if !site.acquire(Kind::Message, shared).await {
+        shutting_down();
+        return;
+    }
+    if !shared.is_current(job) {
+        return;
+    }
+    let started = Instant::now();
+    let message = match render(shared, job) {
+        Ok(message) => message,
+        Err(text) => {
+            let _ = job
+                .results
+                .send(result(job, Outcome::Failed, 0, None, text, 0, "", started));
+            return;
+        }
+    };
+    let size = u32::try_from(message.data.len()).unwrap_or(u32::MAX);
+    let plan = site.plan();
+    let max_per_connection = plan
+        .max_per_connection
+        .unwrap_or(shared.settings.max_messages_per_connection)
+        .max(1);
+    let mut retried = false;
+    loop {
+        let stale = open
+            .as_ref()
+            .is_some_and(|o| o.session.client.is_broken() || o.sent >= max_per_connection);
+        if stale {
+            if let Some(old) = open.take() {
+                old.close().await;
+            }
+        }
+        if open.is_none() {
+            if !site.acquire(Kind::Connection, shared).await {
+                shutting_down();
+                return;
+            }
+            match open_for(&plan, shared).await {
+                Ok(session) => *open = Some(session),
+                Err(f) => {
+                    debug!(site = %site.key(), remote = %f.remote, "{}", f.text);
+                    let r = result(job, f.outcome, f.code, f.enhanced, f.text, size, &f.remote, started);
+                    let _ = job.results.send(r);
+                    if let Some(signal) = f.signal {
+                        site.record(signal);
+                    }
+                    return;
+                }
+            }
+        }
+        let Some(o) = open.as_mut() else { return };
+        let sent = o
+            .session
+            .client
+            .send(&message.return_path, &message.recipient, &message.data)
+            .await;
+        match sent {
+            Ok(delivery) => {
+                o.sent += 1;
+                let (outcome, reply, local) = match &delivery {
+                    Delivery::Delivered(reply) => (Outcome::Delivered, reply, false),
+                    Delivery::Deferred(r) => (Outcome::Deferred, &r.reply, false),
+                    Delivery::Failed(r) => (Outcome::Failed, &r.reply, r.phase == Phase::Local),
+                };
+                let r = result(
+                    job,
+                    outcome,
+                    reply.code,
+                    enhanced(reply),
+                    reply.text.clone(),
+                    size,
+                    &o.remote,
+                    started,
+                );
+                let _ = job.results.send(r);
+                if !local {
+                    site.record(signal_of(reply));
+                }
+                return;
+            }
+            Err(e) => {
+                let Some(broken) = open.take() else { return };
+                let remote = broken.remote.clone();
+                let reused = broken.sent > 0;
+                broken.close().await;
+                if reused && !retried && before_any_reply(&e) {
+                    debug!(site = %site.key(), %remote, "reused session failed before any reply ({e}): once more on a new one");
+                    retried = true;
+                    continue;
+                }
+                let (outcome, code, enhanced, signal) = match &e {
+                    SmtpError::InvalidHeloName(_) => (Outcome::Failed, 0, None, None),
+                    SmtpError::Rejected { reply, .. } => (
+                        Outcome::Deferred,
+                        reply.code,
+                        enhanced(reply),
+                        Some(match signal_of(reply) {
+                            Signal::SlowDown => Signal::SlowDown,
+                            _ => Signal::TempFailure,
+                        }),
+                    ),
+                    _ => (Outcome::Deferred, 0, None, Some(Signal::TempFailure)),
+                };
+                let text = format!("{remote}: {e}");
+                let r = result(job, outcome, code, enhanced, text, size, &remote, started);
+                let _ = job.results.send(r);
+                if let Some(signal) = signal {
+                    site.record(signal);
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Opens a session for the site: the MX hosts in order and each one's addresses in order (or
+/// the relay's addresses), moving on after a failure, at most [`MAX_OPEN_TRIES`] addresses.
+async fn open_for(plan: &Plan, shared: &Shared) -> Result<Open, OpenFailure> {
+    let settings = &shared.settings;
+    let mut auth = None;
+    let candidates: Vec<(String, SocketAddr)> = match &plan.target {
+        Target::Mx(route) => route
+            .hosts
+            .iter()
+            .flat_map(|h| {
+                h.addresses
+                    .iter()
+                    .map(|ip| (h.name.clone(), SocketAddr::new(*ip, settings.smtp_port)))
+            })
+            .collect(),
+        Target::Relay {
+            host,
+            port,
+            auth: credentials,
+            ..
+        } => {
+            auth.clone_from(credentials);
+            match host.parse::<IpAddr>() {
+                Ok(ip) => vec![(host.clone(), SocketAddr::new(ip, *port))],
+                Err(_) => match tokio::net::lookup_host((host.as_str(), *port)).await {
+                    Ok(addrs) => addrs.map(|a| (host.clone(), a)).collect(),
+                    Err(e) => {
+                        return Err(OpenFailure {
+                            outcome: Outcome::Deferred,
+                            code: 0,
+                            enhanced: None,
+                            text: format!("resolving relay {host}: {e}"),
+                            remote: String::new(),
+                            signal: Some(Signal::TempFailure),
+                        })
+                    }
+                },
+            }
+        }
+    };
+    let session_settings = SessionSettings {
+        helo_name: settings.helo_name.clone(),
+        timeouts: settings.timeouts,
+        tls: plan.tls.unwrap_or(settings.tls_policy),
+        tls_client: shared.tls_client.clone(),
+        auth,
+        allow_plaintext_auth: false,
+        connect_timeout: settings.connect_timeout,
+    };
+    let mut last: Option<(SmtpError, String)> = None;
+    for (host, addr) in candidates.into_iter().take(MAX_OPEN_TRIES) {
+        let remote = format!("{host}[{}]:{}", addr.ip(), addr.port());
+        match open_session(addr, &host, &session_settings).await {
+            Ok(session) => {
+                return Ok(Open {
+                    session,
+                    remote,
+                    sent: 0,
+                })
+            }
+            Err(e) => {
+                debug!(%remote, "cannot open a session: {e}");
+                let fatal = matches!(
+                    e,
+                    SmtpError::InvalidHeloName(_) | SmtpError::InvalidCredentials(_)
+                );
+                last = Some((e, remote));
+                if fatal {
+                    break;
+                }
+            }
+        }
+    }
+    let Some((e, remote)) = last else {
+        return Err(OpenFailure {
+            outcome: Outcome::Deferred,
+            code: 0,
+            enhanced: None,
+            text: "no address to connect to".into(),
+            remote: String::new(),
+            signal: Some(Signal::TempFailure),
+        });
+    };
+    let (outcome, code, enhanced, signal) = match &e {
+        SmtpError::InvalidHeloName(_) | SmtpError::InvalidCredentials(_) => {
+            (Outcome::Failed, 0, None, None)
+        }
+        SmtpError::Rejected { reply, .. } => {
+            let signal = if is_slow_down(reply.code, reply.enhanced, &reply.text) {
+                Signal::SlowDown
+            } else {
+                Signal::TempFailure
+            };
+            (Outcome::Deferred, reply.code, enhanced(reply), Some(signal))
+        }
+        _ => (Outcome::Deferred, 0, None, Some(Signal::TempFailure)),
+    };
+    Err(OpenFailure {
+        outcome,
+        code,
+        enhanced,
+        text: format!("{remote}: {e}"),
+        remote,
+        signal,
+    })
+}

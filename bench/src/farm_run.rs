@@ -1,6 +1,7 @@
 //! The mailfarm side of the comparison: an embedded farm (a coordinator and K smurfs in this
 //! process, real QUIC with mutual TLS over loopback) delivering the campaign into the sink.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -25,6 +26,22 @@ pub struct FarmShape {
     pub window: Option<u32>,
     /// Coordinator batch size (None: the embedded default).
     pub batch_size: Option<usize>,
+    /// Where the coordinator keeps its state.
+    pub state: StateStore,
+}
+
+/// Where the coordinator keeps its state.
+#[derive(Clone, Debug)]
+pub enum StateStore {
+    /// In memory: no state folder, nothing written to disk.
+    Memory,
+    /// A state folder (`state.redb`, rejects reports, accounting log).
+    Folder {
+        /// The folder.
+        dir: PathBuf,
+        /// Commit every state change to disk (fsync) before acknowledging it.
+        durable: bool,
+    },
 }
 
 /// What one mailfarm run measured.
@@ -41,7 +58,8 @@ pub struct FarmRun {
     pub cpu: Duration,
     /// Resident set size right before the launch.
     pub rss_before_bytes: u64,
-    /// Peak resident set size of this process (`VmHWM`) after the run.
+    /// Peak resident set size of this process (`VmHWM`) during the run (reset when it
+    /// started, when the kernel allows).
     pub peak_rss_bytes: u64,
     /// Window and batch size actually used.
     pub window: u32,
@@ -50,13 +68,15 @@ pub struct FarmRun {
 }
 
 /// Runs `submission` with the recipients of `csv` on an embedded farm of `shape`, delivering
-/// to `relay`.
+/// to `relay`. The peak RSS is reset first (when the kernel allows), so runs in one process
+/// each report their own peak.
 pub fn run(
     shape: &FarmShape,
     relay: String,
     submission: CampaignSubmission,
     csv: Vec<u8>,
 ) -> anyhow::Result<FarmRun> {
+    sys::reset_peak_rss();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -73,18 +93,7 @@ async fn run_async(
     submission: CampaignSubmission,
     csv: Vec<u8>,
 ) -> anyhow::Result<FarmRun> {
-    let mut options = EmbeddedOptions::new(shape.smurfs);
-    options.relay_override = Some(relay);
-    if let Some(window) = shape.window {
-        options.window = window;
-    }
-    if let Some(batch_size) = shape.batch_size {
-        options.batch_size = batch_size;
-    }
-    let (window, batch_size) = (options.window, options.batch_size);
-    let farm = EmbeddedFarm::start(options)
-        .await
-        .context("starting the embedded farm")?;
+    let (farm, window, batch_size) = start(shape, relay).await?;
     let outcome = drive(&farm, shape.smurfs, submission, csv).await;
     farm.shutdown().await;
     let (counters, ingest, wall, cpu, rss_before_bytes) = outcome?;
@@ -100,16 +109,33 @@ async fn run_async(
     })
 }
 
-/// Counters, ingest time, wall time, CPU time and RSS before launch.
-type Measured = (CampaignCounters, Duration, Duration, Duration, u64);
+/// Starts an embedded farm of `shape` delivering every campaign to `relay`; returns it with
+/// the window and batch size it uses.
+pub async fn start(shape: &FarmShape, relay: String) -> anyhow::Result<(EmbeddedFarm, u32, usize)> {
+    let mut options = EmbeddedOptions::new(shape.smurfs);
+    options.relay_override = Some(relay);
+    if let Some(window) = shape.window {
+        options.window = window;
+    }
+    if let Some(batch_size) = shape.batch_size {
+        options.batch_size = batch_size;
+    }
+    match &shape.state {
+        StateStore::Memory => options.state_dir = None,
+        StateStore::Folder { dir, durable } => {
+            options.state_dir = Some(dir.clone());
+            options.durable = *durable;
+        }
+    }
+    let (window, batch_size) = (options.window, options.batch_size);
+    let farm = EmbeddedFarm::start(options)
+        .await
+        .context("starting the embedded farm")?;
+    Ok((farm, window, batch_size))
+}
 
-/// Waits for every smurf to join, launches the campaign and follows it to the end.
-async fn drive(
-    farm: &EmbeddedFarm,
-    smurfs: u32,
-    submission: CampaignSubmission,
-    csv: Vec<u8>,
-) -> anyhow::Result<Measured> {
+/// Waits until `smurfs` smurfs have joined the coordinator.
+pub async fn wait_joined(farm: &EmbeddedFarm, smurfs: u32) -> anyhow::Result<()> {
     let handle = farm.handle();
     let joined_by = Instant::now() + JOIN_TIMEOUT;
     while handle.farm().smurfs().len() < smurfs as usize {
@@ -121,6 +147,21 @@ async fn drive(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    Ok(())
+}
+
+/// Counters, ingest time, wall time, CPU time and RSS before launch.
+type Measured = (CampaignCounters, Duration, Duration, Duration, u64);
+
+/// Waits for every smurf to join, launches the campaign and follows it to the end.
+async fn drive(
+    farm: &EmbeddedFarm,
+    smurfs: u32,
+    submission: CampaignSubmission,
+    csv: Vec<u8>,
+) -> anyhow::Result<Measured> {
+    let handle = farm.handle();
+    wait_joined(farm, smurfs).await?;
     let rss_before_bytes = sys::self_status_bytes("VmRSS:")?;
     let id = submission.id.clone();
     let cpu_before = sys::usage(libc::RUSAGE_SELF)?.cpu;

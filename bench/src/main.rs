@@ -1,22 +1,23 @@
 //! `mailfarm-bench`: measures mailfarm end to end against a real SMTP receiver and puts the
-//! numbers next to Postfix's own SMTP blaster on the same receiver.
+//! numbers next to Postfix's own SMTP blaster on the same receiver; measures how fast a launch
+//! ingests a large recipient list; and what durable coordinator state costs in throughput.
 
+mod csvgen;
+mod durability;
 mod farm_run;
+mod ingest;
 mod report;
 mod sink;
 mod source;
 mod sys;
+mod throughput;
 mod workload;
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-
-use crate::farm_run::FarmShape;
-use crate::report::{Conditions, Coordination, Report, Side};
+use serde::Serialize;
 
 /// Benchmarks for mailfarm.
 #[derive(Parser, Debug)]
@@ -32,7 +33,13 @@ struct Cli {
 enum Command {
     /// Throughput of mailfarm against Postfix smtp-sink, next to Postfix smtp-source.
     #[command(long_about = THROUGHPUT_HELP)]
-    Throughput(Throughput),
+    Throughput(throughput::Throughput),
+    /// Streaming CSV ingest into the coordinator store, durable and not.
+    #[command(long_about = INGEST_HELP)]
+    Ingest(ingest::Ingest),
+    /// The throughput campaign with a durable state folder and with the in-memory store.
+    #[command(long_about = DURABILITY_HELP)]
+    Durability(durability::Durability),
 }
 
 /// Long help of `throughput`.
@@ -56,37 +63,28 @@ difference is what per-recipient personalisation plus QUIC coordination cost.
 Build with --release: a debug build's numbers are meaningless. Exits non-zero when a side \
 did not deliver every message or the sink's count disagrees.";
 
-/// Options of `throughput`.
-#[derive(clap::Args, Debug)]
-struct Throughput {
-    /// Recipients (messages) per side.
-    #[arg(long, default_value_t = 20_000)]
-    recipients: u64,
-    /// Smurfs in the embedded farm.
-    #[arg(long, default_value_t = 2)]
-    smurfs: u32,
-    /// SMTP connections per smurf; smtp-source gets smurfs x connections sessions.
-    #[arg(long, default_value_t = 8)]
-    connections: u16,
-    /// Credit window of each smurf (default: the embedded farm's).
-    #[arg(long)]
-    window: Option<u32>,
-    /// Recipients per coordinator batch (default: the embedded farm's).
-    #[arg(long)]
-    batch_size: Option<usize>,
-    /// Campaign folder whose campaign.toml and templates are used (its recipients are not).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/newsletter"))]
-    campaign: PathBuf,
-    /// Postfix smtp-sink program.
-    #[arg(long, default_value = "/usr/sbin/smtp-sink")]
-    smtp_sink: PathBuf,
-    /// Postfix smtp-source program.
-    #[arg(long, default_value = "/usr/sbin/smtp-source")]
-    smtp_source: PathBuf,
-    /// Also write the report as JSON to this file.
-    #[arg(long)]
-    json: Option<PathBuf>,
-}
+/// Long help of `ingest`.
+const INGEST_HELP: &str = "\
+Streaming CSV ingest into the coordinator store, durable and not.
+
+Generates a recipient CSV of --rows rows of about --row-bytes bytes while it is read (never \
+the whole list in memory), with one malformed row in every --bad-every, and launches it into \
+an embedded coordinator whose state folder is a fresh temporary directory: first with \
+durable = true (every ingest transaction committed with fsync), then with durable = false. \
+The campaign is scheduled an hour ahead, so its one smurf is never handed work and only the \
+launch call (template compile, CSV parse, store writes, duplicate check) is timed. Reports \
+rows/s, CPU, the peak RSS (VmHWM, reset right before each launch) before and after, the \
+database size on disk and the rejects, which must equal the planted bad rows.";
+
+/// Long help of `durability`.
+const DURABILITY_HELP: &str = "\
+The throughput campaign with a durable state folder and with the in-memory store.
+
+Starts one Postfix smtp-sink and runs the throughput benchmark's mailfarm side twice \
+against it: first with the coordinator's state in a durable folder (redb, fsync on every \
+commit, e.g. every results batch), then with the in-memory store. Prints both side by side \
+and their ratio, the cost of durability. Exits non-zero when a run did not deliver every \
+message or the sink's count disagrees.";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -96,22 +94,18 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let Command::Throughput(options) = cli.command;
-    match throughput(&options) {
-        Ok(report) => {
-            print!("{}", report.text());
-            if let Some(path) = &options.json {
-                if let Err(e) = report.write_json(path) {
-                    eprintln!("error: {e:#}");
-                    return ExitCode::FAILURE;
-                }
-            }
-            if report.problems.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+    let outcome = match &cli.command {
+        Command::Throughput(o) => throughput::throughput(o)
+            .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
+        Command::Ingest(o) => {
+            ingest::ingest(o).and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref()))
         }
+        Command::Durability(o) => durability::durability(o)
+            .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
+    };
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -119,142 +113,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// Seconds of a duration as a float.
-fn secs(d: Duration) -> f64 {
-    d.as_secs_f64()
-}
-
-/// Runs the throughput benchmark and builds its report.
-fn throughput(o: &Throughput) -> anyhow::Result<Report> {
-    for (name, path) in [("smtp-sink", &o.smtp_sink), ("smtp-source", &o.smtp_source)] {
-        if !path.is_file() {
-            bail!(
-                "Postfix's {name} not found at {}: install Postfix (Debian/Ubuntu: apt-get install \
-                 postfix) or pass --{name} PATH",
-                path.display()
-            );
-        }
+/// Prints a report's text, writes its JSON when asked; true when it found no problem.
+fn finish(
+    text: &str,
+    problems: &[String],
+    report: &impl Serialize,
+    json: Option<&Path>,
+) -> anyhow::Result<bool> {
+    print!("{text}");
+    if let Some(path) = json {
+        report::write_json(report, path)?;
     }
-    if o.recipients == 0 || o.smurfs == 0 || o.connections == 0 {
-        bail!("--recipients, --smurfs and --connections must be at least 1");
-    }
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
-    if profile == "debug" {
-        eprintln!(
-            "WARNING: this is a DEBUG build; rerun with `cargo run --release` for real numbers"
-        );
-    }
-    let machine = sys::Machine::detect();
-    let sessions = o.smurfs as usize * usize::from(o.connections);
-    let work = workload::build(&o.campaign, o.recipients, o.connections)?;
-    let sink = sink::SmtpSink::start(&o.smtp_sink, (sessions * 2).max(256))?;
-    let patience = Duration::from_secs(5);
-
-    eprintln!(
-        "mailfarm: {} recipients, {} smurfs x {} connections ...",
-        o.recipients, o.smurfs, o.connections
-    );
-    let (sink_start, sink_cpu_start) = (sink.messages(), sink.cpu()?);
-    let shape = FarmShape {
-        smurfs: o.smurfs,
-        window: o.window,
-        batch_size: o.batch_size,
-    };
-    let csv_bytes = work.csv.len() as u64;
-    let farm = farm_run::run(&shape, sink.addr().to_string(), work.submission, work.csv)?;
-    let counters = &farm.counters;
-    let farm_sink = sink.wait_messages(sink_start + counters.delivered, patience) - sink_start;
-    let sink_cpu_farm = sink.cpu()?;
-    let processed = (counters.delivered + counters.deferred + counters.failed).max(1);
-    let avg_message = counters.rendered_bytes / processed;
-
-    eprintln!(
-        "smtp-source: {} messages of {avg_message} B over {sessions} sessions ...",
-        o.recipients
-    );
-    let source_start = sink.messages();
-    let source = source::run(
-        &o.smtp_source,
-        sink.addr(),
-        o.recipients,
-        avg_message,
-        sessions,
-    )
-    .context("running smtp-source")?;
-    let source_sink = sink.wait_messages(source_start + o.recipients, patience) - source_start;
-    let sink_cpu_source = sink.cpu()?;
-
-    let mut problems = Vec::new();
-    if counters.delivered != o.recipients {
-        problems.push(format!(
-            "mailfarm delivered {} of {} ({} deferred, {} failed)",
-            counters.delivered, o.recipients, counters.deferred, counters.failed
-        ));
-    }
-    if farm_sink != counters.delivered {
-        problems.push(format!(
-            "smtp-sink counted {farm_sink} mailfarm messages, mailfarm reported {}",
-            counters.delivered
-        ));
-    }
-    if source_sink != o.recipients {
-        problems.push(format!(
-            "smtp-sink counted {source_sink} smtp-source messages of {}",
-            o.recipients
-        ));
-    }
-    Ok(Report {
-        machine,
-        build_profile: profile,
-        conditions: Conditions {
-            recipients: o.recipients,
-            smurfs: o.smurfs,
-            connections_per_smurf: o.connections,
-            smtp_sessions: sessions,
-            window: farm.window,
-            batch_size: farm.batch_size,
-            campaign_dir: std::fs::canonicalize(&o.campaign)
-                .unwrap_or_else(|_| o.campaign.clone())
-                .display()
-                .to_string(),
-            template_source_bytes: work.template_source_bytes,
-            recipient_csv_bytes: csv_bytes,
-            mailfarm_avg_message_bytes: avg_message,
-            smtp_source_message_bytes: source.message_bytes,
-            sink_command: sink.command.clone(),
-            source_command: source.command.clone(),
-        },
-        mailfarm: Side::new(
-            farm_sink,
-            secs(farm.wall),
-            secs(farm.cpu),
-            farm.peak_rss_bytes,
-            secs(sink_cpu_farm.saturating_sub(sink_cpu_start)),
-        ),
-        smtp_source: Side::new(
-            source_sink,
-            secs(source.wall),
-            secs(source.cpu),
-            source.peak_rss_bytes,
-            secs(sink_cpu_source.saturating_sub(sink_cpu_farm)),
-        ),
-        coordination: Coordination {
-            delivered: counters.delivered,
-            deferred: counters.deferred,
-            failed: counters.failed,
-            wire_bytes: counters.wire_bytes,
-            template_bytes: counters.template_bytes,
-            template_shipments: counters.template_shipments,
-            quic_bytes_per_recipient: (counters.wire_bytes + counters.template_bytes) as f64
-                / processed as f64,
-            rendered_bytes_per_recipient: counters.rendered_bytes as f64 / processed as f64,
-            ingest_seconds: secs(farm.ingest),
-            rss_before_launch_bytes: farm.rss_before_bytes,
-        },
-        problems,
-    })
+    Ok(problems.is_empty())
 }

@@ -124,12 +124,6 @@ pub struct Coordination {
 }
 
 impl Report {
-    /// Writes the report as pretty JSON.
-    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
-        let json = serde_json::to_string_pretty(self).context("encoding the report")?;
-        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))
-    }
-
     /// The report as text.
     pub fn text(&self) -> String {
         let mut out = String::new();
@@ -154,27 +148,7 @@ impl Report {
             out,
             "=========================================================="
         )?;
-        if self.build_profile == "debug" {
-            writeln!(
-                out,
-                "!!! DEBUG BUILD: numbers are meaningless; use --release !!!"
-            )?;
-        }
-        writeln!(out, "machine     {}", m.cpu_model)?;
-        writeln!(
-            out,
-            "            {} CPUs ({} usable), {:.1} GiB RAM, kernel {}",
-            m.cpus_online,
-            m.cpus_usable,
-            m.ram_bytes as f64 / (1u64 << 30) as f64,
-            m.kernel
-        )?;
-        writeln!(
-            out,
-            "            load average at start {} (other work shares these CPUs)",
-            m.load_average
-        )?;
-        writeln!(out, "build       {}", self.build_profile)?;
+        write_machine(out, m, self.build_profile)?;
         writeln!(
             out,
             "conditions  {} messages, 1 recipient each; {} smurfs x {} SMTP connections = {} sessions",
@@ -353,8 +327,39 @@ impl Report {
     }
 }
 
+/// Writes any report as pretty JSON.
+pub fn write_json(report: &impl Serialize, path: &Path) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(report).context("encoding the report")?;
+    std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+/// The machine and build lines every report starts with.
+pub fn write_machine(out: &mut String, m: &Machine, build_profile: &str) -> std::fmt::Result {
+    if build_profile == "debug" {
+        writeln!(
+            out,
+            "!!! DEBUG BUILD: numbers are meaningless; use --release !!!"
+        )?;
+    }
+    writeln!(out, "machine     {}", m.cpu_model)?;
+    writeln!(
+        out,
+        "            {} CPUs ({} usable), {:.1} GiB RAM, kernel {}",
+        m.cpus_online,
+        m.cpus_usable,
+        m.ram_bytes as f64 / (1u64 << 30) as f64,
+        m.kernel
+    )?;
+    writeln!(
+        out,
+        "            load average at start {} (other work shares these CPUs)",
+        m.load_average
+    )?;
+    writeln!(out, "build       {build_profile}")
+}
+
 /// Bytes as MiB with one decimal.
-fn mib(bytes: u64) -> String {
+pub fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 

@@ -79,6 +79,47 @@ pub fn self_status_bytes(key: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("no {key} line in /proc/self/status"))
 }
 
+/// Resets this process's peak resident set size (`VmHWM`) to its current size by writing 5
+/// to `/proc/self/clear_refs` (Linux 4.0+), so a later `VmHWM` is the peak of what followed.
+/// Returns false when the kernel refused; `VmHWM` then still holds the earlier peak.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", b"5").is_ok()
+}
+
+/// Bytes of the regular files under `path` (a file or a folder, recursively); 0 when absent.
+pub fn disk_bytes(path: &std::path::Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if meta.is_file() {
+        return meta.len();
+    }
+    if !meta.is_dir() {
+        return 0;
+    }
+    std::fs::read_dir(path).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .map(|e| disk_bytes(&e.path()))
+            .sum()
+    })
+}
+
+/// The file system type (from `/proc/mounts`) holding `path`: fsync on tmpfs costs nothing.
+pub fn fs_type(path: &std::path::Path) -> String {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace().skip(1);
+            Some((fields.next()?, fields.next()?))
+        })
+        .filter(|(mount, _)| path.starts_with(mount))
+        .max_by_key(|(mount, _)| mount.len())
+        .map_or_else(|| "unknown".into(), |(_, kind)| kind.to_owned())
+}
+
 /// Whether this process runs with effective uid 0 (smtp-sink then needs `-u`).
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")

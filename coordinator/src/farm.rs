@@ -154,6 +154,11 @@ struct Node {
 
 #[derive(Default)]
 struct FarmState {
+    /// No leasing before this time (ms): after a restart, reconnecting smurfs first report the
+    /// results they kept, so those messages are not sent again.
+    lease_not_before: u64,
+    /// Reconnecting smurfs still reporting results they kept: no leasing meanwhile.
+    holds: usize,
     nodes: Vec<Node>,
     campaigns: BTreeMap<u32, Live>,
     by_id: HashMap<String, u32>,
@@ -171,6 +176,21 @@ pub struct Farm {
     shaping_toml: Mutex<Arc<str>>,
     retry: RetryPolicy,
     ready_buffer: usize,
+}
+
+/// Leasing is on hold while this lives (see [`Farm::hold_leasing`]).
+pub struct LeaseHold<'a> {
+    farm: &'a Farm,
+}
+
+impl Drop for LeaseHold<'_> {
+    fn drop(&mut self) {
+        {
+            let mut state = self.farm.lock();
+            state.holds = state.holds.saturating_sub(1);
+        }
+        self.farm.signal_work();
+    }
 }
 
 /// A lease: recipients to send with a template.
@@ -226,6 +246,9 @@ impl Farm {
             c.skipped = counts.skipped;
             state.by_id.insert(c.id.clone(), seq);
             state.campaigns.insert(seq, live);
+        }
+        if state.campaigns.values().any(|l| l.counters.queued > 0) {
+            state.lease_not_before = now_ms() + RECOVERY_GRACE_MS;
         }
         Ok(Self {
             store,
@@ -490,7 +513,11 @@ impl Farm {
         let now = now_ms();
         let mut guard = self.lock();
         let state = &mut *guard;
-        if state.draining || state.nodes.iter().any(|n| n.name == node && n.draining) {
+        if state.draining
+            || now < state.lease_not_before
+            || state.holds > 0
+            || state.nodes.iter().any(|n| n.name == node && n.draining)
+        {
             return None;
         }
         let max = load_adjusted(&state.nodes, node, max);
@@ -576,25 +603,8 @@ impl Farm {
                 .collect()
         };
         let ids: Vec<u64> = known.iter().map(|k| k.1).collect();
-        let retry = &self.retry;
         let new_states = self.store.apply(&ids, |k, record: &mut RecipientRecord| {
-            let result = &results[known[k].0];
-            record.attempts = record.attempts.saturating_add(1);
-            if record.first_attempt_ms == 0 {
-                record.first_attempt_ms = now;
-            }
-            record.last_code = result.code;
-            record.last_text = result.text.clone();
-            record.state = match result.outcome {
-                Outcome::Delivered => StoredState::Delivered,
-                Outcome::Failed => StoredState::Failed,
-                Outcome::Deferred => {
-                    match retry.next_retry(record.attempts, record.first_attempt_ms, now) {
-                        Some(retry_at_ms) => StoredState::Deferred { retry_at_ms },
-                        None => StoredState::Failed,
-                    }
-                }
-            };
+            self.record_attempt(record, &results[known[k].0], now);
         })?;
         let mut attempts = Vec::with_capacity(known.len());
         let mut touched = HashSet::new();
@@ -663,6 +673,102 @@ impl Farm {
             if let Some(n) = state.nodes.iter_mut().find(|n| n.name == node) {
                 n.in_flight = n.in_flight.saturating_sub(freed);
                 n.results += freed;
+            }
+        }
+        for seq in touched {
+            self.check_finished(seq)?;
+        }
+        Ok(attempts)
+    }
+
+    fn record_attempt(&self, record: &mut RecipientRecord, result: &RecipientResult, now: u64) {
+        record.attempts = record.attempts.saturating_add(1);
+        if record.first_attempt_ms == 0 {
+            record.first_attempt_ms = now;
+        }
+        record.last_code = result.code;
+        record.last_text = result.text.clone();
+        record.state = match result.outcome {
+            Outcome::Delivered => StoredState::Delivered,
+            Outcome::Failed => StoredState::Failed,
+            Outcome::Deferred => {
+                match self
+                    .retry
+                    .next_retry(record.attempts, record.first_attempt_ms, now)
+                {
+                    Some(retry_at_ms) => StoredState::Deferred { retry_at_ms },
+                    None => StoredState::Failed,
+                }
+            }
+        };
+    }
+
+    /// Applies results a smurf kept from an earlier link. A recipient that is still pending
+    /// (queued again, or even re-leased) takes the result, so its message is not sent again;
+    /// if it was re-leased, the later result of that lease is ignored.
+    pub fn apply_late_results(
+        &self,
+        node: &str,
+        results: &[RecipientResult],
+    ) -> Result<Vec<Attempt>, StoreError> {
+        let now = now_ms();
+        let ids: Vec<u64> = results.iter().map(|r| r.id).collect();
+        let new_states = self.store.apply(&ids, |i, record: &mut RecipientRecord| {
+            self.record_attempt(record, &results[i], now);
+        })?;
+        let mut attempts = Vec::new();
+        let mut touched = HashSet::new();
+        {
+            let mut state = self.lock();
+            for (result, new_state) in results.iter().zip(new_states) {
+                let Some(new_state) = new_state else { continue };
+                let (seq, _) = split_id(result.id);
+                let re_leased = state.in_flight.contains_key(&result.id);
+                let Some(live) = state.campaigns.get_mut(&seq) else {
+                    continue;
+                };
+                touched.insert(seq);
+                let c = &mut live.counters;
+                if !re_leased {
+                    // Queued again: take it out of the queue.
+                    c.queued = c.queued.saturating_sub(1);
+                    if let Some(pos) = live.ready.iter().position(|r| r.id == result.id) {
+                        live.ready.remove(pos);
+                    }
+                }
+                c.attempts += 1;
+                let label = match new_state {
+                    StoredState::Delivered => {
+                        c.delivered += 1;
+                        "delivered"
+                    }
+                    StoredState::Deferred { .. } => {
+                        c.deferred += 1;
+                        "deferred"
+                    }
+                    _ => {
+                        c.failed += 1;
+                        "failed"
+                    }
+                };
+                attempts.push(Attempt {
+                    time_ms: now,
+                    campaign: c.id.clone(),
+                    recipient_id: result.id,
+                    recipient: String::new(),
+                    smurf: node.to_owned(),
+                    remote: result.remote.clone(),
+                    outcome: match result.outcome {
+                        Outcome::Delivered => "delivered",
+                        Outcome::Deferred => "deferred",
+                        Outcome::Failed => "failed",
+                    },
+                    state: label,
+                    code: result.code,
+                    enhanced: result.enhanced.map(|(a, b, c)| format!("{a}.{b}.{c}")),
+                    text: result.text.clone(),
+                    duration_ms: result.duration_ms,
+                });
             }
         }
         for seq in touched {
@@ -837,6 +943,17 @@ impl Farm {
         reasons
     }
 
+    /// Puts leasing on hold farm-wide until the guard is dropped.
+    pub fn hold_leasing(&self) -> LeaseHold<'_> {
+        self.lock().holds += 1;
+        LeaseHold { farm: self }
+    }
+
+    /// Ends the post-restart pause in leasing at once (tests and tools).
+    pub fn end_recovery_grace(&self) {
+        self.lock().lease_not_before = 0;
+    }
+
     /// Which node holds a recipient now, if any (for tests and tooling).
     pub fn holder(&self, id: u64) -> Option<String> {
         self.lock().in_flight.get(&id).map(|f| f.node.clone())
@@ -867,6 +984,10 @@ fn load_adjusted(nodes: &[Node], node: &str, max: usize) -> usize {
     }
     max.max(1)
 }
+
+/// How long a restarted coordinator waits before leasing, so reconnecting smurfs can report
+/// the results they kept (see [`Farm::apply_late_results`]).
+const RECOVERY_GRACE_MS: u64 = 3000;
 
 /// Distinct failure reasons kept per campaign, so a hostile server cannot grow the map.
 const MAX_REASONS: usize = 64;
@@ -1021,6 +1142,11 @@ mod tests {
         let c = farm.counters("persist").unwrap();
         assert_eq!((c.delivered, c.queued, c.in_flight), (1, 3, 0), "{c:?}");
         farm.smurf_joined("s1", 10);
+        assert!(
+            farm.lease("s1", 10).is_none(),
+            "recovery grace after a restart"
+        );
+        farm.end_recovery_grace();
         assert_eq!(farm.lease("s1", 10).unwrap().recipients.len(), 3);
     }
 

@@ -144,7 +144,16 @@ fn endpoint_config(identity: &Identity) -> quinn::EndpointConfig {
         .concat(),
     );
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, digest.as_ref());
-    quinn::EndpointConfig::new(Arc::new(key))
+    let mut config = quinn::EndpointConfig::new(Arc::new(key));
+    // Connection ids must also validate across restarts, or packets for the predecessor's
+    // connections are dropped as invalid instead of being answered with a reset.
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&digest.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
 }
 
 impl Coordinator {
@@ -364,9 +373,13 @@ async fn serve_smurf(
 ) -> anyhow::Result<()> {
     reader.set_max_frame(SMURF_MAX_FRAME);
     let mut link = CoordinatorLink::new();
-    let window = match &hello.role {
-        Role::Smurf { window, .. } => *window,
-        Role::Operator { .. } => 0,
+    let (window, held_results) = match &hello.role {
+        Role::Smurf {
+            window,
+            held_results,
+            ..
+        } => (*window, *held_results),
+        Role::Operator { .. } => (0, 0),
     };
     let welcome = match link.on_hello(hello, |node| {
         peer_has_name(&connection, &smurf_dns_name(node))
@@ -384,7 +397,13 @@ async fn serve_smurf(
     let node = link.node().unwrap_or_default().to_owned();
     info!(%node, remote = %connection.remote_address(), "smurf joined");
     shared.farm.smurf_joined(&node, window);
-    let result = feed_smurf(&node, &mut link, &mut send, &mut reader, &shared).await;
+    let result = async {
+        if held_results > 0 {
+            receive_held_results(&node, held_results, &mut send, &mut reader, &shared).await?;
+        }
+        feed_smurf(&node, &mut link, &mut send, &mut reader, &shared).await
+    }
+    .await;
     let returned = link.take_in_flight();
     if !returned.is_empty() {
         warn!(%node, count = returned.len(), "link lost with recipients in flight: requeued");
@@ -408,6 +427,63 @@ async fn record_results(
             .await
             .context("result task failed")?
             .context("recording results")?;
+    if let Some(log) = &shared.accounting {
+        let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = log.write(&attempts) {
+            error!("accounting log: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// Most time a reconnecting smurf gets to report what it holds while leasing waits.
+const HELD_RESULTS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads the late results a reconnecting smurf announced, with leasing on hold farm-wide, so
+/// none of those recipients is leased again before its result is known.
+async fn receive_held_results(
+    node: &str,
+    announced: u32,
+    send: &mut quinn::SendStream,
+    reader: &mut FrameReader,
+    shared: &Arc<Shared>,
+) -> anyhow::Result<()> {
+    let _hold = shared.farm.hold_leasing();
+    let mut received = 0usize;
+    let deadline = tokio::time::Instant::now() + HELD_RESULTS_TIMEOUT;
+    while received < announced as usize {
+        let next = tokio::time::timeout_at(deadline, reader.next::<SmurfMessage>()).await;
+        let Ok(next) = next else {
+            warn!(%node, received, announced, "held results did not all arrive in time");
+            return Ok(());
+        };
+        match next? {
+            Some((SmurfMessage::LateResults(results), _)) => {
+                received += results.len();
+                apply_late(shared, node, results).await?;
+                write_frame(send, &CoordinatorMessage::ResultsCommitted).await?;
+            }
+            Some((SmurfMessage::Load(load), _)) => shared.farm.report_load(node, load),
+            Some((other, _)) => anyhow::bail!("expected late results, got {other:?}"),
+            None => anyhow::bail!("smurf closed the link"),
+        }
+    }
+    Ok(())
+}
+
+async fn apply_late(
+    shared: &Arc<Shared>,
+    node: &str,
+    results: Vec<RecipientResult>,
+) -> anyhow::Result<()> {
+    let shared2 = shared.clone();
+    let node2 = node.to_owned();
+    let attempts =
+        tokio::task::spawn_blocking(move || shared2.farm.apply_late_results(&node2, &results))
+            .await
+            .context("late result task failed")?
+            .context("recording late results")?;
+    info!(%node, count = attempts.len(), "late results from an earlier link applied");
     if let Some(log) = &shared.accounting {
         let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = log.write(&attempts) {
@@ -472,8 +548,13 @@ async fn feed_smurf(
                 Ok(Some((SmurfMessage::Results(results), bytes))) => {
                     link.on_results(&results)?;
                     record_results(shared, node, results, bytes).await?;
+                    write_frame(send, &CoordinatorMessage::ResultsCommitted).await?;
                 }
                 Ok(Some((SmurfMessage::Load(load), _))) => shared.farm.report_load(node, load),
+                Ok(Some((SmurfMessage::LateResults(results), _))) => {
+                    apply_late(shared, node, results).await?;
+                    write_frame(send, &CoordinatorMessage::ResultsCommitted).await?;
+                }
                 Ok(Some((SmurfMessage::TemplateRejected { hash, reason }, _))) => {
                     warn!(template = %hash, "smurf could not compile a template: {reason}");
                 }

@@ -56,6 +56,7 @@ fn smurf_hello(node: &str) -> Hello {
             node: node.into(),
             window: 8,
             templates_held: vec![],
+            held_results: 0,
         },
     }
 }

@@ -39,6 +39,9 @@ pub enum Role {
         window: u32,
         /// Template bundles the smurf already holds, so they are not shipped again.
         templates_held: Vec<ContentHash>,
+        /// Results of earlier links the smurf will report first, as late results; the
+        /// coordinator leases nothing until it has them, so those messages are not sent again.
+        held_results: u32,
     },
     /// An operator's command-line client.
     Operator {
@@ -189,6 +192,10 @@ pub enum CoordinatorMessage {
     Forget(ContentHash),
     /// New shaping rules or a new share of them (smurfs joined or left).
     Shaping(ShapingUpdate),
+    /// The oldest results frame not yet acknowledged (`Results` or `LateResults`) is committed
+    /// to the coordinator's store. Until then the smurf keeps it, and sends it again as late
+    /// results on its next link if this one drops.
+    ResultsCommitted,
 }
 
 /// Smurf-to-coordinator messages, after the [`Hello`].
@@ -207,6 +214,10 @@ pub enum SmurfMessage {
     Goodbye,
     /// Periodic load report, used to balance work across smurfs.
     Load(SmurfLoad),
+    /// Results of recipients leased on an earlier link (it dropped, or the coordinator
+    /// restarted) that finished after it ended. Applied if the recipient is still pending, so
+    /// a message that went out is not sent again.
+    LateResults(Vec<RecipientResult>),
 }
 
 /// What a smurf reports about its load.

@@ -60,6 +60,7 @@ impl CoordinatorLink {
             node,
             window,
             templates_held,
+            ..
         } = hello.role
         else {
             return Err(refuse(ProtocolError::Unexpected {
@@ -173,6 +174,8 @@ pub enum SmurfLinkEvent {
     Forget(ContentHash),
     /// Apply new shaping rules or share.
     Shaping(crate::ShapingUpdate),
+    /// The oldest unacknowledged results frame is committed.
+    ResultsCommitted,
 }
 
 /// Smurf-side state of the link to the coordinator.
@@ -196,7 +199,7 @@ impl SmurfLink {
     }
 
     /// The hello to send first.
-    pub fn hello(&self, node: &str) -> Hello {
+    pub fn hello(&self, node: &str, held_results: u32) -> Hello {
         let mut held: Vec<ContentHash> = self.templates.iter().copied().collect();
         held.sort();
         Hello {
@@ -205,6 +208,7 @@ impl SmurfLink {
                 node: node.to_owned(),
                 window: self.window as u32,
                 templates_held: held,
+                held_results,
             },
         }
     }
@@ -265,6 +269,7 @@ impl SmurfLink {
                 Ok(SmurfLinkEvent::Forget(hash))
             }
             CoordinatorMessage::Shaping(update) => Ok(SmurfLinkEvent::Shaping(update)),
+            CoordinatorMessage::ResultsCommitted => Ok(SmurfLinkEvent::ResultsCommitted),
         }
     }
 
@@ -338,7 +343,7 @@ mod tests {
         let mut coordinator = CoordinatorLink::new();
         let mut smurf = SmurfLink::new(window, []);
         let reply = coordinator
-            .on_hello(smurf.hello("s1"), |n| n == "s1")
+            .on_hello(smurf.hello("s1", 0), |n| n == "s1")
             .unwrap();
         smurf.on_hello_reply(reply).unwrap();
         (coordinator, smurf)
@@ -371,7 +376,7 @@ mod tests {
         smurf.reset();
         let mut coordinator = CoordinatorLink::new();
         coordinator
-            .on_hello(smurf.hello("s1"), |n| n == "s1")
+            .on_hello(smurf.hello("s1", 0), |n| n == "s1")
             .unwrap();
         let messages = coordinator.dispatch(&b, recipients(0..1)).unwrap();
         assert_eq!(messages.len(), 1);
@@ -422,7 +427,7 @@ mod tests {
     #[test]
     fn version_mismatch_and_wrong_identity_are_refused() {
         let mut coordinator = CoordinatorLink::new();
-        let mut hello = SmurfLink::new(1, []).hello("s1");
+        let mut hello = SmurfLink::new(1, []).hello("s1", 0);
         hello.version = PROTOCOL_VERSION + 1;
         let (reply, error) = coordinator.on_hello(hello, |_| true).unwrap_err();
         assert!(matches!(error, ProtocolError::VersionMismatch { .. }));
@@ -430,7 +435,7 @@ mod tests {
 
         let mut coordinator = CoordinatorLink::new();
         let (_, error) = coordinator
-            .on_hello(SmurfLink::new(1, []).hello("s1"), |n| n == "s2")
+            .on_hello(SmurfLink::new(1, []).hello("s1", 0), |n| n == "s2")
             .unwrap_err();
         assert!(matches!(error, ProtocolError::Refused(_)));
         assert_eq!(coordinator.credit(), 0);

@@ -7,16 +7,47 @@
 //! window = 512                     # most recipients in flight on this smurf
 //! helo_name = "smurf-1.example.net"  # EHLO name; a real host name in production
 //! state_dir = "state/smurf-1"      # templates kept across restarts
+//! max_messages_per_connection = 1000 # unless the shaping file says otherwise for a site
+//! smtp_port = 25                   # port of MX hosts
+//!
+//! [resolver]                       # optional: DNS for MX delivery
+//! nameserver = "127.0.0.1:53"      # default: the system's resolv.conf
+//! timeout = "5s"                   # per query
+//!
+//! [tls]                            # optional: STARTTLS towards MX hosts and relays
+//! policy = "opportunistic"         # or "required", "disabled"
+//! verify = "insecure"              # or "webpki" (system roots), or
+//! # verify = { custom_roots = "relay-ca.pem" }
+//!
+//! [relay_auth."smtp.example.net:587"]   # AUTH to a relay, keyed by its host:port
+//! username = "mailfarm"
+//! password_file = "relay.password"  # its first line is the password
+//!
+//! [[dkim]]                         # any number of keys, one per From domain
+//! domain = "example.net"
+//! selector = "mf1"
+//! algorithm = "ed25519-sha256"     # or "rsa-sha256"
+//! private_key = "dkim/example.net.pem"
 //! ```
+//!
+//! Relative paths are resolved against the config file's folder. Every problem found is
+//! reported at once (an unknown key or a wrong type stops parsing first, as TOML reports it).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use mailfarm_pki::{FarmFiles, Identity};
 use serde::Deserialize;
 
 use crate::delivery::DeliverySettings;
+use crate::outbound::dkim::{DkimKeyConfig, DkimSigner};
+use crate::outbound::mx::ResolverSettings;
+use crate::outbound::shaping::{parse_duration, parse_tls_policy};
+use crate::outbound::smtp::Credentials;
+use crate::outbound::tls::{TlsClient, TlsVerify};
 use crate::SmurfSettings;
 
 /// Contents of a smurf's config file.
@@ -42,6 +73,64 @@ pub struct SmurfConfig {
     /// Messages per SMTP connection before reconnecting. Default 1000.
     #[serde(default = "default_per_connection")]
     pub max_messages_per_connection: u32,
+    /// Port of MX hosts. Default 25.
+    #[serde(default = "default_smtp_port")]
+    pub smtp_port: u16,
+    /// DNS resolver for MX delivery.
+    #[serde(default)]
+    pub resolver: ResolverConfig,
+    /// STARTTLS policy and certificate checks.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// AUTH credentials per relay `host:port`.
+    #[serde(default)]
+    pub relay_auth: HashMap<String, RelayAuthConfig>,
+    /// DKIM signing keys.
+    #[serde(default)]
+    pub dkim: Vec<DkimKeyConfig>,
+}
+
+/// `[resolver]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolverConfig {
+    /// Name server `ip:port`; default: the system's resolv.conf.
+    pub nameserver: Option<SocketAddr>,
+    /// Per-query timeout, e.g. `"5s"` (default 5 s).
+    pub timeout: Option<String>,
+}
+
+/// `[tls]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// `"opportunistic"` (default), `"required"` or `"disabled"`.
+    pub policy: Option<String>,
+    /// `"insecure"` (default), `"webpki"`, or `{ custom_roots = "ca.pem" }`.
+    pub verify: Option<VerifyConfig>,
+}
+
+/// `[tls] verify`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum VerifyConfig {
+    /// `"insecure"` or `"webpki"`.
+    Named(String),
+    /// `{ custom_roots = "ca.pem" }`.
+    Custom {
+        /// PEM file of the CA certificates to trust, relative to the config file.
+        custom_roots: PathBuf,
+    },
+}
+
+/// `[relay_auth."host:port"]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayAuthConfig {
+    /// SASL user name.
+    pub username: String,
+    /// File whose first line is the password, relative to the config file.
+    pub password_file: PathBuf,
 }
 
 fn default_coordinator() -> SocketAddr {
@@ -53,6 +142,9 @@ fn default_window() -> u32 {
 fn default_per_connection() -> u32 {
     1000
 }
+fn default_smtp_port() -> u16 {
+    25
+}
 
 impl SmurfConfig {
     /// Reads a config file; relative paths are resolved against its folder.
@@ -62,31 +154,139 @@ impl SmurfConfig {
         let mut config: Self =
             toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        config.farm_dir = base.join(&config.farm_dir);
-        config.state_dir = config.state_dir.map(|d| base.join(d));
-        let mut problems = Vec::new();
-        if config.window == 0 {
-            problems.push("window must be at least 1".to_owned());
-        }
-        if config.max_messages_per_connection == 0 {
-            problems.push("max_messages_per_connection must be at least 1".to_owned());
-        }
+        config.resolve_paths(base);
+        let problems = config.problems();
         if !problems.is_empty() {
             anyhow::bail!("{}: {}", path.display(), problems.join("; "));
         }
         Ok(config)
     }
 
-    /// Loads the certificates and builds the settings.
-    pub fn settings(&self) -> anyhow::Result<SmurfSettings> {
-        let identity = Identity::load(&FarmFiles::in_dir(&self.farm_dir, &self.node))
-            .with_context(|| format!("loading the certificate of {}", self.node))?;
+    fn resolve_paths(&mut self, base: &Path) {
+        self.farm_dir = base.join(&self.farm_dir);
+        self.state_dir = self.state_dir.take().map(|d| base.join(d));
+        if let Some(VerifyConfig::Custom { custom_roots }) = &mut self.tls.verify {
+            *custom_roots = base.join(&*custom_roots);
+        }
+        for auth in self.relay_auth.values_mut() {
+            auth.password_file = base.join(&auth.password_file);
+        }
+        for key in &mut self.dkim {
+            key.private_key = base.join(&key.private_key);
+        }
+    }
+
+    /// Every problem of values that parsed (files are not read here).
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.window == 0 {
+            problems.push("window must be at least 1".to_owned());
+        }
+        if self.max_messages_per_connection == 0 {
+            problems.push("max_messages_per_connection must be at least 1".to_owned());
+        }
+        if self.smtp_port == 0 {
+            problems.push("smtp_port must be at least 1".to_owned());
+        }
+        if let Some(timeout) = &self.resolver.timeout {
+            if parse_duration(timeout).is_none_or(|d| d.is_zero()) {
+                problems.push(format!(
+                    "resolver.timeout {timeout:?} is not a duration such as \"5s\""
+                ));
+            }
+        }
+        if let Some(policy) = &self.tls.policy {
+            if parse_tls_policy(policy).is_none() {
+                problems.push(format!(
+                    "tls.policy {policy:?} must be \"opportunistic\", \"required\" or \"disabled\""
+                ));
+            }
+        }
+        if let Some(VerifyConfig::Named(name)) = &self.tls.verify {
+            if name != "insecure" && name != "webpki" {
+                problems.push(format!(
+                    "tls.verify {name:?} must be \"insecure\", \"webpki\" or {{ custom_roots = \"file.pem\" }}"
+                ));
+            }
+        }
+        for (relay, auth) in &self.relay_auth {
+            if !relay.contains(':') {
+                problems.push(format!("relay_auth.{relay:?} must be keyed by host:port"));
+            }
+            if auth.username.is_empty() {
+                problems.push(format!("relay_auth.{relay:?}.username is empty"));
+            }
+        }
+        problems
+    }
+
+    /// The delivery settings (reads password files, DKIM keys and CA files; reports every
+    /// problem at once).
+    pub fn delivery_settings(&self) -> anyhow::Result<DeliverySettings> {
+        let mut problems = self.problems();
         let mut delivery = DeliverySettings::new(
             self.helo_name
                 .clone()
                 .unwrap_or_else(|| format!("{}.mailfarm.invalid", self.node)),
         );
         delivery.max_messages_per_connection = self.max_messages_per_connection;
+        delivery.smtp_port = self.smtp_port;
+        delivery.resolver = ResolverSettings {
+            nameserver: self.resolver.nameserver,
+            ..ResolverSettings::default()
+        };
+        if let Some(timeout) = self.resolver.timeout.as_deref().and_then(parse_duration) {
+            delivery.resolver.timeout = timeout;
+        }
+        if let Some(policy) = self.tls.policy.as_deref().and_then(parse_tls_policy) {
+            delivery.tls_policy = policy;
+        }
+        let verify = match &self.tls.verify {
+            Some(VerifyConfig::Named(name)) if name == "webpki" => Some(TlsVerify::WebPki),
+            Some(VerifyConfig::Custom { custom_roots }) => {
+                Some(TlsVerify::CustomRoots(custom_roots.clone()))
+            }
+            _ => None,
+        };
+        if let Some(verify) = verify {
+            match TlsClient::new(&verify) {
+                Ok(client) => delivery.tls_client = Some(client),
+                Err(e) => problems.push(format!("tls.verify: {e}")),
+            }
+        }
+        for (relay, auth) in &self.relay_auth {
+            match std::fs::read_to_string(&auth.password_file) {
+                Ok(text) => {
+                    let password = text.lines().next().unwrap_or("").to_owned();
+                    let credentials = Credentials {
+                        username: auth.username.clone(),
+                        password,
+                    };
+                    delivery.relay_auth.insert(relay.clone(), credentials);
+                }
+                Err(e) => problems.push(format!(
+                    "relay_auth.{relay:?}.password_file {}: {e}",
+                    auth.password_file.display()
+                )),
+            }
+        }
+        if !self.dkim.is_empty() {
+            match DkimSigner::load(&self.dkim) {
+                Ok(signer) => delivery.dkim = Some(Arc::new(signer)),
+                Err(e) => problems.push(format!("dkim: {e}")),
+            }
+        }
+        if !problems.is_empty() {
+            anyhow::bail!("{}", problems.join("; "));
+        }
+        Ok(delivery)
+    }
+
+    /// Loads the certificates and builds the settings.
+    pub fn settings(&self) -> anyhow::Result<SmurfSettings> {
+        let identity = Identity::load(&FarmFiles::in_dir(&self.farm_dir, &self.node))
+            .with_context(|| format!("loading the certificate of {}", self.node))?;
+        let delivery = self.delivery_settings()?;
         Ok(SmurfSettings {
             node: self.node.clone(),
             coordinator: self.coordinator,
@@ -95,5 +295,93 @@ impl SmurfConfig {
             delivery,
             state_dir: self.state_dir.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> SmurfConfig {
+        let mut config: SmurfConfig = toml::from_str(text).unwrap();
+        config.resolve_paths(Path::new("/etc/mailfarm"));
+        config
+    }
+
+    #[test]
+    fn full_config_parses_and_resolves_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("relay.password");
+        std::fs::write(&password, "s3cret\nignored\n").unwrap();
+        let text = format!(
+            r#"
+node = "smurf-1"
+smtp_port = 2525
+[resolver]
+nameserver = "127.0.0.1:5353"
+timeout = "2s"
+[tls]
+policy = "required"
+verify = "insecure"
+[relay_auth."smtp.test:587"]
+username = "mf"
+password_file = {password:?}
+"#
+        );
+        let config = parse(&text);
+        let d = config.delivery_settings().unwrap();
+        assert_eq!(d.smtp_port, 2525);
+        assert_eq!(
+            d.resolver.nameserver,
+            Some("127.0.0.1:5353".parse().unwrap())
+        );
+        assert_eq!(d.resolver.timeout, std::time::Duration::from_secs(2));
+        assert_eq!(d.tls_policy, crate::outbound::tls::TlsPolicy::Required);
+        assert_eq!(d.relay_auth["smtp.test:587"].password, "s3cret");
+        assert_eq!(d.helo_name, "smurf-1.mailfarm.invalid");
+
+        let custom = parse("node = \"n\"\n[tls]\nverify = { custom_roots = \"ca.pem\" }\n");
+        assert!(matches!(
+            &custom.tls.verify,
+            Some(VerifyConfig::Custom { custom_roots }) if custom_roots == Path::new("/etc/mailfarm/ca.pem")
+        ));
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let config = parse(
+            r#"
+node = "n"
+window = 0
+smtp_port = 0
+[resolver]
+timeout = "soon"
+[tls]
+policy = "sometimes"
+verify = "trusting"
+[relay_auth."nohost"]
+username = ""
+password_file = "/nonexistent/password"
+"#,
+        );
+        let e = config.delivery_settings().unwrap_err().to_string();
+        for want in [
+            "window",
+            "smtp_port",
+            "resolver.timeout",
+            "tls.policy",
+            "tls.verify",
+            "host:port",
+            "username is empty",
+            "password_file",
+        ] {
+            assert!(e.contains(want), "{want} missing from {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<SmurfConfig>("node = \"n\"\n[tls]\npolicy_x = 1\n").is_err());
+        assert!(toml::from_str::<SmurfConfig>("node = \"n\"\nport = 25\n").is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! turn batches into delivery jobs, and stream results back. Reconnects with backoff when the
 //! link drops; templates survive reconnects so they are not shipped again.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -63,15 +64,32 @@ pub async fn run_smurf(
         TemplateCache::open(settings.state_dir.as_ref().map(|d| d.join("templates")))
             .context("opening the template cache")?;
     let mut backoff = Duration::from_millis(200);
+    // Result channels of ended links: messages in flight when a link dropped still report
+    // here, and the next link hands those results to the coordinator as late results.
+    let mut orphans: Vec<mpsc::UnboundedReceiver<RecipientResult>> = Vec::new();
+    // Results frames sent but not yet acknowledged as committed; resent as late results on
+    // the next link if this one drops.
+    let mut unacked: VecDeque<Vec<RecipientResult>> = VecDeque::new();
     while !*shutdown.borrow() {
+        let mut established = false;
+        let (results_tx, results_rx) = mpsc::unbounded_channel::<RecipientResult>();
+        let mut link_results = LinkResults {
+            tx: results_tx,
+            rx: results_rx,
+        };
         let outcome = serve_once(
             &endpoint,
             &settings,
             &mut engine,
             &mut templates,
             &mut shutdown,
+            &mut link_results,
+            &mut orphans,
+            &mut unacked,
+            &mut established,
         )
         .await;
+        orphans.push(link_results.rx);
         // Whatever the link's fate, queued jobs from it must not be sent now: the coordinator
         // takes its recipients back when the link drops.
         engine.next_generation();
@@ -79,7 +97,6 @@ pub async fn run_smurf(
             Ok(()) if *shutdown.borrow() => break,
             Ok(()) => {
                 info!(node = %settings.node, "coordinator closed the link; reconnecting");
-                backoff = Duration::from_millis(200);
             }
             Err(e) => {
                 if let Some(ProtocolError::Refused(reason)) = e.downcast_ref::<ProtocolError>() {
@@ -88,6 +105,10 @@ pub async fn run_smurf(
                     warn!(node = %settings.node, "link to coordinator failed: {e:#}");
                 }
             }
+        }
+        if established {
+            // A working link ended (e.g. the coordinator restarted): come back promptly.
+            backoff = Duration::from_millis(100);
         }
         let jitter = Duration::from_millis(rand::random::<u64>() % 100);
         tokio::select! {
@@ -102,12 +123,37 @@ pub async fn run_smurf(
     Ok(())
 }
 
+/// The result channel of one link.
+struct LinkResults {
+    tx: mpsc::UnboundedSender<RecipientResult>,
+    rx: mpsc::UnboundedReceiver<RecipientResult>,
+}
+
+/// Takes what the channels of ended links hold, dropping channels that are closed and empty.
+fn drain_orphans(
+    orphans: &mut Vec<mpsc::UnboundedReceiver<RecipientResult>>,
+) -> Vec<RecipientResult> {
+    let mut late = Vec::new();
+    orphans.retain_mut(|rx| loop {
+        match rx.try_recv() {
+            Ok(result) => late.push(result),
+            Err(mpsc::error::TryRecvError::Empty) => break true,
+            Err(mpsc::error::TryRecvError::Disconnected) => break false,
+        }
+    });
+    late
+}
+
 async fn serve_once(
     endpoint: &quinn::Endpoint,
     settings: &SmurfSettings,
     engine: &mut DeliveryEngine,
     templates: &mut TemplateCache,
     shutdown: &mut watch::Receiver<bool>,
+    link_results: &mut LinkResults,
+    orphans: &mut Vec<mpsc::UnboundedReceiver<RecipientResult>>,
+    unacked: &mut VecDeque<Vec<RecipientResult>>,
+    established: &mut bool,
 ) -> anyhow::Result<()> {
     let connection = endpoint
         .connect(settings.coordinator, COORDINATOR_NAME)?
@@ -115,7 +161,12 @@ async fn serve_once(
         .with_context(|| format!("connecting to {}", settings.coordinator))?;
     let (mut send, recv) = connection.open_bi().await.context("opening the stream")?;
     let mut link = SmurfLink::new(settings.window, templates.held());
-    write_frame(&mut send, &link.hello(&settings.node)).await?;
+    let held: usize = unacked.iter().map(Vec::len).sum();
+    write_frame(
+        &mut send,
+        &link.hello(&settings.node, u32::try_from(held).unwrap_or(u32::MAX)),
+    )
+    .await?;
     let mut reader = FrameReader::new(recv, MAX_FRAME);
     match reader.next::<HelloReply>().await {
         Ok(Some((reply, _))) => link.on_hello_reply(reply)?,
@@ -126,8 +177,21 @@ async fn serve_once(
         Err(e) => return Err(e.into()),
     }
     info!(node = %settings.node, coordinator = %settings.coordinator, "joined the farm");
+    *established = true;
     let generation = engine.next_generation();
-    let (results_tx, mut results_rx) = mpsc::unbounded_channel::<RecipientResult>();
+    let results_tx = link_results.tx.clone();
+    let results_rx = &mut link_results.rx;
+    let mut late_tick = tokio::time::interval(Duration::from_millis(100));
+    // Whatever an earlier link left unacknowledged goes first, as late results.
+    let earlier: Vec<RecipientResult> = unacked.drain(..).flatten().collect();
+    for chunk in earlier.chunks(RESULTS_PER_FRAME) {
+        info!(
+            count = chunk.len(),
+            "resending unacknowledged results of an earlier link"
+        );
+        write_frame(&mut send, &SmurfMessage::LateResults(chunk.to_vec())).await?;
+        unacked.push_back(chunk.to_vec());
+    }
     let mut draining = false;
     let drain_deadline = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
     tokio::pin!(drain_deadline);
@@ -167,7 +231,8 @@ async fn serve_once(
                                 remote: String::new(), duration_ms: 0,
                             }).collect();
                             link.results_sent(failed.len());
-                            write_frame(&mut send, &SmurfMessage::Results(failed)).await?;
+                            write_frame(&mut send, &SmurfMessage::Results(failed.clone())).await?;
+                            unacked.push_back(failed);
                             continue;
                         };
                         for recipient in batch.recipients {
@@ -183,6 +248,9 @@ async fn serve_once(
                         templates.remove(&hash);
                     }
                     SmurfLinkEvent::Shaping(update) => engine.apply_shaping(update),
+                    SmurfLinkEvent::ResultsCommitted => {
+                        unacked.pop_front();
+                    }
                 }
             }
             Some(first) = results_rx.recv() => {
@@ -195,7 +263,8 @@ async fn serve_once(
                     }
                 }
                 link.results_sent(results.len());
-                write_frame(&mut send, &SmurfMessage::Results(results)).await?;
+                write_frame(&mut send, &SmurfMessage::Results(results.clone())).await?;
+                unacked.push_back(results);
             }
             _ = shutdown.changed(), if !draining => {
                 if *shutdown.borrow() {
@@ -204,11 +273,21 @@ async fn serve_once(
                     drain_deadline.as_mut().reset(tokio::time::Instant::now() + DRAIN_TIMEOUT);
                 }
             }
+            _ = late_tick.tick(), if !orphans.is_empty() => {
+                for chunk in drain_orphans(orphans).chunks(RESULTS_PER_FRAME) {
+                    info!(count = chunk.len(), "reporting results of an earlier link");
+                    write_frame(&mut send, &SmurfMessage::LateResults(chunk.to_vec())).await?;
+                    unacked.push_back(chunk.to_vec());
+                }
+            }
             _ = load_tick.tick() => {
+                let stats = engine.stats();
                 let load = SmurfLoad {
-                    queued: u32::try_from(link.owed()).unwrap_or(u32::MAX),
+                    queued: stats.queued,
+                    sending: stats.sending,
                     cpu_percent: cpu.percent(),
-                    ..SmurfLoad::default()
+                    bog_sites: stats.bog_sites,
+                    bog_queued: stats.bog_queued,
                 };
                 write_frame(&mut send, &SmurfMessage::Load(load)).await?;
             }

@@ -177,19 +177,30 @@ impl Health {
         }
         if signal == Signal::SlowDown {
             self.slowdown_in_interval = true;
-            if self.last_cut.is_some_and(|t| now.duration_since(t) < CUT_COOLDOWN) {
+            if self
+                .last_cut
+                .is_some_and(|t| now.duration_since(t) < CUT_COOLDOWN)
+            {
                 return false;
             }
             self.last_cut = Some(now);
-            let elapsed = now
-                .duration_since(self.interval_start)
-                .max(Duration::from_millis(500))
-                .as_secs_f64();
-            let achieved = self
-                .achieved
-                .max(f64::from(self.attempts_in_interval) / elapsed);
-            let base = current.rate.unwrap_or(f64::INFINITY).min(achieved);
-            let base = if base.is_finite() { base } else { 1.0 };
+            // Cut from what the site really got, when known: halving a limit twice the
+            // achieved rate would change nothing.
+            let elapsed = now.duration_since(self.interval_start).as_secs_f64();
+            let this_interval = f64::from(self.attempts_in_interval) / elapsed.max(1.0);
+            let achieved = if self.achieved > 0.0 {
+                Some(self.achieved)
+            } else if elapsed >= 1.0 {
+                Some(this_interval)
+            } else {
+                None
+            };
+            let base = match (current.rate, achieved) {
+                (Some(rate), Some(achieved)) => rate.min(achieved),
+                (Some(rate), None) => rate,
+                (None, Some(achieved)) => achieved,
+                (None, None) => this_interval,
+            };
             self.backoff_rate = Some((base / 2.0).max(RATE_FLOOR));
             self.backoff_connections = Some((current.connections / 2).max(1));
             return true;
@@ -292,7 +303,11 @@ mod tests {
         assert!(is_slow_down(451, e(4, 7, 1), "policy"));
         assert!(is_slow_down(450, None, "Too many connections from you"));
         assert!(is_slow_down(452, None, "Rate limit exceeded"));
-        assert!(is_slow_down(451, None, "Temporary failure, try again later"));
+        assert!(is_slow_down(
+            451,
+            None,
+            "Temporary failure, try again later"
+        ));
         assert!(!is_slow_down(451, e(4, 3, 0), "local error in processing"));
         assert!(!is_slow_down(450, None, "mailbox busy, separate issue"));
         assert!(!is_slow_down(550, e(5, 7, 1), "rate limit"));
@@ -324,14 +339,16 @@ mod tests {
         h.tick(now, &l);
         let eff = h.effective(&l, &bog, now);
         assert_eq!(eff.rate, Some(100.0));
-        // 40 attempts in 0.5 s: the achieved rate is 80/s, below the limit.
-        for _ in 0..39 {
+        // 80 attempts in 2 s: the achieved rate is 40/s, below the limit.
+        for _ in 0..80 {
             h.record(Signal::Success, now, &eff, &bog);
         }
-        now += Duration::from_millis(500);
+        now += INTERVAL;
+        h.tick(now, &l);
+        now += Duration::from_millis(100);
         assert!(h.record(Signal::SlowDown, now, &eff, &bog));
         let cut = h.effective(&l, &bog, now);
-        assert!((cut.rate.unwrap() - 40.0).abs() < 1e-9, "{cut:?}");
+        assert!((cut.rate.unwrap() - 20.0).abs() < 1e-9, "{cut:?}");
         assert_eq!(cut.connections, 4);
         // More slow-downs in the cooldown change nothing.
         assert!(!h.record(Signal::SlowDown, now, &cut, &bog));
@@ -342,12 +359,28 @@ mod tests {
         now += INTERVAL;
         assert!(h.tick(now, &l));
         let back = h.effective(&l, &bog, now);
-        assert!((back.rate.unwrap() - 44.0).abs() < 1e-9, "{back:?}");
+        assert!((back.rate.unwrap() - 22.0).abs() < 1e-9, "{back:?}");
         assert_eq!(back.connections, 5);
         // Intervals without traffic do not recover.
         now += INTERVAL;
         assert!(!h.tick(now, &l));
         assert_eq!(h.lane(), Lane::Fast);
+    }
+
+    #[test]
+    fn early_slow_down_cuts_from_the_limit() {
+        let start = Instant::now();
+        let mut h = Health::new(start);
+        let l = limits("100/s", 4, 0);
+        let bog = BogSettings::default();
+        let eff = h.effective(&l, &bog, start);
+        for _ in 0..5 {
+            h.record(Signal::Success, start, &eff, &bog);
+        }
+        let now = start + Duration::from_millis(50);
+        assert!(h.record(Signal::SlowDown, now, &eff, &bog));
+        assert_eq!(h.effective(&l, &bog, now).rate, Some(50.0));
+        assert_eq!(h.effective(&l, &bog, now).connections, 2);
     }
 
     #[test]

@@ -175,7 +175,7 @@ pub struct SiteStats {
     pub rate: Option<f64>,
     /// Whether a backoff cut is in force.
     pub backing_off: bool,
-    /// Recipient domains seen on the site.
+    /// Recipient domains seen on the site (counted up to 10 000).
     pub domains: u32,
 }
 
@@ -259,7 +259,8 @@ impl Shared {
                 match sites.get(&key) {
                     Some(site) => site.clone(),
                     None => {
-                        let site = Arc::new(Site::new(key.clone(), target.clone(), &self.shaping()));
+                        let site =
+                            Arc::new(Site::new(key.clone(), target.clone(), &self.shaping()));
                         sites.insert(key.clone(), site.clone());
                         self.spawn(site::dispatch(site.clone(), self.clone()));
                         site

@@ -30,6 +30,9 @@ const LIMITER_SLICE: Duration = Duration::from_millis(250);
 const SITE_IDLE: Duration = Duration::from_secs(120);
 /// A limiter is rebuilt when the rate in force drifts this far (relative) from its own.
 const REBUILD_DRIFT: f64 = 0.03;
+/// Recipient domains remembered per site; beyond this, only domains with a shaping section
+/// are (memory stays bounded on sites such as a big hoster's, with countless domains).
+const DOMAINS_MAX: usize = 10_000;
 
 type Limiter = DefaultDirectRateLimiter;
 
@@ -154,11 +157,20 @@ fn drifted(old: Option<f64>, new: Option<f64>) -> bool {
     }
 }
 
-fn compute_limits(key: &SiteKey, target: &Target, domains: &HashSet<String>, s: &Shaping) -> SiteLimits {
+fn compute_limits(
+    key: &SiteKey,
+    target: &Target,
+    domains: &HashSet<String>,
+    s: &Shaping,
+) -> SiteLimits {
     match target {
         Target::Relay { connections, .. } => s.relay_limits(key, *connections),
         Target::Mx(_) => {
-            let names: Vec<&str> = domains.iter().map(String::as_str).collect();
+            let names: Vec<&str> = domains
+                .iter()
+                .map(String::as_str)
+                .filter(|d| s.has_domain(d))
+                .collect();
             s.limits_for(key, &names)
         }
     }
@@ -233,7 +245,13 @@ impl Site {
 
     /// Queues a job; `target` refreshes the site's route (or relay settings), `domain` adds the
     /// recipient domain to the site's (for domain shaping sections).
-    pub(super) fn push(&self, job: Job, target: &Target, domain: Option<&str>, shaping: &Shaping) -> Push {
+    pub(super) fn push(
+        &self,
+        job: Job,
+        target: &Target,
+        domain: Option<&str>,
+        shaping: &Shaping,
+    ) -> Push {
         let now = Instant::now();
         let mut st = lock(&self.state);
         if st.closed {
@@ -246,7 +264,16 @@ impl Site {
                     *old = new.clone();
                 }
             }
-            (Target::Relay { connections, auth, .. }, Target::Relay { connections: c, auth: a, .. }) => {
+            (
+                Target::Relay {
+                    connections, auth, ..
+                },
+                Target::Relay {
+                    connections: c,
+                    auth: a,
+                    ..
+                },
+            ) => {
                 if *c > *connections {
                     *connections = *c;
                     relimit = true;
@@ -262,8 +289,12 @@ impl Site {
         }
         if let Some(domain) = domain {
             if !st.domains.contains(domain) {
-                st.domains.insert(domain.to_owned());
-                relimit = true;
+                // Only a domain with its own section changes the site's limits.
+                let shaped = shaping.has_domain(domain);
+                if shaped || st.domains.len() < DOMAINS_MAX {
+                    st.domains.insert(domain.to_owned());
+                }
+                relimit |= shaped;
             }
         }
         if relimit {
@@ -381,7 +412,6 @@ impl Site {
     /// connection cap, shutting down).
     pub(super) async fn next_job(&self, shared: &Shared, guard: &mut WorkerGuard) -> Option<Job> {
         let deadline = tokio::time::Instant::now() + shared.settings.idle_timeout;
-        let generation = shared.generation.load(Ordering::SeqCst);
         loop {
             let notified = self.ready.notified();
             tokio::pin!(notified);
@@ -392,6 +422,8 @@ impl Site {
                     st.retire(guard);
                     return None;
                 }
+                // Read now: the link may have changed while this worker waited.
+                let generation = shared.generation.load(Ordering::SeqCst);
                 while let Some(job) = st.queue.pop_front() {
                     if job.generation != generation {
                         continue;
@@ -458,12 +490,13 @@ impl Site {
 /// been idle for long (or the engine shuts down).
 pub(super) async fn dispatch(site: Arc<Site>, shared: Arc<Shared>) {
     let mut workers = JoinSet::new();
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // An idle site (nothing queued, no session, no backoff to wind down) is only looked at
+    // again when woken, or when it is time to forget it.
+    let mut pause = TICK;
     loop {
         tokio::select! {
             () = site.wake.notified() => {}
-            _ = tick.tick() => {}
+            () = tokio::time::sleep(pause) => {}
             Some(_) = workers.join_next(), if !workers.is_empty() => {}
         }
         let now = Instant::now();
@@ -490,14 +523,20 @@ pub(super) async fn dispatch(site: Arc<Site>, shared: Arc<Shared>) {
                         shed.extend(st.queue.drain(keep..));
                     }
                 }
-                while st.workers < st.effective.connections && st.queue.len() > st.available as usize {
+                while st.workers < st.effective.connections
+                    && st.queue.len() > st.available as usize
+                {
                     st.workers += 1;
                     st.available += 1;
                     spawn += 1;
                 }
-                maybe_idle = st.queue.is_empty()
-                    && st.workers == 0
-                    && now.duration_since(st.last_active) >= SITE_IDLE;
+                let quiet = st.queue.is_empty() && st.workers == 0;
+                maybe_idle = quiet && now.duration_since(st.last_active) >= SITE_IDLE;
+                pause = if quiet && !st.health.backing_off() {
+                    SITE_IDLE
+                } else {
+                    TICK
+                };
             }
         }
         for job in shed {
@@ -505,7 +544,10 @@ pub(super) async fn dispatch(site: Arc<Site>, shared: Arc<Shared>) {
                 let text = if closing {
                     "smurf shutting down".to_owned()
                 } else {
-                    format!("site {} is in the bog (failing): deferred without an attempt", site.key)
+                    format!(
+                        "site {} is in the bog (failing): deferred without an attempt",
+                        site.key
+                    )
                 };
                 job.report(Outcome::Deferred, 0, None, text);
             }

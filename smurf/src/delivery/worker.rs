@@ -171,7 +171,9 @@ async fn deliver(site: &Site, shared: &Shared, job: &Job, open: &mut Option<Open
                 Ok(session) => *open = Some(session),
                 Err(f) => {
                     debug!(site = %site.key(), remote = %f.remote, "{}", f.text);
-                    let r = result(job, f.outcome, f.code, f.enhanced, f.text, size, &f.remote, started);
+                    let r = result(
+                        job, f.outcome, f.code, f.enhanced, f.text, size, &f.remote, started,
+                    );
                     let _ = job.results.send(r);
                     if let Some(signal) = f.signal {
                         site.record(signal);

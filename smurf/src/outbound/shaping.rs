@@ -336,6 +336,11 @@ impl Shaping {
         self.share
     }
 
+    /// Whether `domain` (lower case, no trailing dot) has a `[domain."…"]` section.
+    pub fn has_domain(&self, domain: &str) -> bool {
+        self.domains.contains_key(domain)
+    }
+
     /// The bog settings.
     pub fn bog(&self) -> &BogSettings {
         &self.bog
@@ -418,7 +423,9 @@ fn site_key(name: &str) -> Option<SiteKey> {
         if host.is_empty() || port.parse::<u16>().is_err() {
             return None;
         }
-        return Some(SiteKey(format!("relay:{}", relay.to_ascii_lowercase()).into()));
+        return Some(SiteKey(
+            format!("relay:{}", relay.to_ascii_lowercase()).into(),
+        ));
     }
     let hosts: Vec<&str> = name.split(',').map(str::trim).collect();
     if hosts
@@ -495,7 +502,10 @@ fn count(value: &toml::Value, path: &str, errors: &mut Vec<ShapingError>) -> Opt
     match value.as_integer() {
         Some(n) if (1..=MAX_COUNT).contains(&n) => u32::try_from(n).ok(),
         _ => {
-            errors.push(error(path, format!("must be a whole number from 1 to {MAX_COUNT}")));
+            errors.push(error(
+                path,
+                format!("must be a whole number from 1 to {MAX_COUNT}"),
+            ));
             None
         }
     }

@@ -58,12 +58,17 @@ pub struct FaultSinkProcess {
 impl FaultSinkProcess {
     /// Starts `mailfarm sink` with extra flags, recording into `dir`.
     pub fn start(dir: &Path, flags: &[&str]) -> Self {
+        Self::start_at(dir, "127.0.0.1", 0, flags)
+    }
+
+    /// Starts `mailfarm sink` on `ip:port` (loopback addresses 127.0.0.x stand in for hosts).
+    pub fn start_at(dir: &Path, ip: &str, port: u16, flags: &[&str]) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let record = dir.join("accepted.txt");
         let per_second = dir.join("per-second.txt");
         let mut command = mailfarm();
         command
-            .args(["sink", "--listen", "127.0.0.1:0", "--record"])
+            .args(["sink", "--listen", &format!("{ip}:{port}"), "--record"])
             .arg(&record)
             .arg("--per-second")
             .arg(&per_second)
@@ -319,6 +324,18 @@ impl ProcessFarm {
 
     /// Like [`ProcessFarm::start`], with extra lines for coordinator.toml.
     pub fn start_with(dir: &Path, smurfs: u32, window: u32, coordinator_extra: &str) -> Self {
+        Self::start_full(dir, smurfs, window, coordinator_extra, "")
+    }
+
+    /// Like [`ProcessFarm::start`], with extra lines for coordinator.toml and each smurf's
+    /// config (appended after the generated keys, so sections may follow).
+    pub fn start_full(
+        dir: &Path,
+        smurfs: u32,
+        window: u32,
+        coordinator_extra: &str,
+        smurf_extra: &str,
+    ) -> Self {
         let status = mailfarm()
             .args(["farm", "init"])
             .arg(dir)
@@ -349,7 +366,7 @@ impl ProcessFarm {
                 dir.join(format!("{name}.toml")),
                 format!(
                     "node = \"{name}\"\nfarm_dir = \".\"\nwindow = {window}\nhelo_name = \"{name}.test\"\n\
-                     state_dir = \"state/{name}\"\n"
+                     state_dir = \"state/{name}\"\n{smurf_extra}\n"
                 ),
             )
             .unwrap();
@@ -455,6 +472,31 @@ impl ProcessFarm {
             .output()
             .unwrap()
     }
+}
+
+/// Writes a campaign folder that delivers directly to each domain's MX hosts.
+pub fn write_campaign_direct(dir: &Path, id: &str, csv: &str) {
+    write_campaign(dir, id, "127.0.0.1:9".parse().unwrap(), csv);
+    std::fs::write(
+        dir.join("campaign.toml"),
+        format!(
+            "id = \"{id}\"\nfrom = \"Test Sender <news@sender.test>\"\nsubject = \"Hi {{{{first_name}}}}\"\n\
+             list_id = \"tests.sender.test\"\nbounce_domain = \"bounces.sender.test\"\n\
+             [delivery]\nconnections = 3\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// A CSV with `count` recipients at each of `domains`.
+pub fn domains_csv(domains: &[(&str, usize)]) -> String {
+    let mut csv = String::from("email,first_name,code\n");
+    for (domain, count) in domains {
+        for i in 0..*count {
+            csv.push_str(&format!("r{i}@{domain},N{i},{i}\n"));
+        }
+    }
+    csv
 }
 
 /// Writes a campaign folder delivering to `relay`.

@@ -64,32 +64,25 @@ pub async fn run_smurf(
         TemplateCache::open(settings.state_dir.as_ref().map(|d| d.join("templates")))
             .context("opening the template cache")?;
     let mut backoff = Duration::from_millis(200);
-    // Result channels of ended links: messages in flight when a link dropped still report
-    // here, and the next link hands those results to the coordinator as late results.
-    let mut orphans: Vec<mpsc::UnboundedReceiver<RecipientResult>> = Vec::new();
-    // Results frames sent but not yet acknowledged as committed; resent as late results on
-    // the next link if this one drops.
-    let mut unacked: VecDeque<Vec<RecipientResult>> = VecDeque::new();
+    let mut carry = Carry::default();
     while !*shutdown.borrow() {
-        let mut established = false;
         let (results_tx, results_rx) = mpsc::unbounded_channel::<RecipientResult>();
         let mut link_results = LinkResults {
             tx: results_tx,
             rx: results_rx,
+            established: false,
         };
         let outcome = serve_once(
             &endpoint,
             &settings,
-            &mut engine,
-            &mut templates,
+            (&mut engine, &mut templates),
             &mut shutdown,
             &mut link_results,
-            &mut orphans,
-            &mut unacked,
-            &mut established,
+            &mut carry,
         )
         .await;
-        orphans.push(link_results.rx);
+        let established = link_results.established;
+        carry.orphans.push(link_results.rx);
         // Whatever the link's fate, queued jobs from it must not be sent now: the coordinator
         // takes its recipients back when the link drops.
         engine.next_generation();
@@ -127,6 +120,19 @@ pub async fn run_smurf(
 struct LinkResults {
     tx: mpsc::UnboundedSender<RecipientResult>,
     rx: mpsc::UnboundedReceiver<RecipientResult>,
+    /// Whether the link got as far as the coordinator's welcome.
+    established: bool,
+}
+
+/// What one link hands to the next.
+#[derive(Default)]
+struct Carry {
+    /// Result channels of ended links: messages in flight when a link dropped still report
+    /// here, and the next link hands those results to the coordinator as late results.
+    orphans: Vec<mpsc::UnboundedReceiver<RecipientResult>>,
+    /// Results frames sent but not yet acknowledged as committed; resent as late results on
+    /// the next link if this one drops.
+    unacked: VecDeque<Vec<RecipientResult>>,
 }
 
 /// Takes what the channels of ended links hold, dropping channels that are closed and empty.
@@ -147,14 +153,12 @@ fn drain_orphans(
 async fn serve_once(
     endpoint: &quinn::Endpoint,
     settings: &SmurfSettings,
-    engine: &mut DeliveryEngine,
-    templates: &mut TemplateCache,
+    (engine, templates): (&mut DeliveryEngine, &mut TemplateCache),
     shutdown: &mut watch::Receiver<bool>,
     link_results: &mut LinkResults,
-    orphans: &mut Vec<mpsc::UnboundedReceiver<RecipientResult>>,
-    unacked: &mut VecDeque<Vec<RecipientResult>>,
-    established: &mut bool,
+    carry: &mut Carry,
 ) -> anyhow::Result<()> {
+    let Carry { orphans, unacked } = carry;
     let connection = endpoint
         .connect(settings.coordinator, COORDINATOR_NAME)?
         .await
@@ -177,7 +181,7 @@ async fn serve_once(
         Err(e) => return Err(e.into()),
     }
     info!(node = %settings.node, coordinator = %settings.coordinator, "joined the farm");
-    *established = true;
+    link_results.established = true;
     let generation = engine.next_generation();
     let results_tx = link_results.tx.clone();
     let results_rx = &mut link_results.rx;

@@ -1,0 +1,120 @@
+//! Scenario: a smurf configured with an Ed25519 DKIM key signs every message of a campaign; each
+//! message as Postfix's smtp-sink received it verifies with dkimpy (an independent verifier),
+//! which fetches the public key from a real DNS server (unbound) serving the selector record.
+
+mod common;
+#[path = "../smurf/tests/support/dns.rs"]
+mod dns;
+
+use std::process::Command;
+
+use common::{number, recipients_csv, require, write_campaign, ProcessFarm, SmtpSink};
+
+fn openssl(args: &[&str]) -> Vec<u8> {
+    let out = Command::new(require("openssl"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    out.stdout
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_message_carries_a_dkim_signature_that_dkimpy_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("dkim.pem");
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "ed25519",
+        "-out",
+        key.to_str().unwrap(),
+    ]);
+    let der = openssl(&[
+        "pkey",
+        "-in",
+        key.to_str().unwrap(),
+        "-pubout",
+        "-outform",
+        "DER",
+    ]);
+    let public = base64(&der[der.len() - 32..]);
+    let dns = dns::TestDns::start(&[&format!(
+        "mf1._domainkey.sender.test. 300 IN TXT \"v=DKIM1; k=ed25519; p={public}\""
+    )]);
+    let sink = SmtpSink::start(&tmp.path().join("sink"));
+    let farm = ProcessFarm::start_full(
+        &tmp.path().join("farm"),
+        1,
+        32,
+        "",
+        &format!(
+            "[[dkim]]\ndomain = \"sender.test\"\nselector = \"mf1\"\nalgorithm = \"ed25519-sha256\"\nprivate_key = \"{}\"",
+            key.display()
+        ),
+    );
+    let campaign = tmp.path().join("c");
+    write_campaign(&campaign, "dkim", sink.addr, &recipients_csv(20, "dk"));
+    let out = farm.campaign(&["launch", campaign.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(number(&farm.status("dkim"), "delivered"), 20);
+
+    // The python3 on PATH: the one `.ci/run` installed dkimpy into.
+    let python = "python3";
+    let verify =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("smurf/tests/dkim/verify.py");
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 20);
+    for (i, (rcpt, raw)) in messages.iter().enumerate() {
+        // smtp-sink stores lines with LF; the message travelled with CRLF.
+        let text = String::from_utf8(raw.clone()).unwrap();
+        assert!(text.contains("DKIM-Signature:"), "{rcpt} is not signed");
+        let crlf = text.replace("\r\n", "\n").replace('\n', "\r\n");
+        let file = tmp.path().join(format!("m{i}.eml"));
+        std::fs::write(&file, &crlf).unwrap();
+        let check = Command::new(python)
+            .arg(&verify)
+            .arg(&file)
+            .args(["--dns", &dns.addr.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "dkimpy rejected the signature for {rcpt}: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        if i == 0 {
+            // And the verification can fail: alter the body.
+            let tampered = crlf.replacen("Hello", "Jello", 1);
+            std::fs::write(&file, tampered).unwrap();
+            let check = Command::new(python)
+                .arg(&verify)
+                .arg(&file)
+                .args(["--dns", &dns.addr.to_string()])
+                .output()
+                .unwrap();
+            assert_eq!(check.status.code(), Some(1), "a tampered message must fail");
+        }
+    }
+}

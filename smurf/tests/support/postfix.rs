@@ -75,6 +75,7 @@ smtpd_tls_security_level = may
 smtpd_tls_chain_files = @DIR@/etc/server.key, @DIR@/etc/server.pem
 smtpd_tls_loglevel = 1
 smtpd_tls_received_header = yes
+recipient_delimiter = +
 ";
 
 const MASTER_CF: &str = "\

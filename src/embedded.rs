@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use mailfarm_coordinator::{Coordinator, CoordinatorHandle, CoordinatorSettings};
 use mailfarm_pki::{FarmFiles, Identity};
+use mailfarm_smurf::outbound::mx::ResolverSettings;
 use mailfarm_smurf::{run_smurf, DeliverySettings, SmurfSettings};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -27,6 +28,12 @@ pub struct EmbeddedOptions {
     /// Commit state changes to disk before acknowledging them (default true; only matters
     /// with a state folder).
     pub durable: bool,
+    /// The coordinator's traffic shaping file text (TOML; default empty: smurf defaults).
+    pub shaping: String,
+    /// Port the smurfs connect to on MX hosts (default 25).
+    pub smtp_port: u16,
+    /// Name server (ip:port) the smurfs ask for MX routes (default none: the system's).
+    pub nameserver: Option<SocketAddr>,
 }
 
 impl EmbeddedOptions {
@@ -39,6 +46,9 @@ impl EmbeddedOptions {
             batch_size: 128,
             state_dir: None,
             durable: true,
+            shaping: String::new(),
+            smtp_port: 25,
+            nameserver: None,
         }
     }
 }
@@ -72,6 +82,7 @@ impl EmbeddedFarm {
         settings.batch_size = options.batch_size;
         settings.state_dir = options.state_dir.clone();
         settings.durable = options.durable;
+        settings.shaping = options.shaping.clone();
         let coordinator = Coordinator::bind(settings).await?;
         let addr = coordinator.local_addr()?;
         let handle = coordinator.handle();
@@ -84,6 +95,10 @@ impl EmbeddedFarm {
         for name in &names {
             let mut delivery = DeliverySettings::new(format!("{name}.mailfarm.invalid"));
             delivery.relay_override = options.relay_override.clone();
+            delivery.smtp_port = options.smtp_port;
+            if let Some(nameserver) = options.nameserver {
+                delivery.resolver = ResolverSettings::with_nameserver(nameserver);
+            }
             let settings = SmurfSettings {
                 node: name.clone(),
                 coordinator: addr,

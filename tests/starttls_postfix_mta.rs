@@ -6,7 +6,6 @@ mod common;
 #[path = "../smurf/tests/support/dns.rs"]
 mod dns;
 #[path = "../smurf/tests/support/postfix.rs"]
-#[allow(dead_code)]
 mod postfix;
 
 use common::{number, write_campaign_direct, ProcessFarm};

@@ -66,8 +66,9 @@ impl ListShape {
         }
     }
 
-    /// Appends row `i` (newline included) to `out`.
-    fn write_row(&self, i: u64, out: &mut String) {
+    /// Appends row `i` (newline included) to `out`, its address at `domain` (None:
+    /// `d{i % 20}.example`).
+    fn write_row(&self, i: u64, domain: Option<&str>, out: &mut String) {
         use std::fmt::Write as _;
         let start = out.len();
         let pick = |len: usize, salt: u64| (i.wrapping_mul(salt) / 7 % len as u64) as usize;
@@ -81,10 +82,13 @@ impl ListShape {
             .bad_every
             .is_some_and(|n| n > 0 && (i + 1).is_multiple_of(n));
         let at = if bad { "-at-" } else { "@" };
+        let _ = match domain {
+            Some(domain) => write!(out, "user{i}{at}{domain}"),
+            None => write!(out, "user{i}{at}d{}.example", i % 20),
+        };
         let _ = write!(
             out,
-            "user{i}{at}d{}.example,{},{},{},{plan},{},{vip}",
-            i % 20,
+            ",{},{},{},{plan},{},{vip}",
             FIRST[pick(FIRST.len(), 31)],
             LAST[pick(LAST.len(), 17)],
             CITIES[pick(CITIES.len(), 13)],
@@ -105,7 +109,18 @@ pub fn recipients_csv(n: u64) -> String {
     let shape = ListShape::default();
     let mut csv = shape.header();
     for i in 0..n {
-        shape.write_row(i, &mut csv);
+        shape.write_row(i, None, &mut csv);
+    }
+    csv
+}
+
+/// A CSV in the example's columns with one valid row per item of `domains`, row `i` at
+/// `user{i}@` the `i`-th domain, in memory (for small lists).
+pub fn recipients_csv_at<'a>(domains: impl IntoIterator<Item = &'a str>) -> String {
+    let shape = ListShape::default();
+    let mut csv = shape.header();
+    for (i, domain) in (0u64..).zip(domains) {
+        shape.write_row(i, Some(domain), &mut csv);
     }
     csv
 }
@@ -146,7 +161,7 @@ impl Read for RecipientRows {
             self.buf.clear();
             self.pos = 0;
             while self.next < self.rows && self.buf.len() < CHUNK {
-                self.shape.write_row(self.next, &mut self.buf);
+                self.shape.write_row(self.next, None, &mut self.buf);
                 self.next += 1;
             }
         }
@@ -174,6 +189,17 @@ mod tests {
             .collect();
         assert_eq!(emails.len(), 100);
         assert!(lines[1..].iter().all(|l| l.split(',').count() == 7));
+    }
+
+    #[test]
+    fn rows_go_to_the_given_domains() {
+        let csv = recipients_csv_at(["a.test", "b.test", "a.test"]);
+        let emails: Vec<&str> = csv
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split(',').next())
+            .collect();
+        assert_eq!(emails, ["user0@a.test", "user1@b.test", "user2@a.test"]);
     }
 
     #[test]

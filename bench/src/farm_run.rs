@@ -1,6 +1,7 @@
 //! The mailfarm side of the comparison: an embedded farm (a coordinator and K smurfs in this
 //! process, real QUIC with mutual TLS over loopback) delivering the campaign into the sink.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,22 @@ pub enum StateStore {
     },
 }
 
+/// Where the smurfs deliver.
+#[derive(Clone, Debug)]
+pub enum Routing {
+    /// Every campaign to this relay (`host:port`), whatever the campaign says.
+    Relay(String),
+    /// By MX lookup: the campaign's own relay setting decides (None: MX routing).
+    Mx {
+        /// Name server the smurfs ask.
+        nameserver: SocketAddr,
+        /// Port of every MX host.
+        smtp_port: u16,
+        /// The coordinator's shaping file text.
+        shaping: String,
+    },
+}
+
 /// What one mailfarm run measured.
 pub struct FarmRun {
     /// Final campaign counters.
@@ -65,14 +82,18 @@ pub struct FarmRun {
     pub window: u32,
     /// Coordinator batch size actually used.
     pub batch_size: usize,
+    /// When the launch call started.
+    pub launched: Instant,
+    /// CPU time of this process when the launch call started.
+    pub launch_cpu: Duration,
 }
 
 /// Runs `submission` with the recipients of `csv` on an embedded farm of `shape`, delivering
-/// to `relay`. The peak RSS is reset first (when the kernel allows), so runs in one process
+/// as `routing` says. The peak RSS is reset first (when the kernel allows), so runs in one process
 /// each report their own peak.
 pub fn run(
     shape: &FarmShape,
-    relay: String,
+    routing: Routing,
     submission: CampaignSubmission,
     csv: Vec<u8>,
 ) -> anyhow::Result<FarmRun> {
@@ -81,22 +102,22 @@ pub fn run(
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result = runtime.block_on(run_async(shape, relay, submission, csv));
+    let result = runtime.block_on(run_async(shape, routing, submission, csv));
     runtime.shutdown_timeout(Duration::from_secs(5));
     result
 }
 
-/// The body of [`run`], inside the runtime.
-async fn run_async(
+/// The body of [`run`], inside a runtime (the peak RSS is not reset).
+pub async fn run_async(
     shape: &FarmShape,
-    relay: String,
+    routing: Routing,
     submission: CampaignSubmission,
     csv: Vec<u8>,
 ) -> anyhow::Result<FarmRun> {
-    let (farm, window, batch_size) = start(shape, relay).await?;
+    let (farm, window, batch_size) = start(shape, routing).await?;
     let outcome = drive(&farm, shape.smurfs, submission, csv).await;
     farm.shutdown().await;
-    let (counters, ingest, wall, cpu, rss_before_bytes) = outcome?;
+    let (counters, ingest, wall, cpu, rss_before_bytes, (launched, launch_cpu)) = outcome?;
     Ok(FarmRun {
         counters,
         ingest,
@@ -106,14 +127,30 @@ async fn run_async(
         peak_rss_bytes: sys::self_status_bytes("VmHWM:")?,
         window,
         batch_size,
+        launched,
+        launch_cpu,
     })
 }
 
-/// Starts an embedded farm of `shape` delivering every campaign to `relay`; returns it with
-/// the window and batch size it uses.
-pub async fn start(shape: &FarmShape, relay: String) -> anyhow::Result<(EmbeddedFarm, u32, usize)> {
+/// Starts an embedded farm of `shape` delivering as `routing` says; returns it with the
+/// window and batch size it uses.
+pub async fn start(
+    shape: &FarmShape,
+    routing: Routing,
+) -> anyhow::Result<(EmbeddedFarm, u32, usize)> {
     let mut options = EmbeddedOptions::new(shape.smurfs);
-    options.relay_override = Some(relay);
+    match routing {
+        Routing::Relay(relay) => options.relay_override = Some(relay),
+        Routing::Mx {
+            nameserver,
+            smtp_port,
+            shaping,
+        } => {
+            options.nameserver = Some(nameserver);
+            options.smtp_port = smtp_port;
+            options.shaping = shaping;
+        }
+    }
     if let Some(window) = shape.window {
         options.window = window;
     }
@@ -150,8 +187,16 @@ pub async fn wait_joined(farm: &EmbeddedFarm, smurfs: u32) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Counters, ingest time, wall time, CPU time and RSS before launch.
-type Measured = (CampaignCounters, Duration, Duration, Duration, u64);
+/// Counters, ingest time, wall time, CPU time, RSS before launch, and the launch instant with
+/// the process CPU time then.
+type Measured = (
+    CampaignCounters,
+    Duration,
+    Duration,
+    Duration,
+    u64,
+    (Instant, Duration),
+);
 
 /// Waits for every smurf to join, launches the campaign and follows it to the end.
 async fn drive(
@@ -207,5 +252,12 @@ async fn drive(
         .cpu
         .saturating_sub(cpu_before);
     let wall = Duration::from_millis(counters.elapsed_ms).max(ingest);
-    Ok((counters, ingest, wall, cpu, rss_before_bytes))
+    Ok((
+        counters,
+        ingest,
+        wall,
+        cpu,
+        rss_before_bytes,
+        (started, cpu_before),
+    ))
 }

@@ -10,7 +10,7 @@ use mailfarm_protocol::{CampaignState, CampaignSubmission};
 use serde::Serialize;
 
 use crate::csvgen::{ListShape, RecipientRows};
-use crate::farm_run::{self, FarmShape, StateStore};
+use crate::farm_run::{self, FarmShape, Routing, StateStore};
 use crate::report::{mib, thousands, write_machine};
 use crate::sys::{self, Machine};
 use crate::throughput::{build_profile, secs};
@@ -208,7 +208,7 @@ fn launch_once(
         .build()
         .context("starting the async runtime")?;
     let result = runtime.block_on(async {
-        let (farm, _, _) = farm_run::start(&shape, closed.to_string()).await?;
+        let (farm, _, _) = farm_run::start(&shape, Routing::Relay(closed.to_string())).await?;
         let measured = async {
             farm_run::wait_joined(&farm, 1).await?;
             let id = submission.id.clone();

@@ -1,11 +1,19 @@
 //! `mailfarm-bench`: measures mailfarm end to end against a real SMTP receiver and puts the
 //! numbers next to Postfix's own SMTP blaster on the same receiver; measures how fast a launch
-//! ingests a large recipient list; and what durable coordinator state costs in throughput.
+//! ingests a large recipient list; what durable coordinator state costs in throughput; and
+//! what MX routing over real DNS with farm-wide shaping costs next to relay mode.
 
 mod csvgen;
+mod dns;
 mod durability;
 mod farm_run;
 mod ingest;
+mod mx;
+mod mx_check;
+mod mx_report;
+mod mx_sinks;
+mod mx_text;
+mod mx_zone;
 mod report;
 mod sink;
 mod source;
@@ -40,6 +48,9 @@ enum Command {
     /// The throughput campaign with a durable state folder and with the in-memory store.
     #[command(long_about = DURABILITY_HELP)]
     Durability(durability::Durability),
+    /// MX routing over real DNS with farm-wide shaping, next to relay mode.
+    #[command(long_about = MX_HELP)]
+    Mx(mx::Mx),
 }
 
 /// Long help of `throughput`.
@@ -86,6 +97,29 @@ commit, e.g. every results batch), then with the in-memory store. Prints both si
 and their ratio, the cost of durability. Exits non-zero when a run did not deliver every \
 message or the sink's count disagrees.";
 
+/// Long help of `mx`.
+const MX_HELP: &str = "\
+MX routing over real DNS with farm-wide shaping, next to relay mode.
+
+1. Starts unbound on a free loopback port with a zone of --domains domains d0.test, d1.test, \
+... whose MX hosts resolve to 127.0.0.2-5 (in alternate blocks of four, domains share the \
+MX host names mxN.shared.test, so they share a site, or have their own), plus throttled.test on \
+127.0.0.6. Every address gets an in-process fault sink (accepts everything, stores nothing), \
+all on one port, which the smurfs use as their SMTP port.
+2. Runs an embedded farm (coordinator + --smurfs smurfs over QUIC) with a shaping file: \
+[default] message_rate --site-rate/s, max_connections --site-connections, no ramp-up; \
+[domain.\"throttled.test\"] message_rate --throttle-rate/s. The campaign (the example \
+newsletter's templates, no relay) holds --recipients recipients spread evenly over the \
+domains and --throttled at throttled.test, mixed evenly, delivered by MX lookup.
+3. Runs the same well-behaved recipients on a fresh farm in relay mode to a single sink.
+
+Reports msgs/s and msgs/hour of the well-behaved part in both modes (launch until the sinks \
+counted the last message) and their ratio, the cost of MX routing; the whole MX run; the \
+count per MX host; and throttled.test's configured limit against the farm-wide rate its \
+sink measured (peak second, averages). Exits non-zero unless every recipient reached the \
+sink of its domain's MX host exactly once, the farm's counts agree, and throttled.test \
+stayed within its limit.";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("MAILFARM_LOG")
@@ -102,6 +136,9 @@ fn main() -> ExitCode {
         }
         Command::Durability(o) => durability::durability(o)
             .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
+        Command::Mx(o) => {
+            mx::mx(o).and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref()))
+        }
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use mailfarm_protocol::CampaignSubmission;
 
-use crate::farm_run::{FarmRun, FarmShape, StateStore};
+use crate::farm_run::{FarmRun, FarmShape, Routing, StateStore};
 use crate::report::{Conditions, Coordination, Report, Side};
 use crate::sink::SmtpSink;
 use crate::{farm_run, source, sys, workload};
@@ -145,7 +145,12 @@ pub fn measure_mailfarm(
     recipients: u64,
 ) -> anyhow::Result<Measured> {
     let (sink_start, sink_cpu_start) = (sink.messages(), sink.cpu()?);
-    let farm = farm_run::run(shape, sink.addr().to_string(), submission, csv)?;
+    let farm = farm_run::run(
+        shape,
+        Routing::Relay(sink.addr().to_string()),
+        submission,
+        csv,
+    )?;
     let c = &farm.counters;
     let counted = sink.wait_messages(sink_start + c.delivered, PATIENCE) - sink_start;
     let sink_cpu = sink.cpu()?.saturating_sub(sink_cpu_start);

@@ -53,7 +53,11 @@ pub enum Signal {
 }
 
 /// Whether a reply asks the client to slow down: 421, any 4.7.x, or a 4xx whose text speaks
-/// of rates, too many connections or messages, slowing down or trying again later.
+/// of rates, throttling, too many connections or messages, or slowing down.
+///
+/// A bare "try again later" is not enough: receivers put it on every kind of 4xx (greylisting,
+/// a full mailbox, a local error), so counting it would throttle a site down to the floor on
+/// ordinary per-recipient deferrals, which the coordinator's retries handle.
 pub fn is_slow_down(code: u16, enhanced: Option<EnhancedStatus>, text: &str) -> bool {
     if !(400..500).contains(&code) {
         return false;
@@ -67,7 +71,6 @@ pub fn is_slow_down(code: u16, enhanced: Option<EnhancedStatus>, text: &str) -> 
         "too many messages",
         "too many concurrent",
         "slow down",
-        "try again later",
         "throttl",
         "too fast",
     ];
@@ -303,11 +306,9 @@ mod tests {
         assert!(is_slow_down(451, e(4, 7, 1), "policy"));
         assert!(is_slow_down(450, None, "Too many connections from you"));
         assert!(is_slow_down(452, None, "Rate limit exceeded"));
-        assert!(is_slow_down(
-            451,
-            None,
-            "Temporary failure, try again later"
-        ));
+        assert!(is_slow_down(451, None, "Throttled: try again later"));
+        let tempfail = "Temporary failure, try again later";
+        assert!(!is_slow_down(451, e(4, 3, 0), tempfail));
         assert!(!is_slow_down(451, e(4, 3, 0), "local error in processing"));
         assert!(!is_slow_down(450, None, "mailbox busy, separate issue"));
         assert!(!is_slow_down(550, e(5, 7, 1), "rate limit"));

@@ -20,6 +20,7 @@ use mailfarm_protocol::{
 use tokio::sync::watch;
 use tracing::warn;
 
+use crate::flow::{domain_of, DomainFlows};
 use crate::store::{
     split_id, CampaignRecord, CampaignStatus, RecipientRecord, Store, StoreError, StoredState,
 };
@@ -72,6 +73,9 @@ struct Live {
     bundle: Arc<TemplateBundle>,
     counters: CampaignCounters,
     ready: VecDeque<RecipientData>,
+    /// Recipients over their domain's in-flight cap, waiting on the coordinator.
+    parked: HashMap<String, VecDeque<RecipientData>>,
+    parked_len: usize,
     scan_from: u32,
     scan_exhausted: bool,
     limiter: Option<DefaultDirectRateLimiter>,
@@ -92,6 +96,8 @@ impl Live {
             bundle: Arc::new(record.bundle.clone()),
             counters,
             ready: VecDeque::new(),
+            parked: HashMap::new(),
+            parked_len: 0,
             scan_from: 0,
             scan_exhausted: false,
             limiter,
@@ -164,6 +170,7 @@ struct FarmState {
     by_id: HashMap<String, u32>,
     next_campaign: u32,
     in_flight: HashMap<u64, InFlight>,
+    flows: DomainFlows,
     draining: bool,
 }
 
@@ -526,18 +533,58 @@ impl Farm {
             .iter()
             .position(|&s| s >= state.next_campaign)
             .unwrap_or(0);
+        let FarmState {
+            campaigns,
+            in_flight,
+            flows,
+            nodes,
+            next_campaign,
+            ..
+        } = state;
         for &seq in seqs[start..].iter().chain(&seqs[..start]) {
-            let Some(live) = state.campaigns.get_mut(&seq) else {
+            let Some(live) = campaigns.get_mut(&seq) else {
                 continue;
             };
             if live.state(now) != CampaignState::Running || live.counters.queued == 0 {
                 continue;
             }
-            if let Err(e) = self.refill(live, &state.in_flight) {
-                warn!(campaign = %live.counters.id, "cannot load recipients: {e}");
-                continue;
+            let email_field = live.bundle.email_field as usize;
+            let mut recipients = Vec::new();
+            // Parked recipients first, as far as their domains have room again.
+            if live.parked_len > 0 {
+                for (domain, queue) in live.parked.iter_mut() {
+                    while recipients.len() < max && flows.has_room(domain) {
+                        let Some(r) = queue.pop_front() else { break };
+                        flows.leased(domain);
+                        live.parked_len -= 1;
+                        recipients.push(r);
+                    }
+                }
+                live.parked.retain(|_, q| !q.is_empty());
             }
-            let mut take = max.min(live.ready.len());
+            let mut scans = self.ready_buffer * 2;
+            while recipients.len() < max && scans > 0 {
+                scans -= 1;
+                if let Err(e) = self.refill(live, in_flight) {
+                    warn!(campaign = %live.counters.id, "cannot load recipients: {e}");
+                    break;
+                }
+                let Some(r) = live.ready.pop_front() else {
+                    break;
+                };
+                let domain = domain_of(&r, email_field);
+                if flows.has_room(&domain) {
+                    flows.leased(&domain);
+                    recipients.push(r);
+                } else if live.parked_len < MAX_PARKED {
+                    live.parked.entry(domain).or_default().push_back(r);
+                    live.parked_len += 1;
+                } else {
+                    live.ready.push_front(r);
+                    break;
+                }
+            }
+            let mut take = recipients.len();
             if let Some(limiter) = &live.limiter {
                 let mut allowed = 0;
                 while allowed < take && limiter.check().is_ok() {
@@ -545,15 +592,19 @@ impl Farm {
                 }
                 take = allowed;
             }
+            // What the rate cap does not allow goes back, in order.
+            for r in recipients.drain(take..).rev() {
+                flows.returned(&domain_of(&r, email_field), false);
+                live.ready.push_front(r);
+            }
             if take == 0 {
                 continue;
             }
-            let recipients: Vec<RecipientData> = live.ready.drain(..take).collect();
             live.counters.queued = live.counters.queued.saturating_sub(take as u64);
             live.counters.in_flight += take as u64;
             let bundle = live.bundle.clone();
             for r in &recipients {
-                state.in_flight.insert(
+                in_flight.insert(
                     r.id,
                     InFlight {
                         data: r.clone(),
@@ -561,10 +612,10 @@ impl Farm {
                     },
                 );
             }
-            if let Some(n) = state.nodes.iter_mut().find(|n| n.name == node) {
+            if let Some(n) = nodes.iter_mut().find(|n| n.name == node) {
                 n.in_flight += take as u64;
             }
-            state.next_campaign = seq.wrapping_add(1);
+            *next_campaign = seq.wrapping_add(1);
             return Some(Lease { bundle, recipients });
         }
         None
@@ -616,6 +667,11 @@ impl Farm {
                 let result = &results[i];
                 let (seq, _) = split_id(id);
                 state.in_flight.remove(&id);
+                let domain = email
+                    .rsplit_once('@')
+                    .map_or("", |(_, d)| d)
+                    .to_ascii_lowercase();
+                state.flows.returned(&domain, true);
                 freed += 1;
                 let Some(live) = state.campaigns.get_mut(&seq) else {
                     continue;
@@ -735,6 +791,12 @@ impl Farm {
                     if let Some(pos) = live.ready.iter().position(|r| r.id == result.id) {
                         live.ready.remove(pos);
                     }
+                    for queue in live.parked.values_mut() {
+                        if let Some(pos) = queue.iter().position(|r| r.id == result.id) {
+                            queue.remove(pos);
+                            live.parked_len -= 1;
+                        }
+                    }
                 }
                 c.attempts += 1;
                 let label = match new_state {
@@ -791,6 +853,10 @@ impl Farm {
                 };
                 freed += 1;
                 let (seq, _) = split_id(id);
+                if let Some(live) = state.campaigns.get(&seq) {
+                    let domain = domain_of(&f.data, live.bundle.email_field as usize);
+                    state.flows.returned(&domain, false);
+                }
                 if let Some(live) = state.campaigns.get_mut(&seq) {
                     live.counters.in_flight = live.counters.in_flight.saturating_sub(1);
                     live.counters.queued += 1;
@@ -884,6 +950,8 @@ impl Farm {
         let mut state = self.lock();
         if let Some(live) = state.campaigns.get_mut(&seq) {
             live.ready.clear();
+            live.parked.clear();
+            live.parked_len = 0;
             live.scan_exhausted = true;
             live.counters.skipped += skipped;
             live.counters.queued = 0;
@@ -988,6 +1056,9 @@ fn load_adjusted(nodes: &[Node], node: &str, max: usize) -> usize {
 /// How long a restarted coordinator waits before leasing, so reconnecting smurfs can report
 /// the results they kept (see [`Farm::apply_late_results`]).
 const RECOVERY_GRACE_MS: u64 = 3000;
+
+/// Recipients parked per campaign over their domains' caps; beyond it leasing waits.
+const MAX_PARKED: usize = 50_000;
 
 /// Distinct failure reasons kept per campaign, so a hostile server cannot grow the map.
 const MAX_REASONS: usize = 64;

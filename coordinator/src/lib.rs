@@ -7,6 +7,7 @@ pub mod campaign;
 mod client;
 pub mod config;
 pub mod farm;
+mod flow;
 mod launch;
 pub mod metrics;
 mod operator;

@@ -11,9 +11,11 @@
 //!   [`RATE_FLOOR`] and one connection; each [`INTERVAL`] with successes and no slow-down
 //!   reply then gives back 10 % of the rate and one connection (at least 10 %), until the
 //!   shaped limits are reached again;
-//! - the bog: after `after_failures` consecutive temporary failures, or `failure_ratio` of the
+//! - the bog: after `after_failures` consecutive failed attempts, or `failure_ratio` of the
 //!   last [`BOG_WINDOW`] attempts, a site gets one connection and the `[bog] rate`; its first
-//!   success (the probe) brings it back to the fast lane, ramping up afresh.
+//!   working attempt (the probe) brings it back to the fast lane, ramping up afresh. Failed
+//!   means the site did not work (no session, broken session, slow-down reply), not that one
+//!   recipient got a 4xx (see [`Signal`]).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -44,11 +46,13 @@ pub enum Lane {
 /// What one attempt says about the site.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Signal {
-    /// The server answered definitely (delivered, or refused permanently).
+    /// The site worked: it answered the transaction (delivered, refused permanently, or
+    /// deferred this one recipient without asking us to slow down).
     Success,
-    /// Temporary failure: 4xx, connection trouble, dropped session.
+    /// The site did not work: no session (refused, timed out, greeting refused) or a broken
+    /// one (dropped mid-DATA, timed out, protocol error).
     TempFailure,
-    /// Temporary failure asking us to slow down.
+    /// A reply asking us to slow down (see [`is_slow_down`]).
     SlowDown,
 }
 
@@ -96,7 +100,7 @@ pub struct Effective {
 pub struct Health {
     lane: Lane,
     consecutive_failures: u32,
-    /// Last attempts, `true` for a temporary failure.
+    /// Last attempts, `true` for a failed one.
     window: VecDeque<bool>,
     backoff_rate: Option<f64>,
     backoff_connections: Option<u32>,

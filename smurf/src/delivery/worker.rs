@@ -44,14 +44,13 @@ struct OpenFailure {
     signal: Option<Signal>,
 }
 
-/// What a reply says about the site.
+/// What a reply to a message says about the site: it worked unless it asks us to slow down
+/// (a plain 4xx for one recipient is for the coordinator's retries, not the site's health).
 fn signal_of(reply: &Reply) -> Signal {
-    if reply.is_positive() || reply.is_permanent() {
-        Signal::Success
-    } else if is_slow_down(reply.code, reply.enhanced, &reply.text) {
+    if reply.is_transient() && is_slow_down(reply.code, reply.enhanced, &reply.text) {
         Signal::SlowDown
     } else {
-        Signal::TempFailure
+        Signal::Success
     }
 }
 
@@ -352,4 +351,49 @@ async fn open_for(plan: &Plan, shared: &Shared) -> Result<Open, OpenFailure> {
         remote,
         signal,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbound::reply::EnhancedStatus;
+
+    #[test]
+    fn per_recipient_deferrals_do_not_count_against_the_site() {
+        let reply = |code, e: Option<(u8, u16, u16)>, text: &str| {
+            Reply::new(code, e.map(|(c, s, d)| EnhancedStatus::new(c, s, d)), text)
+        };
+        let greylisted = reply(451, Some((4, 3, 0)), "Temporary failure, try again later");
+        assert_eq!(signal_of(&greylisted), Signal::Success);
+        assert_eq!(
+            signal_of(&reply(550, Some((5, 1, 1)), "no such user")),
+            Signal::Success
+        );
+        assert_eq!(signal_of(&reply(250, None, "ok")), Signal::Success);
+        let throttled = reply(421, Some((4, 7, 0)), "Too many messages, slow down");
+        assert_eq!(signal_of(&throttled), Signal::SlowDown);
+        assert_eq!(
+            signal_of(&reply(451, Some((4, 7, 1)), "later")),
+            Signal::SlowDown
+        );
+    }
+
+    #[test]
+    fn only_errors_before_any_reply_allow_a_second_try() {
+        let io = || std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert!(before_any_reply(&SmtpError::Io {
+            phase: Phase::MailFrom,
+            source: io(),
+        }));
+        assert!(before_any_reply(&SmtpError::Closed {
+            phase: Phase::MailFrom
+        }));
+        assert!(!before_any_reply(&SmtpError::Closed {
+            phase: Phase::DataEnd
+        }));
+        assert!(!before_any_reply(&SmtpError::Io {
+            phase: Phase::DataBody,
+            source: io(),
+        }));
+    }
 }

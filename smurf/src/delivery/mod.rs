@@ -215,6 +215,10 @@ struct Shared {
     tasks: Mutex<JoinSet<()>>,
     /// Jobs waiting for their MX lookup.
     resolving: AtomicU32,
+    /// The site of each domain that has a shaping section, learnt as soon as the shaping is
+    /// applied: the section then governs the whole site even before (or without) any message
+    /// to that domain on this smurf.
+    shaped_domains: Mutex<HashMap<String, SiteKey>>,
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked.
@@ -259,8 +263,14 @@ impl Shared {
                 match sites.get(&key) {
                     Some(site) => site.clone(),
                     None => {
+                        let known = lock(&self.shaped_domains)
+                            .iter()
+                            .filter(|(_, site)| **site == key)
+                            .map(|(domain, _)| domain.clone())
+                            .collect();
+                        let shaping = self.shaping();
                         let site =
-                            Arc::new(Site::new(key.clone(), target.clone(), &self.shaping()));
+                            Arc::new(Site::new(key.clone(), target.clone(), known, &shaping));
                         sites.insert(key.clone(), site.clone());
                         self.spawn(site::dispatch(site.clone(), self.clone()));
                         site
@@ -286,6 +296,18 @@ impl Shared {
                     }
                     job = back;
                 }
+            }
+        }
+    }
+
+    /// Records that `domain`, which has a shaping section, routes to `key`.
+    fn learn_domain_site(&self, domain: &str, key: &SiteKey) {
+        let changed =
+            lock(&self.shaped_domains).insert(domain.to_owned(), key.clone()) != Some(key.clone());
+        if changed {
+            let site = lock(&self.sites).get(key).cloned();
+            if let Some(site) = site {
+                site.add_domain(domain, &self.shaping());
             }
         }
     }
@@ -322,6 +344,7 @@ impl DeliveryEngine {
                 sites: Mutex::new(HashMap::new()),
                 tasks: Mutex::new(JoinSet::new()),
                 resolving: AtomicU32::new(0),
+                shaped_domains: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -348,6 +371,20 @@ impl DeliveryEngine {
         let sites: Vec<Arc<Site>> = lock(&self.shared.sites).values().cloned().collect();
         for site in sites {
             site.reshape(&shaping);
+        }
+        // Find the site of every domain with a section now, so that the section applies to
+        // its site from the first message, whichever domain of the site comes first.
+        lock(&self.shared.shaped_domains).retain(|domain, _| shaping.has_domain(domain));
+        if let Ok(resolver) = &self.shared.resolver {
+            for domain in shaping.domain_names() {
+                let (shared, resolver) = (self.shared.clone(), resolver.clone());
+                let domain = domain.to_owned();
+                self.shared.spawn(async move {
+                    if let Ok(route) = resolver.resolve(&domain).await {
+                        shared.learn_domain_site(&domain, &route.site);
+                    }
+                });
+            }
         }
     }
 
@@ -473,6 +510,10 @@ impl DeliveryEngine {
 /// Queues an MX-routed job on its route's site.
 fn route_job(shared: &Arc<Shared>, job: Job, route: Arc<MxRoute>, domain: &str) {
     let key = route.site.clone();
+    if shared.shaping().has_domain(domain) {
+        // Keep up with MX changes.
+        shared.learn_domain_site(domain, &key);
+    }
     shared.enqueue(job, key, Target::Mx(route), Some(domain));
 }
 

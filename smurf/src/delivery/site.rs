@@ -210,9 +210,15 @@ impl State {
 }
 
 impl Site {
-    pub(super) fn new(key: SiteKey, target: Target, shaping: &Shaping) -> Self {
+    /// A site; `domains` are recipient domains known to route to it already (those with a
+    /// shaping section, learnt when the shaping was applied).
+    pub(super) fn new(
+        key: SiteKey,
+        target: Target,
+        domains: HashSet<String>,
+        shaping: &Shaping,
+    ) -> Self {
         let now = Instant::now();
-        let domains = HashSet::new();
         let limits = compute_limits(&key, &target, &domains, shaping);
         let bog = shaping.bog().clone();
         let health = Health::new(now);
@@ -315,6 +321,14 @@ impl Site {
             self.wake.notify_one();
         }
         Push::Queued
+    }
+
+    /// Adds a recipient domain found to route here (with its shaping section).
+    pub(super) fn add_domain(&self, domain: &str, shaping: &Shaping) {
+        let mut st = lock(&self.state);
+        if st.domains.insert(domain.to_owned()) && st.relimit(&self.key, shaping, Instant::now()) {
+            self.ready.notify_waiters();
+        }
     }
 
     /// Applies new shaping rules.

@@ -340,6 +340,11 @@ impl Shaping {
         self.share
     }
 
+    /// The domains that have a `[domain."…"]` section (lower case, no trailing dot).
+    pub fn domain_names(&self) -> impl Iterator<Item = &str> {
+        self.domains.keys().map(String::as_str)
+    }
+
     /// Whether `domain` (lower case, no trailing dot) has a `[domain."…"]` section.
     pub fn has_domain(&self, domain: &str) -> bool {
         self.domains.contains_key(domain)

@@ -85,8 +85,8 @@ struct State {
     bog: BogSettings,
     health: Health,
     effective: Effective,
-    message_limiter: Option<(f64, Arc<Limiter>)>,
-    connection_limiter: Option<(f64, Arc<Limiter>)>,
+    message_limiter: Option<Paced>,
+    connection_limiter: Option<Paced>,
     /// Workers running.
     workers: u32,
     /// Workers not holding a job (idle, starting, or between jobs).
@@ -130,6 +130,44 @@ impl Drop for WorkerGuard {
     }
 }
 
+/// A limiter, the rate it was built for, and when it last let something through.
+struct Paced {
+    rate: f64,
+    limiter: Arc<Limiter>,
+    last_grant: Option<Instant>,
+}
+
+impl Paced {
+    fn new(rate: f64) -> Self {
+        Self {
+            rate,
+            limiter: limiter(rate, false),
+            last_grant: None,
+        }
+    }
+
+    /// Rebuilds `slot` for `rate` if the rate moved far enough. The new limiter starts empty
+    /// when the old one granted something less than one new interval ago (so a rebuild never
+    /// lets anything through early), and ready otherwise (so frequent rebuilds, as during a
+    /// ramp, never starve a slow site).
+    fn repace(slot: &mut Option<Paced>, rate: Option<f64>, now: Instant) {
+        let current = slot.as_ref().map(|p| p.rate);
+        if !drifted(current, rate) {
+            return;
+        }
+        let last_grant = slot.as_ref().and_then(|p| p.last_grant);
+        *slot = rate.map(|rate| {
+            let recent =
+                last_grant.is_some_and(|t| now.duration_since(t).as_secs_f64() * rate < 1.0);
+            Paced {
+                rate,
+                limiter: limiter(rate, recent),
+                last_grant,
+            }
+        });
+    }
+}
+
 fn limiter(rate: f64, drained: bool) -> Arc<Limiter> {
     let period = Duration::from_secs_f64(1.0 / rate.max(1e-6)).max(Duration::from_micros(1));
     // Small bursts: a twentieth of a second's worth of messages.
@@ -139,7 +177,6 @@ fn limiter(rate: f64, drained: bool) -> Arc<Limiter> {
         .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
     let limiter = Arc::new(Limiter::direct(quota));
     if drained {
-        // A replacement starts empty, so that rebuilding never grants an extra burst.
         for _ in 0..burst {
             if limiter.check().is_err() {
                 break;
@@ -181,16 +218,8 @@ impl State {
     /// the connection cap went down.
     fn update_effective(&mut self, now: Instant) -> bool {
         let eff = self.health.effective(&self.limits, &self.bog, now);
-        let current = self.message_limiter.as_ref().map(|(r, _)| *r);
-        if drifted(current, eff.rate) {
-            self.message_limiter = eff.rate.map(|r| (r, limiter(r, current.is_some())));
-        }
-        let current = self.connection_limiter.as_ref().map(|(r, _)| *r);
-        if drifted(current, eff.connection_rate) {
-            self.connection_limiter = eff
-                .connection_rate
-                .map(|r| (r, limiter(r, current.is_some())));
-        }
+        Paced::repace(&mut self.message_limiter, eff.rate, now);
+        Paced::repace(&mut self.connection_limiter, eff.connection_rate, now);
         let lowered = eff.connections < self.effective.connections;
         self.effective = eff;
         lowered
@@ -239,8 +268,8 @@ impl Site {
             last_active: now,
             closed: false,
         };
-        state.message_limiter = effective.rate.map(|r| (r, limiter(r, false)));
-        state.connection_limiter = effective.connection_rate.map(|r| (r, limiter(r, false)));
+        state.message_limiter = effective.rate.map(Paced::new);
+        state.connection_limiter = effective.connection_rate.map(Paced::new);
         Self {
             key,
             state: Mutex::new(state),
@@ -481,15 +510,26 @@ impl Site {
             let limiter = {
                 let st = lock(&self.state);
                 match kind {
-                    Kind::Message => st.message_limiter.as_ref().map(|(_, l)| l.clone()),
-                    Kind::Connection => st.connection_limiter.as_ref().map(|(_, l)| l.clone()),
+                    Kind::Message => st.message_limiter.as_ref(),
+                    Kind::Connection => st.connection_limiter.as_ref(),
                 }
+                .map(|p| p.limiter.clone())
             };
             let Some(limiter) = limiter else {
                 return true;
             };
             match limiter.check() {
-                Ok(()) => return true,
+                Ok(()) => {
+                    let mut st = lock(&self.state);
+                    let paced = match kind {
+                        Kind::Message => st.message_limiter.as_mut(),
+                        Kind::Connection => st.connection_limiter.as_mut(),
+                    };
+                    if let Some(paced) = paced {
+                        paced.last_grant = Some(Instant::now());
+                    }
+                    return true;
+                }
                 Err(not_until) => {
                     let wait = not_until.wait_time_from(limiter.clock().now());
                     tokio::time::sleep(wait.min(LIMITER_SLICE)).await;
@@ -586,5 +626,49 @@ pub(super) async fn dispatch(site: Arc<Site>, shared: Arc<Shared>) {
             while workers.join_next().await.is_some() {}
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Takes what the limiter allows now, recording grants like `Site::acquire`.
+    fn take(slot: &mut Option<Paced>) -> u32 {
+        let mut got = 0;
+        if let Some(paced) = slot.as_mut() {
+            while paced.limiter.check().is_ok() {
+                paced.last_grant = Some(Instant::now());
+                got += 1;
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn rebuilding_often_neither_starves_nor_bursts() {
+        // A slow site ramping up: its limiter is rebuilt every 100 ms, more often than its
+        // interval (0.5 s and shrinking).
+        let mut slot = Some(Paced::new(2.0));
+        let mut granted = take(&mut slot);
+        let mut rate = 2.0;
+        for _ in 0..12 {
+            std::thread::sleep(Duration::from_millis(100));
+            rate *= 1.05;
+            Paced::repace(&mut slot, Some(rate), Instant::now());
+            granted += take(&mut slot);
+        }
+        // 1.2 s at 2 to 3.6/s: the first grant plus about three more, never a burst.
+        assert!((3..=5).contains(&granted), "{granted} grants");
+    }
+
+    #[test]
+    fn small_drifts_keep_the_limiter() {
+        let mut slot = Some(Paced::new(100.0));
+        let before = slot.as_ref().map(|p| Arc::as_ptr(&p.limiter));
+        Paced::repace(&mut slot, Some(101.0), Instant::now());
+        assert_eq!(slot.as_ref().map(|p| Arc::as_ptr(&p.limiter)), before);
+        Paced::repace(&mut slot, None, Instant::now());
+        assert!(slot.is_none());
     }
 }

@@ -237,6 +237,37 @@ pub struct Attempt {
     pub duration_ms: u32,
 }
 
+impl Attempt {
+    /// The accounting line of `result`, which left its recipient in state `label`.
+    fn of(
+        result: &RecipientResult,
+        time_ms: u64,
+        campaign: &str,
+        recipient: String,
+        smurf: &str,
+        label: &'static str,
+    ) -> Self {
+        Attempt {
+            time_ms,
+            campaign: campaign.to_owned(),
+            recipient_id: result.id,
+            recipient,
+            smurf: smurf.to_owned(),
+            remote: result.remote.clone(),
+            outcome: match result.outcome {
+                Outcome::Delivered => "delivered",
+                Outcome::Deferred => "deferred",
+                Outcome::Failed => "failed",
+            },
+            state: label,
+            code: result.code,
+            enhanced: result.enhanced.map(|(a, b, c)| format!("{a}.{b}.{c}")),
+            text: result.text.clone(),
+            duration_ms: result.duration_ms,
+        }
+    }
+}
+
 impl Farm {
     /// Loads the farm state from `store`.
     pub fn open(store: Store, retry: RetryPolicy) -> Result<Self, StoreError> {
@@ -707,24 +738,14 @@ impl Farm {
                         live.reasons.insert(reason, 1);
                     }
                 }
-                attempts.push(Attempt {
-                    time_ms: now,
-                    campaign: live.counters.id.clone(),
-                    recipient_id: id,
-                    recipient: email,
-                    smurf: node.to_owned(),
-                    remote: result.remote.clone(),
-                    outcome: match result.outcome {
-                        Outcome::Delivered => "delivered",
-                        Outcome::Deferred => "deferred",
-                        Outcome::Failed => "failed",
-                    },
-                    state: label,
-                    code: result.code,
-                    enhanced: result.enhanced.map(|(a, b, c)| format!("{a}.{b}.{c}")),
-                    text: result.text.clone(),
-                    duration_ms: result.duration_ms,
-                });
+                attempts.push(Attempt::of(
+                    result,
+                    now,
+                    &live.counters.id,
+                    email,
+                    node,
+                    label,
+                ));
             }
             if let Some(n) = state.nodes.iter_mut().find(|n| n.name == node) {
                 n.in_flight = n.in_flight.saturating_sub(freed);
@@ -813,24 +834,7 @@ impl Farm {
                         "failed"
                     }
                 };
-                attempts.push(Attempt {
-                    time_ms: now,
-                    campaign: c.id.clone(),
-                    recipient_id: result.id,
-                    recipient: String::new(),
-                    smurf: node.to_owned(),
-                    remote: result.remote.clone(),
-                    outcome: match result.outcome {
-                        Outcome::Delivered => "delivered",
-                        Outcome::Deferred => "deferred",
-                        Outcome::Failed => "failed",
-                    },
-                    state: label,
-                    code: result.code,
-                    enhanced: result.enhanced.map(|(a, b, c)| format!("{a}.{b}.{c}")),
-                    text: result.text.clone(),
-                    duration_ms: result.duration_ms,
-                });
+                attempts.push(Attempt::of(result, now, &c.id, String::new(), node, label));
             }
         }
         for seq in touched {

@@ -94,6 +94,22 @@ async fn try_hello(
         .unwrap_or_else(|_| Err("timed out".into()))
 }
 
+/// A client that trusts the farm CA but presents no certificate.
+fn without_certificate(trusting: &Identity) -> quinn::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(trusting.ca[0].clone()).unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![mailfarm_protocol::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    quinn::ClientConfig::new(Arc::new(crypto))
+}
+
 fn identity(dir: &std::path::Path, stem: &str) -> Identity {
     Identity::load(&FarmFiles::in_dir(dir, stem)).unwrap()
 }
@@ -128,19 +144,7 @@ async fn smurf_with_a_foreign_certificate_gets_nothing() {
 #[tokio::test]
 async fn client_without_certificate_gets_nothing() {
     let farm = start_farm().await;
-    let ours = identity(farm.dir.path(), "smurf-1");
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ours.ca[0].clone()).unwrap();
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![mailfarm_protocol::ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let config = quinn::ClientConfig::new(Arc::new(crypto));
+    let config = without_certificate(&identity(farm.dir.path(), "smurf-1"));
     let reply = try_hello(config, farm.addr, &smurf_hello("smurf-1")).await;
     assert!(
         reply.is_err(),
@@ -214,18 +218,7 @@ async fn garbage_on_the_stream_closes_only_that_link() {
 async fn operator_without_certificate_controls_nothing() {
     let farm = start_farm().await;
     let ours = identity(farm.dir.path(), "operator");
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ours.ca[0].clone()).unwrap();
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![mailfarm_protocol::ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let config = quinn::ClientConfig::new(Arc::new(crypto));
+    let config = without_certificate(&ours);
     let hello = Hello {
         version: PROTOCOL_VERSION,
         role: Role::Operator {

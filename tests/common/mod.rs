@@ -537,3 +537,38 @@ pub fn recipients_csv(n: usize, prefix: &str) -> String {
     }
     csv
 }
+
+/// Runs a campaign of 6 recipients at `domain` against a farm whose DNS serves `record`, and
+/// checks that every one fails at once (one attempt each, no server contacted) with a text
+/// containing `needle`. Shared by the null MX and NXDOMAIN scenarios.
+pub fn assert_permanent_dns_failure(tmp: &Path, dns_addr: SocketAddr, domain: &str, needle: &str) {
+    let farm = ProcessFarm::start_full(
+        &tmp.join("farm"),
+        1,
+        32,
+        "retry_schedule = [\"200ms\"]",
+        &format!("smtp_port = 2599\n[resolver]\nnameserver = \"{dns_addr}\""),
+    );
+    let campaign = tmp.join("c");
+    write_campaign_direct(&campaign, "dns-failure", &domains_csv(&[(domain, 6)]));
+    let out = farm.campaign(&["launch", campaign.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let status = farm.status("dns-failure");
+    assert_eq!(number(&status, "failed"), 6, "{status:?}");
+    assert_eq!(
+        number(&status, "attempts"),
+        6,
+        "permanent: no retries: {status:?}"
+    );
+    let log = std::fs::read_to_string(farm.dir.join("state/accounting.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 6);
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["state"], "failed");
+        assert!(
+            v["text"].as_str().unwrap().to_lowercase().contains(needle),
+            "{line}"
+        );
+        assert_eq!(v["remote"], "", "no server was contacted: {line}");
+    }
+}

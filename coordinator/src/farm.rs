@@ -146,7 +146,6 @@ fn limiter(rate: &Rate) -> Option<DefaultDirectRateLimiter> {
 
 struct InFlight {
     data: RecipientData,
-    node: String,
 }
 
 struct Node {
@@ -635,13 +634,7 @@ impl Farm {
             live.counters.in_flight += take as u64;
             let bundle = live.bundle.clone();
             for r in &recipients {
-                in_flight.insert(
-                    r.id,
-                    InFlight {
-                        data: r.clone(),
-                        node: node.to_owned(),
-                    },
-                );
+                in_flight.insert(r.id, InFlight { data: r.clone() });
             }
             if let Some(n) = nodes.iter_mut().find(|n| n.name == node) {
                 n.in_flight += take as u64;
@@ -1024,11 +1017,6 @@ impl Farm {
     /// Ends the post-restart pause in leasing at once (tests and tools).
     pub fn end_recovery_grace(&self) {
         self.lock().lease_not_before = 0;
-    }
-
-    /// Which node holds a recipient now, if any (for tests and tooling).
-    pub fn holder(&self, id: u64) -> Option<String> {
-        self.lock().in_flight.get(&id).map(|f| f.node.clone())
     }
 }
 

@@ -17,15 +17,30 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Appends one metric family: its HELP and TYPE lines, then one sample per `(labels, value)`
+/// (labels already formatted, e.g. `campaign="c1"`; empty for none).
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
+}
+
 /// Renders the farm's figures in the Prometheus text format.
 pub fn render(farm: &Farm) -> String {
     let mut out = String::new();
     let campaigns = farm.all_counters();
-    let _ = writeln!(
-        out,
-        "# HELP mailfarm_campaign_recipients Recipients of a campaign by state.\n\
-         # TYPE mailfarm_campaign_recipients gauge"
-    );
+    let per_campaign = |value: fn(&mailfarm_protocol::CampaignCounters) -> u64| {
+        campaigns
+            .iter()
+            .map(|c| (format!("campaign=\"{}\"", escape(&c.id)), value(c)))
+            .collect::<Vec<_>>()
+    };
+    let mut recipients = Vec::new();
     for c in &campaigns {
         let id = escape(&c.id);
         for (state, value) in [
@@ -38,71 +53,58 @@ pub fn render(farm: &Farm) -> String {
             ("skipped", c.skipped),
             ("rejected", c.rejected_rows),
         ] {
-            let _ = writeln!(
-                out,
-                "mailfarm_campaign_recipients{{campaign=\"{id}\",state=\"{state}\"}} {value}"
-            );
+            recipients.push((format!("campaign=\"{id}\",state=\"{state}\""), value));
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP mailfarm_campaign_attempts_total Delivery attempts of a campaign.\n\
-         # TYPE mailfarm_campaign_attempts_total counter"
+    family(
+        &mut out,
+        "mailfarm_campaign_recipients",
+        "gauge",
+        "Recipients of a campaign by state.",
+        &recipients,
     );
-    for c in &campaigns {
-        let _ = writeln!(
-            out,
-            "mailfarm_campaign_attempts_total{{campaign=\"{}\"}} {}",
-            escape(&c.id),
-            c.attempts
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP mailfarm_campaign_quic_bytes_total QUIC payload bytes of a campaign (template and data).\n\
-         # TYPE mailfarm_campaign_quic_bytes_total counter"
+    family(
+        &mut out,
+        "mailfarm_campaign_attempts_total",
+        "counter",
+        "Delivery attempts of a campaign.",
+        &per_campaign(|c| c.attempts),
     );
-    for c in &campaigns {
-        let _ = writeln!(
-            out,
-            "mailfarm_campaign_quic_bytes_total{{campaign=\"{}\"}} {}",
-            escape(&c.id),
-            c.wire_bytes + c.template_bytes
-        );
-    }
+    family(
+        &mut out,
+        "mailfarm_campaign_quic_bytes_total",
+        "counter",
+        "QUIC payload bytes of a campaign (template and data).",
+        &per_campaign(|c| c.wire_bytes + c.template_bytes),
+    );
     let nodes = farm.nodes();
-    let _ = writeln!(
-        out,
-        "# HELP mailfarm_smurfs_connected Smurfs connected to the coordinator.\n\
-         # TYPE mailfarm_smurfs_connected gauge\nmailfarm_smurfs_connected {}",
-        nodes.len()
+    let per_node = |value: fn(&mailfarm_protocol::NodeInfo) -> u64| {
+        nodes
+            .iter()
+            .map(|n| (format!("node=\"{}\"", escape(&n.node)), value(n)))
+            .collect::<Vec<_>>()
+    };
+    family(
+        &mut out,
+        "mailfarm_smurfs_connected",
+        "gauge",
+        "Smurfs connected to the coordinator.",
+        &[(String::new(), nodes.len() as u64)],
     );
-    let _ = writeln!(
-        out,
-        "# HELP mailfarm_smurf_in_flight Recipients in flight on a smurf.\n\
-         # TYPE mailfarm_smurf_in_flight gauge"
+    family(
+        &mut out,
+        "mailfarm_smurf_in_flight",
+        "gauge",
+        "Recipients in flight on a smurf.",
+        &per_node(|n| n.in_flight),
     );
-    for n in &nodes {
-        let _ = writeln!(
-            out,
-            "mailfarm_smurf_in_flight{{node=\"{}\"}} {}",
-            escape(&n.node),
-            n.in_flight
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP mailfarm_smurf_bog_queued Messages a smurf holds in its bog lane.\n\
-         # TYPE mailfarm_smurf_bog_queued gauge"
+    family(
+        &mut out,
+        "mailfarm_smurf_bog_queued",
+        "gauge",
+        "Messages a smurf holds in its bog lane.",
+        &per_node(|n| u64::from(n.load.bog_queued)),
     );
-    for n in &nodes {
-        let _ = writeln!(
-            out,
-            "mailfarm_smurf_bog_queued{{node=\"{}\"}} {}",
-            escape(&n.node),
-            n.load.bog_queued
-        );
-    }
     out
 }
 

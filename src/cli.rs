@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use mailfarm_coordinator::{Coordinator, CoordinatorConfig};
-use mailfarm_protocol::OperatorRequest;
+use mailfarm_protocol::{NodeRole, OperatorRequest};
 use mailfarm_smurf::{run_smurf, SmurfConfig};
 
 /// mailfarm: a bulk mail engine. A coordinator ships each campaign's template once to a farm of
@@ -26,7 +26,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Manage the farm's certificate authority and node certificates.
+    /// Set up and run the farm: certificates (init), nodes and their roles (nodes, assign,
+    /// drain, undrain), live counters (watch), the suppression list (suppress).
     #[command(subcommand)]
     Farm(FarmCommand),
     /// Run the coordinator daemon.
@@ -69,8 +70,43 @@ enum FarmCommand {
         #[arg(long, default_value = "127.0.0.1:4433")]
         listen: SocketAddr,
     },
-    /// List the smurfs connected to the coordinator, with their load.
+    /// List the farm's nodes: role (out, in, bounce, web), state (starting, active, draining,
+    /// idle), load, version, and the address each serves in its role.
     Nodes {
+        /// Print JSON (one array of nodes) for scripts.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Move a running node to another role without restarting it: out (send campaigns), in
+    /// (inbound SMTP for bounces, postmaster and replies), bounce (bounce processing) or web
+    /// (unsubscribe pages, dashboard). Leaving `out`, the node hands back the recipients it has
+    /// queued (other `out` nodes send them at once) and finishes the messages it is sending.
+    /// The assignment is durable: the node gets it back after any restart.
+    ///
+    /// Example, after a campaign's burst: `mailfarm farm assign smurf-2 in`, later
+    /// `mailfarm farm assign smurf-2 out`.
+    Assign {
+        /// Node name (e.g. smurf-2).
+        node: String,
+        /// The new role: out, in, bounce or web.
+        role: NodeRole,
+        /// Allow taking away the last `out` node while a campaign is sending (it then stops).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Watch the whole farm live, every second: nodes with role and state, inbound mail
+    /// (received, kept, to bounce processing, refused by reason) and campaign totals.
+    Watch {
+        /// Print one JSON object per second instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many updates (default: until interrupted).
+        #[arg(long)]
+        count: Option<u64>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -156,6 +192,9 @@ enum CampaignCommand {
     Status {
         /// Campaign id.
         id: String,
+        /// Print JSON (an array with the campaign's counters) for scripts.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -168,6 +207,9 @@ enum CampaignCommand {
     },
     /// List every campaign on the coordinator.
     List {
+        /// Print JSON (an array of campaign counters) for scripts.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -214,20 +256,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             operator,
             listen,
         }) => farm_init(&dir, smurfs, &operator, listen),
-        Command::Farm(FarmCommand::Nodes { remote }) => {
-            remote::simple(&remote, OperatorRequest::Nodes).await
+        Command::Farm(FarmCommand::Nodes { json, remote }) => {
+            remote::simple(&remote, OperatorRequest::Nodes, json).await
         }
+        Command::Farm(FarmCommand::Assign {
+            node,
+            role,
+            force,
+            remote,
+        }) => {
+            remote::simple(
+                &remote,
+                OperatorRequest::Assign { node, role, force },
+                false,
+            )
+            .await
+        }
+        Command::Farm(FarmCommand::Watch {
+            json,
+            count,
+            remote,
+        }) => crate::farm_cmd::watch(&remote, json, count).await,
         Command::Farm(FarmCommand::Drain { node, remote }) => {
-            remote::simple(&remote, OperatorRequest::Drain { node }).await
+            remote::simple(&remote, OperatorRequest::Drain { node }, false).await
         }
         Command::Farm(FarmCommand::Undrain { node, remote }) => {
-            remote::simple(&remote, OperatorRequest::Undrain { node }).await
+            remote::simple(&remote, OperatorRequest::Undrain { node }, false).await
         }
         Command::Farm(FarmCommand::Suppress {
             address,
             reason,
             remote,
-        }) => remote::simple(&remote, OperatorRequest::Suppress { address, reason }).await,
+        }) => {
+            remote::simple(
+                &remote,
+                OperatorRequest::Suppress { address, reason },
+                false,
+            )
+            .await
+        }
         Command::Coordinator { config } => run_coordinator(&config).await,
         Command::Sink(args) => crate::sink::run(args, shutdown_signal()).await,
         Command::Smurf {
@@ -254,23 +321,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => remote::launch(&dir, detach, &remote, start_at_ms, rate).await,
             }
         }
-        Command::Campaign(CampaignCommand::Status { id, remote }) => {
-            remote::simple(&remote, OperatorRequest::Status { campaign_id: id }).await
+        Command::Campaign(CampaignCommand::Status { id, json, remote }) => {
+            remote::simple(&remote, OperatorRequest::Status { campaign_id: id }, json).await
         }
-        Command::Campaign(CampaignCommand::List { remote }) => {
-            remote::simple(&remote, OperatorRequest::List).await
+        Command::Campaign(CampaignCommand::List { json, remote }) => {
+            remote::simple(&remote, OperatorRequest::List, json).await
         }
         Command::Campaign(CampaignCommand::Watch { id, remote }) => {
             remote::watch(&id, &remote).await
         }
         Command::Campaign(CampaignCommand::Pause { id, remote }) => {
-            remote::simple(&remote, OperatorRequest::Pause { campaign_id: id }).await
+            remote::simple(&remote, OperatorRequest::Pause { campaign_id: id }, false).await
         }
         Command::Campaign(CampaignCommand::Resume { id, remote }) => {
-            remote::simple(&remote, OperatorRequest::Resume { campaign_id: id }).await
+            remote::simple(&remote, OperatorRequest::Resume { campaign_id: id }, false).await
         }
         Command::Campaign(CampaignCommand::Cancel { id, remote }) => {
-            remote::simple(&remote, OperatorRequest::Cancel { campaign_id: id }).await
+            remote::simple(&remote, OperatorRequest::Cancel { campaign_id: id }, false).await
         }
     }
 }

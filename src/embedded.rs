@@ -106,6 +106,8 @@ impl EmbeddedFarm {
                 window: options.window,
                 delivery,
                 state_dir: None,
+                initial_role: None,
+                roles: mailfarm_smurf::RoleServices::default(),
             };
             smurf_tasks.push(tokio::spawn(run_smurf(settings, smurf_shutdown.clone())));
         }

@@ -2,6 +2,7 @@
 //! manage the farm's certificates, and launch and follow campaigns.
 
 mod cli;
+mod farm_cmd;
 mod local;
 mod progress;
 mod remote;

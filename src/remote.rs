@@ -67,11 +67,19 @@ fn parse_utc(text: &str) -> Option<u64> {
     u64::try_from((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000).ok()
 }
 
-/// Sends one request and prints the answer.
-pub async fn simple(remote: &Remote, request: OperatorRequest) -> anyhow::Result<ExitCode> {
+/// Sends one request and prints the answer: as JSON with `json` (the answer's data, or
+/// `{"error": ...}` with a failing exit status), else for a person.
+pub async fn simple(
+    remote: &Remote,
+    request: OperatorRequest,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let mut client = connect(remote).await?;
     let response = client.request(&request).await?;
     client.close().await;
+    if json {
+        return crate::farm_cmd::print_json(&response);
+    }
     match response {
         OperatorResponse::Status(list) => {
             if list.is_empty() {
@@ -81,23 +89,7 @@ pub async fn simple(remote: &Remote, request: OperatorRequest) -> anyhow::Result
                 print_status_line(c);
             }
         }
-        OperatorResponse::Nodes(nodes) => {
-            if nodes.is_empty() {
-                println!("no smurfs connected");
-            }
-            for n in nodes {
-                let state = match (n.draining, n.in_flight) {
-                    (true, 0) => "drained (idle)",
-                    (true, _) => "draining",
-                    _ => "active",
-                };
-                println!(
-                    "{}: {state}  in-flight {}/{}  queued {}  cpu {}%  bog-sites {}  bog-queued {}  results {}",
-                    n.node, n.in_flight, n.window, n.load.queued, n.load.cpu_percent,
-                    n.load.bog_sites, n.load.bog_queued, n.results
-                );
-            }
-        }
+        OperatorResponse::Nodes(nodes) => crate::farm_cmd::print_nodes(&nodes),
         OperatorResponse::Done { message } => println!("{message}"),
         OperatorResponse::Error { message } => bail!("{message}"),
         other => bail!("unexpected answer from the coordinator: {other:?}"),

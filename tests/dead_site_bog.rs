@@ -15,17 +15,19 @@ use common::{
 
 fn bog_sites(farm: &ProcessFarm) -> u64 {
     let out = mailfarm()
-        .args(["farm", "nodes", "--farm"])
+        .args(["farm", "nodes", "--json", "--farm"])
         .arg(&farm.dir)
         .arg("--coordinator")
         .arg(farm.addr.to_string())
         .output()
         .unwrap();
     assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split("bog-sites ").nth(1))
-        .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+    let nodes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["load"]["bog_sites"].as_u64().unwrap())
         .sum()
 }
 

@@ -133,18 +133,9 @@ fn operator_controls_a_running_campaign() {
 
     // Drain smurf-1: it finishes its work, shows idle, and gets nothing new.
     assert!(ok(mailfarm_farm(&farm, &["drain", "smurf-1"])).contains("draining"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let before = loop {
-        let nodes = ok(mailfarm_farm(&farm, &["nodes"]));
-        if nodes.contains("smurf-1: drained (idle)") {
-            break nodes;
-        }
-        assert!(Instant::now() < deadline, "smurf-1 never idle: {nodes}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let results_of = |nodes: &str, node: &str| -> u64 {
-        let line = nodes.lines().find(|l| l.starts_with(node)).unwrap();
-        line.rsplit(' ').next().unwrap().parse().unwrap()
+    let before = wait_node_state(&farm, "smurf-1", "idle");
+    let results_of = |nodes: &serde_json::Value, node: &str| -> u64 {
+        node_of(nodes, node)["results"].as_u64().unwrap()
     };
     let second = tmp.path().join("c2");
     write_campaign(
@@ -155,21 +146,44 @@ fn operator_controls_a_running_campaign() {
     );
     let out = ok(farm.campaign(&["launch", second.to_str().unwrap()]));
     assert!(out.contains("sent       200"), "{out}");
-    let after = ok(mailfarm_farm(&farm, &["nodes"]));
+    let after = nodes_json(&farm);
     assert_eq!(
         results_of(&before, "smurf-1"),
         results_of(&after, "smurf-1"),
         "a drained node gets no new work: {after}"
     );
     ok(mailfarm_farm(&farm, &["undrain", "smurf-1"]));
-    let nodes = ok(mailfarm_farm(&farm, &["nodes"]));
-    assert!(nodes.contains("smurf-1: active"), "{nodes}");
+    let nodes = wait_node_state(&farm, "smurf-1", "active");
+    assert_eq!(node_of(&nodes, "smurf-1")["draining"], false, "{nodes}");
     assert!(
         farm.coordinator
             .terminate(Duration::from_secs(30))
             .success(),
         "graceful SIGTERM"
     );
+}
+
+/// `farm nodes --json`.
+fn nodes_json(farm: &ProcessFarm) -> serde_json::Value {
+    serde_json::from_str(&ok(mailfarm_farm(farm, &["nodes", "--json"]))).unwrap()
+}
+
+fn node_of<'a>(nodes: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    let found = nodes.as_array().unwrap().iter().find(|n| n["node"] == name);
+    found.unwrap_or_else(|| panic!("no node {name} in {nodes}"))
+}
+
+/// Polls `farm nodes --json` until `node` reports `state`; returns that view.
+fn wait_node_state(farm: &ProcessFarm, node: &str, state: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let nodes = nodes_json(farm);
+        if node_of(&nodes, node)["state"] == state {
+            return nodes;
+        }
+        assert!(Instant::now() < deadline, "{node} never {state}: {nodes}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn mailfarm_farm(farm: &ProcessFarm, args: &[&str]) -> std::process::Output {

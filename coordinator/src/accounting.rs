@@ -6,7 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::farm::{now_ms, Attempt};
+use crate::farm::now_ms;
 
 /// An append-only, size-rotated JSON-lines log.
 pub struct AccountingLog {
@@ -32,10 +32,10 @@ impl AccountingLog {
         })
     }
 
-    /// Appends the attempts and flushes them to the OS.
-    pub fn write(&mut self, attempts: &[Attempt]) -> std::io::Result<()> {
-        for attempt in attempts {
-            let line = serde_json::to_string(attempt).map_err(std::io::Error::other)?;
+    /// Appends the lines (delivery attempts, received messages) and flushes them to the OS.
+    pub fn write<L: serde::Serialize>(&mut self, lines: &[L]) -> std::io::Result<()> {
+        for entry in lines {
+            let line = serde_json::to_string(entry).map_err(std::io::Error::other)?;
             self.out.write_all(line.as_bytes())?;
             self.out.write_all(b"\n")?;
             self.written += line.len() as u64 + 1;
@@ -70,6 +70,7 @@ impl AccountingLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::farm::Attempt;
 
     fn attempt(i: u64) -> Attempt {
         Attempt {

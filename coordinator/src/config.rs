@@ -9,6 +9,8 @@
 //! retry_schedule = ["5m", "10m", "30m", "1h", "2h", "4h"]   # waits between attempts
 //! retry_max_age = "3d"        # give up on a deferred recipient after this long
 //! shaping_file = "shaping.toml"   # farm-wide traffic shaping, split across the smurfs
+//! local_addresses = ["replies@example.net"]  # `in` nodes keep mail for these (besides
+//!                             # postmaster@/abuse@ of the bounce domains and Reply-To addresses)
 //! ```
 
 use std::net::SocketAddr;
@@ -47,6 +49,10 @@ pub struct CoordinatorConfig {
     /// Traffic shaping file (TOML), relative to the config file, sent to every smurf with its
     /// share of the limits. Default: none (smurf defaults).
     pub shaping_file: Option<PathBuf>,
+    /// Extra addresses whose mail `in` nodes keep for the operator. Default: none (postmaster@
+    /// and abuse@ of every bounce domain and the campaigns' Reply-To addresses are always kept).
+    #[serde(default)]
+    pub local_addresses: Vec<String>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -127,6 +133,7 @@ impl CoordinatorConfig {
         settings.state_dir = Some(self.state_dir.clone());
         settings.metrics_listen = self.metrics_listen;
         settings.retry = self.retry_policy().map_err(anyhow::Error::msg)?;
+        settings.inbound_local_addresses = self.local_addresses.clone();
         if let Some(file) = &self.shaping_file {
             settings.shaping = std::fs::read_to_string(file)
                 .with_context(|| format!("reading the shaping file {}", file.display()))?;

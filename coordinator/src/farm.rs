@@ -14,16 +14,39 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use mailfarm_protocol::{
-    CampaignCounters, CampaignState, NodeInfo, Outcome, Rate, RecipientData, RecipientResult,
-    SmurfLoad, TemplateBundle,
+    CampaignCounters, CampaignState, InboundCounters, Outcome, Rate, RecipientData,
+    RecipientResult, TemplateBundle,
 };
 use tokio::sync::watch;
 use tracing::warn;
 
 use crate::flow::{domain_of, DomainFlows};
+use crate::nodes::{load_adjusted, Node};
 use crate::store::{
     split_id, CampaignRecord, CampaignStatus, RecipientRecord, Store, StoreError, StoredState,
 };
+
+/// Why a farm operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FarmError {
+    /// The durable store failed: nothing was changed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No node of that name has ever joined this coordinator.
+    #[error("no smurf {0:?} is known to this coordinator (it must join once first)")]
+    UnknownNode(String),
+    /// The node is the last sending `out` node and a campaign is sending.
+    #[error(
+        "{node} is the last `out` node and campaign {campaign} is sending: assigning it away \
+         would stop the campaign; add another `out` node first, or use --force"
+    )]
+    LastSender {
+        /// The node.
+        node: String,
+        /// A campaign that is sending.
+        campaign: String,
+    },
+}
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -68,10 +91,10 @@ impl RetryPolicy {
     }
 }
 
-struct Live {
+pub(crate) struct Live {
     record: CampaignRecord,
-    bundle: Arc<TemplateBundle>,
-    counters: CampaignCounters,
+    pub(crate) bundle: Arc<TemplateBundle>,
+    pub(crate) counters: CampaignCounters,
     ready: VecDeque<RecipientData>,
     /// Recipients over their domain's in-flight cap, waiting on the coordinator.
     parked: HashMap<String, VecDeque<RecipientData>>,
@@ -106,7 +129,7 @@ impl Live {
         }
     }
 
-    fn state(&self, now: u64) -> CampaignState {
+    pub(crate) fn state(&self, now: u64) -> CampaignState {
         match self.record.status {
             CampaignStatus::Running if self.record.start_at_ms.is_some_and(|t| t > now) => {
                 CampaignState::Scheduled
@@ -144,33 +167,26 @@ fn limiter(rate: &Rate) -> Option<DefaultDirectRateLimiter> {
     Some(RateLimiter::direct(quota))
 }
 
-struct InFlight {
+pub(crate) struct InFlight {
     data: RecipientData,
 }
 
-struct Node {
-    name: String,
-    window: u32,
-    in_flight: u64,
-    draining: bool,
-    load: SmurfLoad,
-    results: u64,
-}
-
 #[derive(Default)]
-struct FarmState {
+pub(crate) struct FarmState {
     /// No leasing before this time (ms): after a restart, reconnecting smurfs first report the
     /// results they kept, so those messages are not sent again.
-    lease_not_before: u64,
+    pub(crate) lease_not_before: u64,
     /// Reconnecting smurfs still reporting results they kept: no leasing meanwhile.
-    holds: usize,
-    nodes: Vec<Node>,
-    campaigns: BTreeMap<u32, Live>,
-    by_id: HashMap<String, u32>,
-    next_campaign: u32,
-    in_flight: HashMap<u64, InFlight>,
-    flows: DomainFlows,
-    draining: bool,
+    pub(crate) holds: usize,
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) campaigns: BTreeMap<u32, Live>,
+    pub(crate) by_id: HashMap<String, u32>,
+    pub(crate) next_campaign: u32,
+    pub(crate) in_flight: HashMap<u64, InFlight>,
+    pub(crate) flows: DomainFlows,
+    pub(crate) draining: bool,
+    /// Inbound counters summed over the `in` nodes' reports.
+    pub(crate) inbound: InboundCounters,
 }
 
 /// Shared handle on the coordinator's state.
@@ -179,6 +195,8 @@ pub struct Farm {
     state: Mutex<FarmState>,
     work: watch::Sender<u64>,
     shaping: watch::Sender<u64>,
+    /// Bumped when an assignment or the inbound policy changes.
+    nodes_changed: watch::Sender<u64>,
     shaping_toml: Mutex<Arc<str>>,
     retry: RetryPolicy,
     ready_buffer: usize,
@@ -269,7 +287,7 @@ impl Attempt {
 
 impl Farm {
     /// Loads the farm state from `store`.
-    pub fn open(store: Store, retry: RetryPolicy) -> Result<Self, StoreError> {
+    pub fn open(store: Store, retry: RetryPolicy) -> Result<Self, FarmError> {
         let mut state = FarmState::default();
         for record in store.campaigns()? {
             let seq = record.seq;
@@ -287,18 +305,21 @@ impl Farm {
         if state.campaigns.values().any(|l| l.counters.queued > 0) {
             state.lease_not_before = now_ms() + RECOVERY_GRACE_MS;
         }
-        Ok(Self {
+        let farm = Self {
             store,
             state: Mutex::new(state),
             work: watch::Sender::new(0),
             shaping: watch::Sender::new(0),
+            nodes_changed: watch::Sender::new(0),
             shaping_toml: Mutex::new(Arc::from("")),
             retry,
             ready_buffer: 2048,
-        })
+        };
+        farm.load_nodes()?;
+        Ok(farm)
     }
 
-    fn lock(&self) -> MutexGuard<'_, FarmState> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, FarmState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -317,116 +338,37 @@ impl Farm {
         self.work.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    /// Records that a smurf joined.
-    pub fn smurf_joined(&self, node: &str, window: u32) {
-        self.lock().nodes.push(Node {
-            name: node.to_owned(),
-            window,
-            in_flight: 0,
-            draining: false,
-            load: SmurfLoad::default(),
-            results: 0,
-        });
-        self.reshape();
-    }
-
-    /// Records that a smurf left.
-    pub fn smurf_left(&self, node: &str) {
-        {
-            let mut state = self.lock();
-            if let Some(i) = state.nodes.iter().position(|n| n.name == node) {
-                state.nodes.swap_remove(i);
-            }
-        }
-        self.reshape();
-    }
-
     /// Sets the shaping file text sent to smurfs.
     pub fn set_shaping(&self, toml: &str) {
         *self.shaping_toml.lock().unwrap_or_else(|e| e.into_inner()) = Arc::from(toml);
         self.reshape();
     }
 
-    fn reshape(&self) {
+    pub(crate) fn reshape(&self) {
         self.shaping.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// The shaping file text.
+    pub(crate) fn shaping_text(&self) -> String {
+        self.shaping_toml
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .to_string()
+    }
+
+    /// A receiver that changes whenever an assignment or the inbound policy changes.
+    pub fn nodes_signal(&self) -> watch::Receiver<u64> {
+        self.nodes_changed.subscribe()
+    }
+
+    /// Wakes the links so they resend assignments and the inbound policy if changed.
+    pub(crate) fn signal_nodes(&self) {
+        self.nodes_changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     /// A receiver that changes whenever the shaping rules or the farm's membership change.
     pub fn shaping_signal(&self) -> watch::Receiver<u64> {
         self.shaping.subscribe()
-    }
-
-    /// The shaping update for `node`: the rules and an equal share among the active smurfs
-    /// (draining ones send nothing new, so they are not counted).
-    pub fn shaping_for(&self, node: &str) -> mailfarm_protocol::ShapingUpdate {
-        let toml = self
-            .shaping_toml
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .to_string();
-        let state = self.lock();
-        let active = state.nodes.iter().filter(|n| !n.draining).count().max(1);
-        let me_draining = state.nodes.iter().any(|n| n.name == node && n.draining);
-        mailfarm_protocol::ShapingUpdate {
-            toml,
-            share_numerator: 1,
-            share_denominator: u32::try_from(active + usize::from(me_draining)).unwrap_or(u32::MAX),
-        }
-    }
-
-    /// Names of the smurfs connected now.
-    pub fn smurfs(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.lock().nodes.iter().map(|n| n.name.clone()).collect();
-        names.sort();
-        names
-    }
-
-    /// Connected smurfs with their figures.
-    pub fn nodes(&self) -> Vec<NodeInfo> {
-        let mut nodes: Vec<NodeInfo> = self
-            .lock()
-            .nodes
-            .iter()
-            .map(|n| NodeInfo {
-                node: n.name.clone(),
-                in_flight: n.in_flight,
-                window: n.window,
-                draining: n.draining,
-                load: n.load.clone(),
-                results: n.results,
-            })
-            .collect();
-        nodes.sort_by(|a, b| a.node.cmp(&b.node));
-        nodes
-    }
-
-    /// Stores a smurf's load report.
-    pub fn report_load(&self, node: &str, load: SmurfLoad) {
-        if let Some(n) = self.lock().nodes.iter_mut().find(|n| n.name == node) {
-            n.load = load;
-        }
-    }
-
-    /// Marks a node draining (or not). Returns false when no such node is connected.
-    pub fn set_draining(&self, node: &str, draining: bool) -> bool {
-        let found = {
-            let mut state = self.lock();
-            let mut found = false;
-            for n in state.nodes.iter_mut().filter(|n| n.name == node) {
-                n.draining = draining;
-                found = true;
-            }
-            found
-        };
-        self.signal_work();
-        self.reshape();
-        found
-    }
-
-    /// Whether a node is draining.
-    pub fn is_draining(&self, node: &str) -> bool {
-        let state = self.lock();
-        state.draining || state.nodes.iter().any(|n| n.name == node && n.draining)
     }
 
     /// Stops all leasing (coordinator shutdown).
@@ -459,6 +401,9 @@ impl Farm {
         let seq = record.seq;
         state.by_id.insert(id, seq);
         state.campaigns.insert(seq, Live::new(record.clone()));
+        drop(state);
+        // A new bounce domain or Reply-To changes what `in` nodes accept.
+        self.signal_nodes();
         Ok(record)
     }
 
@@ -553,7 +498,7 @@ impl Farm {
         if state.draining
             || now < state.lease_not_before
             || state.holds > 0
-            || state.nodes.iter().any(|n| n.name == node && n.draining)
+            || !state.nodes.iter().any(|n| n.name == node && n.leasable())
         {
             return None;
         }
@@ -1020,31 +965,6 @@ impl Farm {
     }
 }
 
-/// Balances by what smurfs report: a node whose delivery queue is more than twice the
-/// average of the others', or whose CPU is saturated, gets smaller leases, so work flows to the
-/// nodes that keep up (the credit window alone only bounds what a node holds).
-fn load_adjusted(nodes: &[Node], node: &str, max: usize) -> usize {
-    let Some(me) = nodes.iter().find(|n| n.name == node) else {
-        return max;
-    };
-    let others: Vec<&Node> = nodes
-        .iter()
-        .filter(|n| n.name != node && !n.draining)
-        .collect();
-    let mut max = max;
-    if me.load.cpu_percent >= 95 {
-        max = max.div_ceil(2);
-    }
-    if !others.is_empty() {
-        let average =
-            others.iter().map(|n| u64::from(n.load.queued)).sum::<u64>() / others.len() as u64;
-        if u64::from(me.load.queued) > 2 * average.max(16) {
-            max = max.div_ceil(4);
-        }
-    }
-    max.max(1)
-}
-
 /// How long a restarted coordinator waits before leasing, so reconnecting smurfs can report
 /// the results they kept (see [`Farm::apply_late_results`]).
 const RECOVERY_GRACE_MS: u64 = 3000;
@@ -1109,8 +1029,20 @@ mod tests {
         farm.store().ingest_rows(record.seq, &batch).unwrap();
         farm.rows_added(record.seq, u64::from(rows), 0, 0);
         farm.ingest_done(record.seq).unwrap();
-        farm.smurf_joined("s1", 100);
+        join_active(&farm, "s1", 100);
         farm
+    }
+
+    /// A smurf that joined as `out` and reported itself active.
+    fn join_active(farm: &Farm, node: &str, window: u32) {
+        farm.smurf_joined(node, window, None, "test").unwrap();
+        farm.report_status(
+            node,
+            mailfarm_protocol::NodeStatus {
+                state: mailfarm_protocol::NodeState::Active,
+                ..Default::default()
+            },
+        );
     }
 
     fn result(id: u64, outcome: Outcome, code: u16) -> RecipientResult {
@@ -1187,7 +1119,7 @@ mod tests {
             farm.store().ingest_rows(record.seq, &batch).unwrap();
             farm.rows_added(record.seq, 4, 0, 0);
             farm.ingest_done(record.seq).unwrap();
-            farm.smurf_joined("s1", 10);
+            join_active(&farm, "s1", 10);
             let lease = farm.lease("s1", 4).unwrap();
             farm.apply_results(
                 "s1",
@@ -1204,7 +1136,7 @@ mod tests {
         .unwrap();
         let c = farm.counters("persist").unwrap();
         assert_eq!((c.delivered, c.queued, c.in_flight), (1, 3, 0), "{c:?}");
-        farm.smurf_joined("s1", 10);
+        join_active(&farm, "s1", 10);
         assert!(
             farm.lease("s1", 10).is_none(),
             "recovery grace after a restart"
@@ -1229,25 +1161,5 @@ mod tests {
         assert!(c.finished);
         assert_eq!((c.delivered, c.skipped, c.queued), (2, 8, 0));
         assert!(farm.resume("c").is_err());
-    }
-
-    #[test]
-    fn an_overloaded_node_gets_smaller_leases() {
-        let node = |name: &str, queued: u32, cpu: u16| Node {
-            name: name.into(),
-            window: 100,
-            in_flight: 0,
-            draining: false,
-            load: SmurfLoad {
-                queued,
-                cpu_percent: cpu,
-                ..SmurfLoad::default()
-            },
-            results: 0,
-        };
-        let nodes = vec![node("a", 400, 50), node("b", 20, 50), node("c", 10, 99)];
-        assert_eq!(load_adjusted(&nodes, "a", 128), 32);
-        assert_eq!(load_adjusted(&nodes, "b", 128), 128);
-        assert_eq!(load_adjusted(&nodes, "c", 128), 64);
     }
 }

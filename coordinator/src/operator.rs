@@ -108,7 +108,7 @@ pub(crate) async fn serve(
                     }
                 } else {
                     OperatorResponse::Error {
-                        message: format!("no smurf {node:?} is connected"),
+                        message: format!("no smurf {node:?} is known to this coordinator"),
                     }
                 }
             }
@@ -127,6 +127,18 @@ pub(crate) async fn serve(
                     },
                 }
             }
+            OperatorRequest::Assign { node, role, force } => {
+                match farm().assign(&node, role, force) {
+                    Ok(message) => {
+                        info!(%node, %role, force, operator = name, "node assigned");
+                        OperatorResponse::Done { message }
+                    }
+                    Err(e) => OperatorResponse::Error {
+                        message: e.to_string(),
+                    },
+                }
+            }
+            OperatorRequest::Farm => OperatorResponse::Farm(Box::new(farm().snapshot())),
             OperatorRequest::Undrain { node } => {
                 if farm().set_draining(&node, false) {
                     OperatorResponse::Done {
@@ -134,7 +146,7 @@ pub(crate) async fn serve(
                     }
                 } else {
                     OperatorResponse::Error {
-                        message: format!("no smurf {node:?} is connected"),
+                        message: format!("no smurf {node:?} is known to this coordinator"),
                     }
                 }
             }

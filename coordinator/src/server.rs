@@ -10,8 +10,9 @@ use anyhow::Context;
 use mailfarm_pki::wire::{write_frame, FrameReader, WireError};
 use mailfarm_pki::{operator_dns_name, peer_has_name, smurf_dns_name, Identity};
 use mailfarm_protocol::{
-    CampaignSubmission, CoordinatorLink, CoordinatorMessage, Hello, HelloReply, OperatorResponse,
-    RecipientResult, Role, SmurfMessage, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    Assignment, CampaignSubmission, CoordinatorLink, CoordinatorMessage, Hello, HelloReply,
+    InboundPolicy, OperatorResponse, RecipientResult, Role, SmurfMessage, DEFAULT_MAX_FRAME,
+    PROTOCOL_VERSION,
 };
 use tracing::{debug, error, info, warn};
 
@@ -53,6 +54,9 @@ pub struct CoordinatorSettings {
     pub shutdown_grace: Duration,
     /// The shaping file's text, sent to every smurf (default empty: smurf defaults).
     pub shaping: String,
+    /// Addresses `in` nodes accept for the operator besides postmaster@, abuse@ and the
+    /// campaigns' Reply-To addresses (default none).
+    pub inbound_local_addresses: Vec<String>,
 }
 
 impl CoordinatorSettings {
@@ -70,6 +74,7 @@ impl CoordinatorSettings {
             accounting_max_bytes: 64 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
             shaping: String::new(),
+            inbound_local_addresses: Vec::new(),
         }
     }
 }
@@ -85,6 +90,7 @@ pub struct Coordinator {
 struct Shared {
     farm: Farm,
     verp_key: Vec<u8>,
+    inbound_local_addresses: Vec<String>,
     batch_size: usize,
     state_dir: Option<PathBuf>,
     accounting: Option<Mutex<AccountingLog>>,
@@ -200,6 +206,7 @@ impl Coordinator {
             shared: Arc::new(Shared {
                 farm,
                 verp_key: settings.verp_key,
+                inbound_local_addresses: settings.inbound_local_addresses,
                 batch_size: settings.batch_size.max(1),
                 state_dir: settings.state_dir,
                 accounting,
@@ -373,13 +380,15 @@ async fn serve_smurf(
 ) -> anyhow::Result<()> {
     reader.set_max_frame(SMURF_MAX_FRAME);
     let mut link = CoordinatorLink::new();
-    let (window, held_results) = match &hello.role {
+    let (window, held_results, initial_role, software) = match &hello.role {
         Role::Smurf {
             window,
             held_results,
+            initial_role,
+            software,
             ..
-        } => (*window, *held_results),
-        Role::Operator { .. } => (0, 0),
+        } => (*window, *held_results, *initial_role, software.clone()),
+        Role::Operator { .. } => (0, 0, None, String::new()),
     };
     let welcome = match link.on_hello(hello, |node| {
         peer_has_name(&connection, &smurf_dns_name(node))
@@ -396,7 +405,10 @@ async fn serve_smurf(
     write_frame(&mut send, &welcome).await?;
     let node = link.node().unwrap_or_default().to_owned();
     info!(%node, remote = %connection.remote_address(), "smurf joined");
-    shared.farm.smurf_joined(&node, window);
+    shared
+        .farm
+        .smurf_joined(&node, window, initial_role, &software)
+        .context("recording the node")?;
     let result = async {
         if held_results > 0 {
             receive_held_results(&node, held_results, &mut send, &mut reader, &shared).await?;
@@ -464,6 +476,7 @@ async fn receive_held_results(
                 write_frame(send, &CoordinatorMessage::ResultsCommitted).await?;
             }
             Some((SmurfMessage::Load(load), _)) => shared.farm.report_load(node, load),
+            Some((SmurfMessage::Status(status), _)) => shared.farm.report_status(node, status),
             Some((other, _)) => anyhow::bail!("expected late results, got {other:?}"),
             None => anyhow::bail!("smurf closed the link"),
         }
@@ -508,6 +521,9 @@ async fn feed_smurf(
         &CoordinatorMessage::Shaping(shared.farm.shaping_for(node)),
     )
     .await?;
+    let mut roles = shared.farm.nodes_signal();
+    let mut told = ToldNode::default();
+    told.update(node, send, shared).await?;
     let mut was_idle_draining = false;
     loop {
         work.borrow_and_update();
@@ -555,6 +571,24 @@ async fn feed_smurf(
                     apply_late(shared, node, results).await?;
                     write_frame(send, &CoordinatorMessage::ResultsCommitted).await?;
                 }
+                Ok(Some((SmurfMessage::HandBack(ids), _))) => {
+                    link.on_hand_back(&ids)?;
+                    info!(%node, count = ids.len(), "recipients handed back: leased again at once");
+                    shared.farm.requeue(node, &ids);
+                }
+                Ok(Some((SmurfMessage::Status(status), _))) => {
+                    info!(%node, role = %status.role, state = status.state.as_str(),
+                          serving = ?status.serving, problem = ?status.problem, "node status");
+                    shared.farm.report_status(node, status);
+                }
+                Ok(Some((SmurfMessage::InboundReceived(records), _))) => {
+                    if let Some(log) = &shared.accounting {
+                        let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Err(e) = log.write(&records) {
+                            error!("accounting log: {e}");
+                        }
+                    }
+                }
                 Ok(Some((SmurfMessage::TemplateRejected { hash, reason }, _))) => {
                     warn!(template = %hash, "smurf could not compile a template: {reason}");
                 }
@@ -570,6 +604,10 @@ async fn feed_smurf(
                 Err(e) => return Err(e.into()),
             },
             _ = work.changed() => {}
+            _ = roles.changed() => {
+                roles.borrow_and_update();
+                told.update(node, send, shared).await?;
+            }
             _ = shaping.changed() => {
                 shaping.borrow_and_update();
                 let update = shared.farm.shaping_for(node);
@@ -577,6 +615,38 @@ async fn feed_smurf(
                 write_frame(send, &CoordinatorMessage::Shaping(update)).await?;
             }
         }
+    }
+}
+
+/// What a smurf link was last told about its role and the inbound policy, so that only
+/// changes are sent.
+#[derive(Default)]
+struct ToldNode {
+    assignment: Option<Assignment>,
+    policy: Option<InboundPolicy>,
+}
+
+impl ToldNode {
+    /// Sends the node its assignment and the inbound policy where they changed.
+    async fn update(
+        &mut self,
+        node: &str,
+        send: &mut quinn::SendStream,
+        shared: &Arc<Shared>,
+    ) -> anyhow::Result<()> {
+        let assignment = shared.farm.assignment(node);
+        if self.assignment.as_ref() != Some(&assignment) {
+            write_frame(send, &CoordinatorMessage::Assign(assignment.clone())).await?;
+            self.assignment = Some(assignment);
+        }
+        let policy = shared
+            .farm
+            .inbound_policy(&shared.verp_key, &shared.inbound_local_addresses);
+        if self.policy.as_ref() != Some(&policy) {
+            write_frame(send, &CoordinatorMessage::InboundPolicy(policy.clone())).await?;
+            self.policy = Some(policy);
+        }
+        Ok(())
     }
 }
 

@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use mailfarm_protocol::TemplateBundle;
+use mailfarm_protocol::{NodeRole, TemplateBundle};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +22,8 @@ const RECIPIENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("recipients
 const RETRIES: TableDefinition<(u64, u64), ()> = TableDefinition::new("retries");
 const DEDUPE: TableDefinition<(u32, &str), ()> = TableDefinition::new("dedupe");
 const SUPPRESSION: TableDefinition<&str, &[u8]> = TableDefinition::new("suppression");
+/// Node name -> its assigned role (postcard of `NodeRole`).
+const NODE_ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("node_roles");
 
 /// Page cache of the database.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
@@ -189,6 +191,7 @@ impl Store {
         txn.open_table(RETRIES).map_err(dberr)?;
         txn.open_table(DEDUPE).map_err(dberr)?;
         txn.open_table(SUPPRESSION).map_err(dberr)?;
+        txn.open_table(NODE_ROLES).map_err(dberr)?;
         txn.commit().map_err(dberr)?;
         Ok(store)
     }
@@ -507,5 +510,29 @@ impl Store {
                 .map_err(dberr)?;
         }
         txn.commit().map_err(dberr)
+    }
+
+    /// Records a node's assigned role, durably.
+    pub fn set_node_role(&self, node: &str, role: NodeRole) -> Result<(), StoreError> {
+        let txn = self.write()?;
+        {
+            let mut table = txn.open_table(NODE_ROLES).map_err(dberr)?;
+            table
+                .insert(node, postcard::to_allocvec(&role)?.as_slice())
+                .map_err(dberr)?;
+        }
+        txn.commit().map_err(dberr)
+    }
+
+    /// Every node with a recorded role, by name.
+    pub fn node_roles(&self) -> Result<Vec<(String, NodeRole)>, StoreError> {
+        let txn = self.db.begin_read().map_err(dberr)?;
+        let table = txn.open_table(NODE_ROLES).map_err(dberr)?;
+        let mut roles = Vec::new();
+        for entry in table.iter().map_err(dberr)? {
+            let (name, role) = entry.map_err(dberr)?;
+            roles.push((name.value().to_owned(), postcard::from_bytes(role.value())?));
+        }
+        Ok(roles)
     }
 }

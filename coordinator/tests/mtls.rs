@@ -57,6 +57,8 @@ fn smurf_hello(node: &str) -> Hello {
             window: 8,
             templates_held: vec![],
             held_results: 0,
+            initial_role: None,
+            software: "test".into(),
         },
     }
 }

@@ -20,6 +20,7 @@ mod error;
 mod frame;
 mod messages;
 mod rate;
+mod roles;
 mod session;
 
 pub use error::{FrameError, ProtocolError};
@@ -31,6 +32,10 @@ pub use messages::{
     TemplateBundle,
 };
 pub use rate::{Rate, RateError};
+pub use roles::{
+    Assignment, FarmSnapshot, InboundCounters, InboundPolicy, InboundRecord, NodeRole, NodeState,
+    NodeStatus, UnknownRole,
+};
 pub use session::{CoordinatorLink, SmurfLink, SmurfLinkEvent};
 
 /// ALPN identifier negotiated in the QUIC handshake. A peer speaking another major protocol

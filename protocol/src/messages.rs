@@ -6,6 +6,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::roles::{
+    Assignment, FarmSnapshot, InboundCounters, InboundPolicy, InboundRecord, NodeRole, NodeState,
+    NodeStatus,
+};
+
 /// SHA-256 of a campaign's template bundle contents; names the template on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ContentHash(pub [u8; 32]);
@@ -42,6 +47,11 @@ pub enum Role {
         /// Results of earlier links the smurf will report first, as late results; the
         /// coordinator leases nothing until it has them, so those messages are not sent again.
         held_results: u32,
+        /// The role its config names for a node the coordinator has never assigned; `None`
+        /// joins as `out`. An assignment stored on the coordinator always wins.
+        initial_role: Option<NodeRole>,
+        /// The smurf's software version, shown by `farm nodes`.
+        software: String,
     },
     /// An operator's command-line client.
     Operator {
@@ -196,6 +206,11 @@ pub enum CoordinatorMessage {
     /// to the coordinator's store. Until then the smurf keeps it, and sends it again as late
     /// results on its next link if this one drops.
     ResultsCommitted,
+    /// The role the node must hold and whether it must drain; sent after the welcome and
+    /// whenever the operator changes it.
+    Assign(Assignment),
+    /// What an `in` node accepts; sent after the welcome and whenever it changes.
+    InboundPolicy(InboundPolicy),
 }
 
 /// Smurf-to-coordinator messages, after the [`Hello`].
@@ -218,6 +233,13 @@ pub enum SmurfMessage {
     /// restarted) that finished after it ended. Applied if the recipient is still pending, so
     /// a message that went out is not sent again.
     LateResults(Vec<RecipientResult>),
+    /// Recipients received in batches and never attempted, given back (role switch, drain,
+    /// shutdown): the coordinator leases them again at once to other `out` nodes.
+    HandBack(Vec<u64>),
+    /// The node's role and state changed.
+    Status(NodeStatus),
+    /// Messages an `in` node accepted since the last report, for the accounting log.
+    InboundReceived(Vec<InboundRecord>),
 }
 
 /// What a smurf reports about its load.
@@ -233,6 +255,8 @@ pub struct SmurfLoad {
     pub bog_sites: u32,
     /// Messages waiting in the bog.
     pub bog_queued: u32,
+    /// Cumulative inbound counters of this process (nodes that held the `in` role).
+    pub inbound: InboundCounters,
 }
 
 /// A campaign as an operator submits it: settings and template sources. The recipient CSV
@@ -316,13 +340,36 @@ pub enum OperatorRequest {
         /// Why (shown in reports).
         reason: String,
     },
+    /// Move a node to another role (durable; applied at once if it is connected).
+    Assign {
+        /// Node name.
+        node: String,
+        /// The new role.
+        role: NodeRole,
+        /// Allow taking away the last `out` node while a campaign is sending.
+        force: bool,
+    },
+    /// The whole farm at a glance: nodes, inbound counters, campaigns.
+    Farm,
 }
 
-/// A connected smurf, as `farm nodes` shows it.
+/// A smurf, as `farm nodes` shows it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
     /// Node name.
     pub node: String,
+    /// Whether it is connected now (a known node that is not keeps its assignment).
+    pub connected: bool,
+    /// Its assigned role.
+    pub role: NodeRole,
+    /// Where it stands in that role.
+    pub state: NodeState,
+    /// Its software version.
+    pub version: String,
+    /// The address it serves in its role (`in`, `web`).
+    pub serving: Option<String>,
+    /// Why its role could not start, if it could not.
+    pub problem: Option<String>,
     /// Recipients in flight on it.
     pub in_flight: u64,
     /// Its window.
@@ -426,6 +473,8 @@ pub enum OperatorResponse {
     },
     /// The smurfs connected now.
     Nodes(Vec<NodeInfo>),
+    /// The whole farm at a glance.
+    Farm(Box<FarmSnapshot>),
     /// The request failed.
     Error {
         /// What went wrong, for the operator.

@@ -147,6 +147,18 @@ impl CoordinatorLink {
         Ok(())
     }
 
+    /// Accounts for recipients the smurf gives back unattempted; every id must be in flight on
+    /// this link. The caller requeues them.
+    pub fn on_hand_back(&mut self, ids: &[u64]) -> Result<(), ProtocolError> {
+        if let Some(unknown) = ids.iter().find(|id| !self.in_flight.contains(id)) {
+            return Err(ProtocolError::UnknownRecipient(*unknown));
+        }
+        for id in ids {
+            self.in_flight.remove(id);
+        }
+        Ok(())
+    }
+
     /// The template is gone from the smurf (campaign over): forget that it holds it.
     pub fn forget(&mut self, hash: &ContentHash) {
         self.templates_held.remove(hash);
@@ -176,6 +188,10 @@ pub enum SmurfLinkEvent {
     Shaping(crate::ShapingUpdate),
     /// The oldest unacknowledged results frame is committed.
     ResultsCommitted,
+    /// Hold this role (and drain, or not).
+    Assign(crate::Assignment),
+    /// What to accept when holding the `in` role.
+    InboundPolicy(crate::InboundPolicy),
 }
 
 /// Smurf-side state of the link to the coordinator.
@@ -198,8 +214,15 @@ impl SmurfLink {
         }
     }
 
-    /// The hello to send first.
-    pub fn hello(&self, node: &str, held_results: u32) -> Hello {
+    /// The hello to send first; `initial_role` is the role the smurf's config names (used only
+    /// when the coordinator has no assignment for it yet).
+    pub fn hello(
+        &self,
+        node: &str,
+        held_results: u32,
+        initial_role: Option<crate::NodeRole>,
+        software: &str,
+    ) -> Hello {
         let mut held: Vec<ContentHash> = self.templates.iter().copied().collect();
         held.sort();
         Hello {
@@ -209,6 +232,8 @@ impl SmurfLink {
                 window: self.window as u32,
                 templates_held: held,
                 held_results,
+                initial_role,
+                software: software.to_owned(),
             },
         }
     }
@@ -270,11 +295,18 @@ impl SmurfLink {
             }
             CoordinatorMessage::Shaping(update) => Ok(SmurfLinkEvent::Shaping(update)),
             CoordinatorMessage::ResultsCommitted => Ok(SmurfLinkEvent::ResultsCommitted),
+            CoordinatorMessage::Assign(assignment) => Ok(SmurfLinkEvent::Assign(assignment)),
+            CoordinatorMessage::InboundPolicy(policy) => Ok(SmurfLinkEvent::InboundPolicy(policy)),
         }
     }
 
     /// Records that `count` results are being sent back.
     pub fn results_sent(&mut self, count: usize) {
+        self.owed = self.owed.saturating_sub(count);
+    }
+
+    /// Records that `count` recipients are being handed back unattempted.
+    pub fn handed_back(&mut self, count: usize) {
         self.owed = self.owed.saturating_sub(count);
     }
 
@@ -343,7 +375,7 @@ mod tests {
         let mut coordinator = CoordinatorLink::new();
         let mut smurf = SmurfLink::new(window, []);
         let reply = coordinator
-            .on_hello(smurf.hello("s1", 0), |n| n == "s1")
+            .on_hello(smurf.hello("s1", 0, None, "test"), |n| n == "s1")
             .unwrap();
         smurf.on_hello_reply(reply).unwrap();
         (coordinator, smurf)
@@ -376,7 +408,7 @@ mod tests {
         smurf.reset();
         let mut coordinator = CoordinatorLink::new();
         coordinator
-            .on_hello(smurf.hello("s1", 0), |n| n == "s1")
+            .on_hello(smurf.hello("s1", 0, None, "test"), |n| n == "s1")
             .unwrap();
         let messages = coordinator.dispatch(&b, recipients(0..1)).unwrap();
         assert_eq!(messages.len(), 1);
@@ -427,7 +459,7 @@ mod tests {
     #[test]
     fn version_mismatch_and_wrong_identity_are_refused() {
         let mut coordinator = CoordinatorLink::new();
-        let mut hello = SmurfLink::new(1, []).hello("s1", 0);
+        let mut hello = SmurfLink::new(1, []).hello("s1", 0, None, "test");
         hello.version = PROTOCOL_VERSION + 1;
         let (reply, error) = coordinator.on_hello(hello, |_| true).unwrap_err();
         assert!(matches!(error, ProtocolError::VersionMismatch { .. }));
@@ -435,7 +467,9 @@ mod tests {
 
         let mut coordinator = CoordinatorLink::new();
         let (_, error) = coordinator
-            .on_hello(SmurfLink::new(1, []).hello("s1", 0), |n| n == "s2")
+            .on_hello(SmurfLink::new(1, []).hello("s1", 0, None, "test"), |n| {
+                n == "s2"
+            })
             .unwrap_err();
         assert!(matches!(error, ProtocolError::Refused(_)));
         assert_eq!(coordinator.credit(), 0);

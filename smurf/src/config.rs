@@ -7,6 +7,7 @@
 //! window = 512                     # most recipients in flight on this smurf
 //! helo_name = "smurf-1.example.net"  # EHLO name; a real host name in production
 //! state_dir = "state/smurf-1"      # templates kept across restarts
+//! role = "out"                     # role when first joining: out, in, bounce, web
 //! max_messages_per_connection = 1000 # unless the shaping file says otherwise for a site
 //! smtp_port = 25                   # port of MX hosts
 //!
@@ -40,6 +41,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use mailfarm_pki::{FarmFiles, Identity};
+use mailfarm_protocol::NodeRole;
 use serde::Deserialize;
 
 use crate::delivery::DeliverySettings;
@@ -70,6 +72,10 @@ pub struct SmurfConfig {
     /// Folder for state kept across restarts (received templates), relative to the config
     /// file. Default: none (memory only).
     pub state_dir: Option<PathBuf>,
+    /// The role this node takes when the coordinator has none stored for it (`out`, `in`,
+    /// `bounce`, `web`). Default `out`. Once assigned, the coordinator's word wins.
+    #[serde(default)]
+    pub role: Option<NodeRole>,
     /// Messages per SMTP connection before reconnecting. Default 1000.
     #[serde(default = "default_per_connection")]
     pub max_messages_per_connection: u32,
@@ -294,6 +300,8 @@ impl SmurfConfig {
             window: self.window,
             delivery,
             state_dir: self.state_dir.clone(),
+            initial_role: self.role,
+            roles: crate::RoleServices::default(),
         })
     }
 }

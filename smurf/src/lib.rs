@@ -11,8 +11,11 @@ pub mod inbound;
 mod link;
 pub mod load;
 pub mod outbound;
+pub mod roles;
+pub mod switch;
 pub mod template_cache;
 
 pub use config::SmurfConfig;
 pub use delivery::DeliverySettings;
 pub use link::{run_smurf, SmurfSettings};
+pub use roles::RoleServices;

@@ -10,21 +10,23 @@ use anyhow::{bail, Context};
 use mailfarm_pki::wire::{write_frame, FrameReader, WireError};
 use mailfarm_pki::{Identity, COORDINATOR_NAME};
 use mailfarm_protocol::{
-    CoordinatorMessage, HelloReply, Outcome, ProtocolError, RecipientResult, SmurfLink,
-    SmurfLinkEvent, SmurfLoad, SmurfMessage,
+    CoordinatorMessage, HelloReply, NodeRole, NodeStatus, Outcome, ProtocolError, RecipientResult,
+    SmurfLink, SmurfLinkEvent, SmurfLoad, SmurfMessage,
 };
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::delivery::{DeliveryEngine, DeliverySettings, Job};
+use crate::roles::RoleServices;
+use crate::switch::RoleSwitch;
 use crate::template_cache::TemplateCache;
 
 /// Largest frame the coordinator may send (a template bundle is the biggest).
 const MAX_FRAME: usize = 16 * 1024 * 1024;
 /// Most results per frame.
 const RESULTS_PER_FRAME: usize = 512;
-/// How often the smurf reports its load.
-const LOAD_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the smurf reports its load (and its inbound counters, shown second by second).
+const LOAD_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a shutting-down smurf waits for in-flight messages.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -43,6 +45,10 @@ pub struct SmurfSettings {
     /// Folder for state that should survive a restart (the template cache); memory only when
     /// `None`.
     pub state_dir: Option<std::path::PathBuf>,
+    /// The role to join with when the coordinator has none stored for this node (default: `out`).
+    pub initial_role: Option<NodeRole>,
+    /// What the roles other than `out` need from the config.
+    pub roles: RoleServices,
 }
 
 /// Runs a smurf until `shutdown` flips to true: connects, serves, reconnects with backoff.
@@ -65,6 +71,7 @@ pub async fn run_smurf(
             .context("opening the template cache")?;
     let mut backoff = Duration::from_millis(200);
     let mut carry = Carry::default();
+    let mut switch = RoleSwitch::new(settings.roles.clone());
     while !*shutdown.borrow() {
         let (results_tx, results_rx) = mpsc::unbounded_channel::<RecipientResult>();
         let mut link_results = LinkResults {
@@ -75,7 +82,7 @@ pub async fn run_smurf(
         let outcome = serve_once(
             &endpoint,
             &settings,
-            (&mut engine, &mut templates),
+            (&mut engine, &mut templates, &mut switch),
             &mut shutdown,
             &mut link_results,
             &mut carry,
@@ -110,6 +117,7 @@ pub async fn run_smurf(
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
+    switch.shutdown().await;
     engine.shutdown().await;
     endpoint.close(0u32.into(), b"smurf stopped");
     endpoint.wait_idle().await;
@@ -153,7 +161,7 @@ fn drain_orphans(
 async fn serve_once(
     endpoint: &quinn::Endpoint,
     settings: &SmurfSettings,
-    (engine, templates): (&mut DeliveryEngine, &mut TemplateCache),
+    (engine, templates, switch): (&mut DeliveryEngine, &mut TemplateCache, &mut RoleSwitch),
     shutdown: &mut watch::Receiver<bool>,
     link_results: &mut LinkResults,
     carry: &mut Carry,
@@ -168,7 +176,12 @@ async fn serve_once(
     let held: usize = unacked.iter().map(Vec::len).sum();
     write_frame(
         &mut send,
-        &link.hello(&settings.node, u32::try_from(held).unwrap_or(u32::MAX)),
+        &link.hello(
+            &settings.node,
+            u32::try_from(held).unwrap_or(u32::MAX),
+            settings.initial_role,
+            env!("CARGO_PKG_VERSION"),
+        ),
     )
     .await?;
     let mut reader = FrameReader::new(recv, MAX_FRAME);
@@ -201,7 +214,14 @@ async fn serve_once(
     tokio::pin!(drain_deadline);
     let mut load_tick = tokio::time::interval(LOAD_INTERVAL);
     let mut cpu = crate::load::CpuMeter::new();
+    let mut reported: Option<NodeStatus> = None;
     loop {
+        switch.settle(link.owed()).await;
+        let status = switch.status(link.owed());
+        if reported.as_ref() != Some(&status) {
+            write_frame(&mut send, &SmurfMessage::Status(status.clone())).await?;
+            reported = Some(status);
+        }
         if draining && link.owed() == 0 {
             write_frame(&mut send, &SmurfMessage::Goodbye).await?;
             let _ = send.finish();
@@ -226,6 +246,11 @@ async fn serve_once(
                                     hash, reason: e.to_string() }).await?;
                             }
                         }
+                    }
+                    SmurfLinkEvent::Batch(batch) if !switch.takes_batches() => {
+                        // Leased before the coordinator knew of the switch or drain: give back.
+                        let ids: Vec<u64> = batch.recipients.iter().map(|r| r.id).collect();
+                        hand_back(&mut link, &mut send, ids).await?;
                     }
                     SmurfLinkEvent::Batch(batch) => {
                         let Some(campaign) = templates.get(&batch.template) else {
@@ -252,6 +277,12 @@ async fn serve_once(
                         templates.remove(&hash);
                     }
                     SmurfLinkEvent::Shaping(update) => engine.apply_shaping(update),
+                    SmurfLinkEvent::Assign(assignment) => {
+                        if switch.on_assign(assignment) {
+                            hand_back(&mut link, &mut send, engine.hand_back()).await?;
+                        }
+                    }
+                    SmurfLinkEvent::InboundPolicy(policy) => switch.set_policy(policy),
                     SmurfLinkEvent::ResultsCommitted => {
                         unacked.pop_front();
                     }
@@ -272,7 +303,8 @@ async fn serve_once(
             }
             _ = shutdown.changed(), if !draining => {
                 if *shutdown.borrow() {
-                    info!(node = %settings.node, owed = link.owed(), "shutting down: finishing in-flight messages");
+                    hand_back(&mut link, &mut send, engine.hand_back()).await?;
+                    info!(node = %settings.node, owed = link.owed(), "shutting down: queued recipients handed back, finishing in-flight messages");
                     draining = true;
                     drain_deadline.as_mut().reset(tokio::time::Instant::now() + DRAIN_TIMEOUT);
                 }
@@ -284,6 +316,11 @@ async fn serve_once(
                     unacked.push_back(chunk.to_vec());
                 }
             }
+            records = switch.next_records() => {
+                if !records.is_empty() {
+                    write_frame(&mut send, &SmurfMessage::InboundReceived(records)).await?;
+                }
+            }
             _ = load_tick.tick() => {
                 let stats = engine.stats();
                 let load = SmurfLoad {
@@ -292,6 +329,7 @@ async fn serve_once(
                     cpu_percent: cpu.percent(),
                     bog_sites: stats.bog_sites,
                     bog_queued: stats.bog_queued,
+                    inbound: switch.inbound_counters(),
                 };
                 write_frame(&mut send, &SmurfMessage::Load(load)).await?;
             }
@@ -302,4 +340,22 @@ async fn serve_once(
             }
         }
     }
+}
+
+/// Gives recipients back to the coordinator unattempted; it leases them again at once.
+async fn hand_back(
+    link: &mut SmurfLink,
+    send: &mut quinn::SendStream,
+    ids: Vec<u64>,
+) -> anyhow::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    info!(
+        count = ids.len(),
+        "handing back recipients not yet attempted"
+    );
+    link.handed_back(ids.len());
+    write_frame(send, &SmurfMessage::HandBack(ids)).await?;
+    Ok(())
 }

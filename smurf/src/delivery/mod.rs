@@ -399,6 +399,19 @@ impl DeliveryEngine {
         generation
     }
 
+    /// Takes every queued job of the current generation that no worker has started, and returns
+    /// the recipient ids: they are given back to the coordinator unattempted (role switch,
+    /// drain, shutdown). Jobs being sent finish and report as usual; a job still waiting for its
+    /// MX lookup is queued and sent afterwards.
+    pub fn hand_back(&self) -> Vec<u64> {
+        let generation = self.shared.generation.load(Ordering::SeqCst);
+        let sites: Vec<Arc<Site>> = lock(&self.shared.sites).values().cloned().collect();
+        sites
+            .iter()
+            .flat_map(|site| site.take_queued(generation))
+            .collect()
+    }
+
     /// Routes a job to its site's queue (after an MX lookup in MX mode). Never blocks; every
     /// job of the current generation gets a result.
     pub fn submit(&mut self, job: Job) {

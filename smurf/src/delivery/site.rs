@@ -377,6 +377,19 @@ impl Site {
             .retain(|job| job.generation == generation);
     }
 
+    /// Removes the queued jobs of `generation` and returns their recipient ids (hand-back).
+    pub(super) fn take_queued(&self, generation: u64) -> Vec<u64> {
+        let mut st = lock(&self.state);
+        let ids = st
+            .queue
+            .iter()
+            .filter(|job| job.generation == generation)
+            .map(|job| job.recipient.id)
+            .collect();
+        st.queue.clear();
+        ids
+    }
+
     /// Wakes the dispatcher and every idle worker (shutdown).
     pub(super) fn wake_all(&self) {
         self.wake.notify_one();

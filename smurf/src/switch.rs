@@ -1,0 +1,171 @@
+//! The role switch: which role this smurf holds, and the moves between roles.
+//!
+//! The coordinator assigns the role ([`Assignment`]); the switch carries it out without
+//! restarting the process. Leaving `out`, the node stops taking batches, hands back the
+//! recipients it has queued but not started (the coordinator leases them again at once to the
+//! other `out` nodes), lets the messages being sent finish and report, and only then starts the
+//! new role's service. Leaving another role, it stops that role's service gracefully first.
+//! The same hand-back serves `farm drain` and shutdown.
+//!
+//! The switch lives across links: a reconnect does not restart a role, and the coordinator's
+//! assignment on the new link is applied as a change only if it is one.
+
+use mailfarm_protocol::{
+    Assignment, InboundCounters, InboundPolicy, InboundRecord, NodeRole, NodeState, NodeStatus,
+};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::roles::{RoleServices, Service};
+
+/// The smurf's role and the service that does its work.
+pub struct RoleSwitch {
+    /// The role whose work the node does now.
+    held: NodeRole,
+    /// The role it is switching to, once its `out` work is done.
+    target: Option<NodeRole>,
+    /// Drain ordered: no new work.
+    drain: bool,
+    service: Option<Service>,
+    services: RoleServices,
+    policy: watch::Sender<InboundPolicy>,
+    records_tx: mpsc::UnboundedSender<InboundRecord>,
+    records_rx: mpsc::UnboundedReceiver<InboundRecord>,
+    problem: Option<String>,
+}
+
+impl RoleSwitch {
+    /// A node holding `out` until told otherwise, with what its roles need.
+    pub fn new(services: RoleServices) -> Self {
+        let (records_tx, records_rx) = mpsc::unbounded_channel();
+        Self {
+            held: NodeRole::Out,
+            target: None,
+            drain: false,
+            service: None,
+            services,
+            policy: watch::Sender::new(InboundPolicy::default()),
+            records_tx,
+            records_rx,
+            problem: None,
+        }
+    }
+
+    /// Whether batches of recipients may be queued for sending now.
+    pub fn takes_batches(&self) -> bool {
+        self.held == NodeRole::Out && self.target.is_none() && !self.drain
+    }
+
+    /// The role held, or being switched to.
+    pub fn role(&self) -> NodeRole {
+        self.target.unwrap_or(self.held)
+    }
+
+    /// Applies the coordinator's assignment; returns whether the queued recipients must be
+    /// handed back (leaving `out`, or starting to drain). [`settle`](Self::settle) completes a
+    /// switch.
+    pub fn on_assign(&mut self, assignment: Assignment) -> bool {
+        let was_draining = self.drain;
+        self.drain = assignment.drain;
+        if assignment.role == self.role() {
+            let hand_back = self.held == NodeRole::Out && self.drain && !was_draining;
+            if hand_back {
+                info!(role = %self.held, "draining: handing back queued recipients");
+            }
+            return hand_back;
+        }
+        info!(from = %self.role(), to = %assignment.role, "role switch ordered");
+        self.target = Some(assignment.role);
+        self.held == NodeRole::Out
+    }
+
+    /// Finishes a pending switch once the old role's work is done (`owed` recipients still
+    /// have no result): stops the old role's service and starts the new one.
+    pub async fn settle(&mut self, owed: usize) {
+        let Some(target) = self.target else { return };
+        if self.held == NodeRole::Out && owed > 0 {
+            return;
+        }
+        if let Some(service) = self.service.take() {
+            info!(role = %self.held, "stopping the role's service");
+            service.stop().await;
+        }
+        self.held = target;
+        self.target = None;
+        self.problem = None;
+        if target != NodeRole::Out {
+            match self
+                .services
+                .start(target, self.policy.subscribe(), self.records_tx.clone())
+                .await
+            {
+                Ok(service) => self.service = service,
+                Err(problem) => {
+                    warn!(role = %target, "the role could not start: {problem}");
+                    self.problem = Some(problem);
+                }
+            }
+        }
+        info!(role = %self.held, "role switch done");
+    }
+
+    /// The status to report, with `owed` recipients still in flight on this node.
+    pub fn status(&self, owed: usize) -> NodeStatus {
+        let state = if self.target.is_some() {
+            NodeState::Starting
+        } else if self.drain {
+            if owed == 0 || self.held != NodeRole::Out {
+                NodeState::Idle
+            } else {
+                NodeState::Draining
+            }
+        } else if self.problem.is_some() {
+            NodeState::Idle
+        } else {
+            NodeState::Active
+        };
+        NodeStatus {
+            role: self.role(),
+            state,
+            serving: self.service.as_ref().and_then(Service::serving),
+            problem: self.problem.clone(),
+        }
+    }
+
+    /// Whether the node drains.
+    pub fn draining(&self) -> bool {
+        self.drain
+    }
+
+    /// Takes the inbound policy (what an `in` node accepts).
+    pub fn set_policy(&self, policy: InboundPolicy) {
+        self.policy.send_replace(policy);
+    }
+
+    /// Inbound counters of this process (all `in` terms added up).
+    pub fn inbound_counters(&self) -> InboundCounters {
+        self.services.inbound_counters()
+    }
+
+    /// Waits for messages an `in` service accepted, and takes them with any others ready.
+    pub async fn next_records(&mut self) -> Vec<InboundRecord> {
+        let mut records = Vec::new();
+        if let Some(first) = self.records_rx.recv().await {
+            records.push(first);
+            while records.len() < 512 {
+                match self.records_rx.try_recv() {
+                    Ok(record) => records.push(record),
+                    Err(_) => break,
+                }
+            }
+        }
+        records
+    }
+
+    /// Stops the role's service (smurf shutdown).
+    pub async fn shutdown(&mut self) {
+        if let Some(service) = self.service.take() {
+            service.stop().await;
+        }
+    }
+}

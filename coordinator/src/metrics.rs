@@ -89,7 +89,66 @@ pub fn render(farm: &Farm) -> String {
         "mailfarm_smurfs_connected",
         "gauge",
         "Smurfs connected to the coordinator.",
-        &[(String::new(), nodes.len() as u64)],
+        &[(
+            String::new(),
+            nodes.iter().filter(|n| n.connected).count() as u64,
+        )],
+    );
+    let roles: Vec<(String, u64)> = nodes
+        .iter()
+        .map(|n| {
+            (
+                format!(
+                    "node=\"{}\",role=\"{}\",state=\"{}\"",
+                    escape(&n.node),
+                    n.role.as_str(),
+                    if n.connected {
+                        n.state.as_str()
+                    } else {
+                        "offline"
+                    }
+                ),
+                1,
+            )
+        })
+        .collect();
+    family(
+        &mut out,
+        "mailfarm_node_role",
+        "gauge",
+        "The role and state each known node holds (always 1).",
+        &roles,
+    );
+    let inbound = farm.inbound_totals();
+    family(
+        &mut out,
+        "mailfarm_inbound_messages_total",
+        "counter",
+        "Messages `in` nodes received and stored, by what they are.",
+        &[
+            ("kind=\"local\"".to_owned(), inbound.kept),
+            ("kind=\"bounce\"".to_owned(), inbound.to_bounce),
+            ("kind=\"forward\"".to_owned(), inbound.forwarded),
+        ],
+    );
+    family(
+        &mut out,
+        "mailfarm_inbound_sessions_total",
+        "counter",
+        "SMTP sessions `in` nodes accepted.",
+        &[(String::new(), inbound.sessions)],
+    );
+    let refused: Vec<(String, u64)> = inbound
+        .refused
+        .iter()
+        .map(|(reason, n)| (format!("reason=\"{}\"", escape(reason)), *n))
+        .collect();
+    family(
+        &mut out,
+        "mailfarm_inbound_refused_total",
+        "counter",
+        "Refusals by `in` nodes, by reason.",
+        &refused,
     );
     family(
         &mut out,

@@ -1,0 +1,251 @@
+//! Results: applying what smurfs report (on the live link or late, after a reconnect) to the
+//! store and the counters, and the accounting line of each attempt.
+
+use super::*;
+
+/// One delivery attempt, as the accounting log records it.
+#[derive(Debug, serde::Serialize)]
+pub struct Attempt {
+    /// Time, ms since the epoch.
+    pub time_ms: u64,
+    /// Campaign id.
+    pub campaign: String,
+    /// Recipient id.
+    pub recipient_id: u64,
+    /// Recipient address.
+    pub recipient: String,
+    /// Smurf that made the attempt.
+    pub smurf: String,
+    /// Server that answered.
+    pub remote: String,
+    /// Outcome of the attempt.
+    pub outcome: &'static str,
+    /// What the coordinator decided: delivered, deferred (will retry), failed.
+    pub state: &'static str,
+    /// SMTP reply code.
+    pub code: u16,
+    /// Enhanced status code.
+    pub enhanced: Option<String>,
+    /// Reply text.
+    pub text: String,
+    /// Attempt duration.
+    pub duration_ms: u32,
+}
+
+impl Attempt {
+    /// The accounting line of `result`, which left its recipient in state `label`.
+    pub(super) fn of(
+        result: &RecipientResult,
+        time_ms: u64,
+        campaign: &str,
+        recipient: String,
+        smurf: &str,
+        label: &'static str,
+    ) -> Self {
+        Attempt {
+            time_ms,
+            campaign: campaign.to_owned(),
+            recipient_id: result.id,
+            recipient,
+            smurf: smurf.to_owned(),
+            remote: result.remote.clone(),
+            outcome: match result.outcome {
+                Outcome::Delivered => "delivered",
+                Outcome::Deferred => "deferred",
+                Outcome::Failed => "failed",
+            },
+            state: label,
+            code: result.code,
+            enhanced: result.enhanced.map(|(a, b, c)| format!("{a}.{b}.{c}")),
+            text: result.text.clone(),
+            duration_ms: result.duration_ms,
+        }
+    }
+}
+
+/// Distinct failure reasons kept per campaign, so a hostile server cannot grow the map.
+const MAX_REASONS: usize = 64;
+
+impl Farm {
+    /// Records results durably, then updates counters. Returns the attempts for the
+    /// accounting log. Results for recipients not in flight are ignored.
+    pub fn apply_results(
+        &self,
+        node: &str,
+        results: &[RecipientResult],
+        frame_bytes: u64,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        let now = now_ms();
+        let known: Vec<(usize, u64, String)> = {
+            let state = self.lock();
+            results
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| {
+                    let f = state.in_flight.get(&r.id)?;
+                    let (seq, _) = split_id(r.id);
+                    let email_field = state.campaigns.get(&seq)?.bundle.email_field as usize;
+                    let email = f.data.values.get(email_field).cloned().unwrap_or_default();
+                    Some((i, r.id, email))
+                })
+                .collect()
+        };
+        let ids: Vec<u64> = known.iter().map(|k| k.1).collect();
+        let new_states = self.store.apply(&ids, |k, record: &mut RecipientRecord| {
+            self.record_attempt(record, &results[known[k].0], now);
+        })?;
+        let mut attempts = Vec::with_capacity(known.len());
+        let mut touched = HashSet::new();
+        {
+            let mut state = self.lock();
+            let share = frame_bytes / results.len().max(1) as u64;
+            let mut freed = 0u64;
+            for ((i, id, email), new_state) in known.into_iter().zip(new_states) {
+                let result = &results[i];
+                let (seq, _) = split_id(id);
+                state.in_flight.remove(&id);
+                let domain = email
+                    .rsplit_once('@')
+                    .map_or("", |(_, d)| d)
+                    .to_ascii_lowercase();
+                state.flows.returned(&domain, true);
+                freed += 1;
+                let Some(live) = state.campaigns.get_mut(&seq) else {
+                    continue;
+                };
+                touched.insert(seq);
+                let c = &mut live.counters;
+                c.in_flight = c.in_flight.saturating_sub(1);
+                c.wire_bytes += share;
+                c.rendered_bytes += u64::from(result.rendered_bytes);
+                c.attempts += 1;
+                let label = match new_state {
+                    Some(StoredState::Delivered) => {
+                        c.delivered += 1;
+                        "delivered"
+                    }
+                    Some(StoredState::Deferred { .. }) => {
+                        c.deferred += 1;
+                        "deferred"
+                    }
+                    Some(StoredState::Failed) => {
+                        c.failed += 1;
+                        "failed"
+                    }
+                    // Not pending in the store (e.g. cancelled meanwhile): nothing to count.
+                    _ => "ignored",
+                };
+                if result.outcome != Outcome::Delivered {
+                    let reason = format!("{} {}", result.code, result.text);
+                    let len = live.reasons.len();
+                    if let Some(n) = live.reasons.get_mut(&reason) {
+                        *n += 1;
+                    } else if len < MAX_REASONS {
+                        live.reasons.insert(reason, 1);
+                    }
+                }
+                attempts.push(Attempt::of(
+                    result,
+                    now,
+                    &live.counters.id,
+                    email,
+                    node,
+                    label,
+                ));
+            }
+            if let Some(n) = state.nodes.iter_mut().find(|n| n.name == node) {
+                n.in_flight = n.in_flight.saturating_sub(freed);
+                n.results += freed;
+            }
+        }
+        for seq in touched {
+            self.check_finished(seq)?;
+        }
+        Ok(attempts)
+    }
+
+    fn record_attempt(&self, record: &mut RecipientRecord, result: &RecipientResult, now: u64) {
+        record.attempts = record.attempts.saturating_add(1);
+        if record.first_attempt_ms == 0 {
+            record.first_attempt_ms = now;
+        }
+        record.last_code = result.code;
+        record.last_text = result.text.clone();
+        record.state = match result.outcome {
+            Outcome::Delivered => StoredState::Delivered,
+            Outcome::Failed => StoredState::Failed,
+            Outcome::Deferred => {
+                match self
+                    .retry
+                    .next_retry(record.attempts, record.first_attempt_ms, now)
+                {
+                    Some(retry_at_ms) => StoredState::Deferred { retry_at_ms },
+                    None => StoredState::Failed,
+                }
+            }
+        };
+    }
+
+    /// Applies results a smurf kept from an earlier link. A recipient that is still pending
+    /// (queued again, or even re-leased) takes the result, so its message is not sent again;
+    /// if it was re-leased, the later result of that lease is ignored.
+    pub fn apply_late_results(
+        &self,
+        node: &str,
+        results: &[RecipientResult],
+    ) -> Result<Vec<Attempt>, StoreError> {
+        let now = now_ms();
+        let ids: Vec<u64> = results.iter().map(|r| r.id).collect();
+        let new_states = self.store.apply(&ids, |i, record: &mut RecipientRecord| {
+            self.record_attempt(record, &results[i], now);
+        })?;
+        let mut attempts = Vec::new();
+        let mut touched = HashSet::new();
+        {
+            let mut state = self.lock();
+            for (result, new_state) in results.iter().zip(new_states) {
+                let Some(new_state) = new_state else { continue };
+                let (seq, _) = split_id(result.id);
+                let re_leased = state.in_flight.contains_key(&result.id);
+                let Some(live) = state.campaigns.get_mut(&seq) else {
+                    continue;
+                };
+                touched.insert(seq);
+                let c = &mut live.counters;
+                if !re_leased {
+                    // Queued again: take it out of the queue.
+                    c.queued = c.queued.saturating_sub(1);
+                    if let Some(pos) = live.ready.iter().position(|r| r.id == result.id) {
+                        live.ready.remove(pos);
+                    }
+                    for queue in live.parked.values_mut() {
+                        if let Some(pos) = queue.iter().position(|r| r.id == result.id) {
+                            queue.remove(pos);
+                            live.parked_len -= 1;
+                        }
+                    }
+                }
+                c.attempts += 1;
+                let label = match new_state {
+                    StoredState::Delivered => {
+                        c.delivered += 1;
+                        "delivered"
+                    }
+                    StoredState::Deferred { .. } => {
+                        c.deferred += 1;
+                        "deferred"
+                    }
+                    _ => {
+                        c.failed += 1;
+                        "failed"
+                    }
+                };
+                attempts.push(Attempt::of(result, now, &c.id, String::new(), node, label));
+            }
+        }
+        for seq in touched {
+            self.check_finished(seq)?;
+        }
+        Ok(attempts)
+    }
+}

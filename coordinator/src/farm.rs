@@ -20,10 +20,12 @@ use mailfarm_protocol::{
 use tokio::sync::watch;
 use tracing::warn;
 
+mod bounces;
 mod leasing;
 mod results;
 mod retries;
 
+pub use bounces::{BounceLine, BOUNCE_WINDOW};
 pub use leasing::{Lease, LeaseHold};
 pub use results::Attempt;
 pub use retries::RetryPolicy;
@@ -159,6 +161,8 @@ pub(crate) struct FarmState {
     pub(crate) draining: bool,
     /// Inbound counters summed over the `in` nodes' reports.
     pub(crate) inbound: InboundCounters,
+    /// Returned messages leased to `bounce` nodes.
+    pub(crate) bounces: bounces::BounceLeases,
 }
 
 /// Shared handle on the coordinator's state.
@@ -414,19 +418,24 @@ impl Farm {
 
     /// Counters of one campaign.
     pub fn counters(&self, id: &str) -> Option<CampaignCounters> {
-        let state = self.lock();
-        let seq = state.by_id.get(id)?;
-        state.campaigns.get(seq).map(|l| l.snapshot(now_ms()))
+        let snapshot = {
+            let state = self.lock();
+            let seq = state.by_id.get(id)?;
+            state.campaigns.get(seq).map(|l| l.snapshot(now_ms()))?
+        };
+        Some(self.with_bounces(snapshot))
     }
 
     /// Counters of every campaign, in launch order.
     pub fn all_counters(&self) -> Vec<CampaignCounters> {
         let now = now_ms();
-        self.lock()
+        let all: Vec<CampaignCounters> = self
+            .lock()
             .campaigns
             .values()
             .map(|l| l.snapshot(now))
-            .collect()
+            .collect();
+        all.into_iter().map(|c| self.with_bounces(c)).collect()
     }
 
     /// Counts the bytes of a batch frame against its campaign.

@@ -343,6 +343,7 @@ impl Farm {
             nodes: self.nodes(),
             inbound: self.inbound_totals(),
             campaigns: self.all_counters(),
+            bounce_queue: self.bounce_depth(),
         }
     }
 }

@@ -16,6 +16,8 @@ use mailfarm_protocol::{
 };
 use tracing::{debug, error, info, warn};
 
+mod role_link;
+
 use crate::accounting::AccountingLog;
 use crate::farm::{Farm, RetryPolicy};
 use crate::launch::{launch, LaunchError, Launched};
@@ -421,6 +423,7 @@ async fn serve_smurf(
         warn!(%node, count = returned.len(), "link lost with recipients in flight: requeued");
     }
     shared.farm.requeue(&node, &returned);
+    shared.farm.return_bounces(&node);
     shared.farm.smurf_left(&node);
     info!(%node, "smurf left");
     result
@@ -522,6 +525,7 @@ async fn feed_smurf(
     )
     .await?;
     let mut roles = shared.farm.nodes_signal();
+    let mut bounce_credit = role_link::BounceCredit::default();
     let mut told = ToldNode::default();
     told.update(node, send, shared).await?;
     let mut was_idle_draining = false;
@@ -554,6 +558,7 @@ async fn feed_smurf(
                 }
             }
         }
+        bounce_credit.feed(node, send, shared).await?;
         let idle_draining = link.in_flight() == 0 && shared.farm.is_draining(node);
         if idle_draining && !was_idle_draining {
             info!(%node, "drained: node is idle and may be stopped");
@@ -582,12 +587,13 @@ async fn feed_smurf(
                     shared.farm.report_status(node, status);
                 }
                 Ok(Some((SmurfMessage::InboundReceived(records), _))) => {
-                    if let Some(log) = &shared.accounting {
-                        let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-                        if let Err(e) = log.write(&records) {
-                            error!("accounting log: {e}");
-                        }
-                    }
+                    role_link::write_accounting(shared, &records);
+                }
+                Ok(Some((SmurfMessage::Returned(mails), _))) => {
+                    role_link::on_returned(mails, send, shared).await?;
+                }
+                Ok(Some((SmurfMessage::BounceVerdicts(verdicts), _))) => {
+                    bounce_credit.on_verdicts(node, verdicts, shared).await?;
                 }
                 Ok(Some((SmurfMessage::TemplateRejected { hash, reason }, _))) => {
                     warn!(template = %hash, "smurf could not compile a template: {reason}");

@@ -16,6 +16,10 @@ use mailfarm_protocol::{NodeRole, TemplateBundle};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+mod bounces;
+
+pub use bounces::VerdictEffects;
+
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const CAMPAIGNS: TableDefinition<u32, &[u8]> = TableDefinition::new("campaigns");
 const RECIPIENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("recipients");
@@ -192,6 +196,8 @@ impl Store {
         txn.open_table(DEDUPE).map_err(dberr)?;
         txn.open_table(SUPPRESSION).map_err(dberr)?;
         txn.open_table(NODE_ROLES).map_err(dberr)?;
+        txn.open_table(bounces::BOUNCE_QUEUE).map_err(dberr)?;
+        txn.open_table(bounces::BOUNCE_COUNTS).map_err(dberr)?;
         txn.commit().map_err(dberr)?;
         Ok(store)
     }

@@ -16,6 +16,7 @@
 //!    per-recipient field values, never more than the smurf's window. The smurf answers with
 //!    [`RecipientResult`]s, which give the credit back.
 
+mod bounces;
 mod error;
 mod frame;
 mod messages;
@@ -23,6 +24,9 @@ mod rate;
 mod roles;
 mod session;
 
+pub use bounces::{
+    BounceJob, BounceVerdict, BouncedRecipient, ReturnKind, ReturnedMail, MAX_RETURNED_BYTES,
+};
 pub use error::{FrameError, ProtocolError};
 pub use frame::{decode_message, encode_frame, FrameDecoder, DEFAULT_MAX_FRAME, FRAME_HEADER_LEN};
 pub use messages::{

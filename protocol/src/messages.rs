@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::bounces::{BounceJob, BounceVerdict, ReturnedMail};
 use crate::roles::{
     Assignment, FarmSnapshot, InboundCounters, InboundPolicy, InboundRecord, NodeRole, NodeState,
     NodeStatus,
@@ -211,6 +212,11 @@ pub enum CoordinatorMessage {
     Assign(Assignment),
     /// What an `in` node accepts; sent after the welcome and whenever it changes.
     InboundPolicy(InboundPolicy),
+    /// Returned mail the coordinator has queued durably, by the names the `in` node gave: the
+    /// node may delete its copies.
+    ReturnedStored(Vec<String>),
+    /// Returned messages for a `bounce` node to analyse.
+    BounceWork(Vec<BounceJob>),
 }
 
 /// Smurf-to-coordinator messages, after the [`Hello`].
@@ -240,6 +246,10 @@ pub enum SmurfMessage {
     Status(NodeStatus),
     /// Messages an `in` node accepted since the last report, for the accounting log.
     InboundReceived(Vec<InboundRecord>),
+    /// Returned mail an `in` node stored, for the coordinator's bounce queue.
+    Returned(Vec<ReturnedMail>),
+    /// What a `bounce` node learnt from the messages it leased.
+    BounceVerdicts(Vec<BounceVerdict>),
 }
 
 /// What a smurf reports about its load.
@@ -450,6 +460,15 @@ pub struct CampaignCounters {
     pub template_shipments: u64,
     /// Total size of the messages smurfs rendered.
     pub rendered_bytes: u64,
+    /// Recipients whose mail bounced for good (address suppressed), from returned mail and
+    /// from permanent refusals during delivery.
+    pub bounced_hard: u64,
+    /// Temporary bounces (mailbox full, ...) from returned mail.
+    pub bounced_soft: u64,
+    /// Feedback-loop complaints (address suppressed).
+    pub complaints: u64,
+    /// Bounces by reason (`userunknown`, `mailboxfull`, ...).
+    pub bounce_reasons: Vec<(String, u64)>,
 }
 
 /// Coordinator-to-operator responses.

@@ -225,6 +225,8 @@ pub struct FarmSnapshot {
     pub inbound: InboundCounters,
     /// Every campaign's counters.
     pub campaigns: Vec<crate::CampaignCounters>,
+    /// Returned messages waiting for a `bounce` node.
+    pub bounce_queue: u64,
 }
 
 #[cfg(test)]

@@ -192,6 +192,10 @@ pub enum SmurfLinkEvent {
     Assign(crate::Assignment),
     /// What to accept when holding the `in` role.
     InboundPolicy(crate::InboundPolicy),
+    /// The coordinator has these returned messages: delete the local copies.
+    ReturnedStored(Vec<String>),
+    /// Returned messages to analyse (the `bounce` role).
+    BounceWork(Vec<crate::BounceJob>),
 }
 
 /// Smurf-side state of the link to the coordinator.
@@ -297,6 +301,8 @@ impl SmurfLink {
             CoordinatorMessage::ResultsCommitted => Ok(SmurfLinkEvent::ResultsCommitted),
             CoordinatorMessage::Assign(assignment) => Ok(SmurfLinkEvent::Assign(assignment)),
             CoordinatorMessage::InboundPolicy(policy) => Ok(SmurfLinkEvent::InboundPolicy(policy)),
+            CoordinatorMessage::ReturnedStored(names) => Ok(SmurfLinkEvent::ReturnedStored(names)),
+            CoordinatorMessage::BounceWork(jobs) => Ok(SmurfLinkEvent::BounceWork(jobs)),
         }
     }
 

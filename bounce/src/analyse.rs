@@ -203,8 +203,21 @@ pub fn analyse(raw: &[u8]) -> Analysis {
         });
         return analysis;
     }
-    if from_daemon || failed_header.is_some() || text::subject_is_bounce(&subject) {
-        from_text(&mut analysis, &parts, &from, failed_header.as_deref());
+    if parts.complaint_recipient.is_some() || subject.to_ascii_lowercase().starts_with("complaint about message from") {
+        // Microsoft JMRP: the complained-about message is attached, no feedback-report part.
+        crate::arf::fill(&mut analysis, "Feedback-Type: abuse", &parts);
+        return analysis;
+    }
+    if from_daemon
+        || failed_header.is_some()
+        || text::subject_is_bounce(&subject)
+        || text::body_is_bounce(text::report_part(&parts.report_text))
+    {
+        let to: Vec<String> = message
+            .to()
+            .map(|t| t.iter().filter_map(|a| a.address()).filter_map(address::clean).collect())
+            .unwrap_or_default();
+        from_text(&mut analysis, &parts, &from, &to, failed_header.as_deref());
     }
     analysis
 }
@@ -306,6 +319,8 @@ pub(crate) struct Parts {
     pub original_from: Option<String>,
     /// The Return-Path of the returned original message.
     pub original_return_path: Option<String>,
+    /// `X-HmXmrOriginalRecipient` of a returned message: Microsoft's complaint (JMRP) format.
+    pub complaint_recipient: Option<String>,
 }
 
 impl Parts {
@@ -317,6 +332,7 @@ impl Parts {
             original_recipients: Vec::new(),
             original_from: None,
             original_return_path: None,
+            complaint_recipient: None,
         };
         let mut html = None;
         for (i, part) in message.parts.iter().enumerate() {
@@ -368,6 +384,9 @@ impl Parts {
         if !self.original_recipients.is_empty() {
             return;
         }
+        self.complaint_recipient = inner
+            .header_raw("X-HmXmrOriginalRecipient")
+            .and_then(address::clean);
         for list in [inner.to(), inner.cc()].into_iter().flatten() {
             for addr in list.iter().filter_map(|a| a.address()) {
                 if let Some(addr) = address::clean(addr) {
@@ -450,17 +469,22 @@ fn from_dsn(analysis: &mut Analysis, status_text: &str, parts: &Parts) {
             .find(|t| address::same(&t.address, &addr))
             .map(|t| t.diagnostic.as_str());
         let mut diagnostic = rcpt.diagnostic.clone().unwrap_or_default();
-        if diagnostic.trim().is_empty() || status.is_none_or(Status::is_generic) {
+        if diagnostic.trim().is_empty() {
             if let Some(t) = text_match {
-                diagnostic = format!("{diagnostic}\n{t}").trim().to_owned();
+                diagnostic = t.trim().to_owned();
             }
         }
         if diagnostic.trim().is_empty() && dsn.recipients.len() == 1 {
             diagnostic = report.trim().to_owned();
         }
+        // The human-readable text often says more (the SMTP stage, the server's full words).
+        let context = match text_match {
+            Some(t) if !diagnostic.contains(t.trim()) => format!("{diagnostic}\n{t}"),
+            _ => diagnostic.clone(),
+        };
         let status = status.or_else(|| Status::find(&diagnostic));
-        let reply_code = find_reply_code(&diagnostic);
-        let mut verdict = classify::classify(status, reply_code, &diagnostic);
+        let reply_code = find_reply_code(&diagnostic).or_else(|| find_reply_code(&context));
+        let mut verdict = classify::classify(status, reply_code, &context, false);
         if action == Action::Failed && status.is_some_and(|s| s.class == 4) {
             // Given up after retrying: a temporary failure that became final.
             verdict.hard = false;
@@ -495,9 +519,25 @@ fn from_dsn(analysis: &mut Analysis, status_text: &str, parts: &Parts) {
 }
 
 /// Fills an analysis from the human-readable text of a non-standard bounce.
-fn from_text(analysis: &mut Analysis, parts: &Parts, from: &str, failed_header: Option<&str>) {
+fn from_text(
+    analysis: &mut Analysis,
+    parts: &Parts,
+    from: &str,
+    to: &[String],
+    failed_header: Option<&str>,
+) {
     let report = text::report_part(&parts.report_text);
-    let mut exclude: Vec<String> = analysis.envelope_recipients.clone();
+    // Not recipients: the report's own addressee (the original sender or its VERP path), the
+    // reporting daemon, the original sender. X-Original-To and Delivered-To are not excluded:
+    // some agents (DragonFly) put the failed recipient there.
+    let mut exclude: Vec<String> = to.to_vec();
+    exclude.extend(
+        analysis
+            .envelope_recipients
+            .iter()
+            .filter(|a| crate::verp::decode_verp(a).is_some())
+            .cloned(),
+    );
     exclude.push(from.to_owned());
     exclude.extend(parts.original_from.iter().cloned());
     exclude.extend(parts.original_return_path.iter().cloned());
@@ -534,13 +574,13 @@ fn from_text(analysis: &mut Analysis, parts: &Parts, from: &str, failed_header: 
     for f in found {
         let mut status = Status::find(&f.diagnostic);
         let mut reply_code = find_reply_code(&f.diagnostic);
-        let mut verdict = classify::classify(status, reply_code, &f.diagnostic);
+        let mut verdict = classify::classify(status, reply_code, &f.diagnostic, false);
         if matches!(verdict.reason, Reason::Undefined | Reason::Expired) && status.is_none() {
             // The block says nothing: the reason stands in the sentence above the addresses.
             let whole = format!("{preamble}\n{}", f.diagnostic);
             status = status.or_else(|| Status::find(&preamble));
             reply_code = reply_code.or_else(|| find_reply_code(&preamble));
-            verdict = classify::classify(status, reply_code, &whole);
+            verdict = classify::classify(status, reply_code, &whole, false);
         }
         analysis.recipients.push(RecipientFailure {
             recipient: f.address,

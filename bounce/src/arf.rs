@@ -33,6 +33,9 @@ pub(crate) fn fill(analysis: &mut Analysis, report: &str, parts: &Parts) {
         }
     }
     if rcpts.is_empty() {
+        rcpts.extend(parts.complaint_recipient.iter().cloned());
+    }
+    if rcpts.is_empty() {
         rcpts = parts.original_recipients.clone();
     }
     if rcpts.is_empty() {

@@ -115,6 +115,8 @@ const RULES: &[(Reason, &[&str])] = &[
     (
         Reason::NotAccept,
         &[
+            "no smtp service",
+            "does not receive mail",
             "does not accept mail",
             "doesn't accept mail",
             "accepts no mail",
@@ -281,6 +283,9 @@ const RULES: &[(Reason, &[&str])] = &[
     (
         Reason::NoRelaying,
         &[
+            "configured to relay",
+            "relay mail",
+            "relay quota",
             "relay access denied",
             "relaying denied",
             "relay denied",
@@ -451,6 +456,7 @@ const RULES: &[(Reason, &[&str])] = &[
     (
         Reason::Rejected,
         &[
+            "groups.google.com",
             "sender address rejected",
             "sender rejected",
             "sender denied",
@@ -580,6 +586,14 @@ const RULES: &[(Reason, &[&str])] = &[
     (
         Reason::Blocked,
         &[
+            "after initial connection",
+            "after ehlo",
+            "after helo",
+            "in reply to ehlo",
+            "in reply to helo",
+            "during greeting",
+            "smtp greeting",
+            "connection rejected by",
             "blocked",
             "blacklist",
             "blocklist",
@@ -716,7 +730,6 @@ const RULES: &[(Reason, &[&str])] = &[
             "local delivery failed",
             "unknown mailer",
             "error in command",
-            "mail for .* loops back",
         ],
     ),
     (
@@ -757,6 +770,9 @@ const RULES: &[(Reason, &[&str])] = &[
     (
         Reason::SyntaxError,
         &[
+            "command parameter not implemented",
+            "parameter not implemented",
+            "not implemented",
             "syntax error",
             "command unrecognized",
             "unrecognized command",
@@ -798,6 +814,105 @@ const RULES: &[(Reason, &[&str])] = &[
     ),
 ];
 
+/// Phrases that hint at a reason without naming it ("denied", "policy", "not exist"): they
+/// decide only when no specific phrase matched and the status code is not specific either.
+const WEAK: &[&str] = &[
+    "not exist",
+    "no user",
+    "cannot be found",
+    "not listed in",
+    "mailbox unavailable",
+    "mailbox not available",
+    "recipient rejected",
+    "address rejected",
+    "unrouteable address",
+    "unroutable address",
+    "invalid address",
+    "user reject",
+    "name is not recognized",
+    "destination address rejected",
+    "recipient domain",
+    "domain is not",
+    "no route for",
+    "sender address",
+    "your email address",
+    "from address",
+    "mail from:",
+    "envelope sender",
+    "return path",
+    "your ip",
+    "sender ip",
+    "ip address",
+    "access denied",
+    "service unavailable",
+    "denied",
+    "your host",
+    "host rejected",
+    "blocked",
+    "listed in",
+    "listed on",
+    "is listed",
+    "policy",
+    "local policy",
+    "security policy",
+    "prohibited",
+    "not allowed",
+    "attachment",
+    "security",
+    "certificate",
+    "insecure",
+    "filter",
+    "filtered",
+    "expired",
+    "has expired",
+    "have expired",
+    "giving up",
+    "gave up",
+    "time limit",
+    "maximum time",
+    "timed out",
+    "timeout",
+    "dns",
+    "unreachable",
+    "name server",
+    "nameserver",
+    "not available",
+    "try again later",
+    "resources",
+    "unable to deliver",
+    "temporary failure",
+    "processing error",
+    "mime",
+    "header",
+    "encoding",
+    "message content",
+    "as spam",
+    "is full",
+    "size limit",
+    "too large for",
+    "deactivated",
+    "is not active",
+    "no longer active",
+    "this account has been",
+    "too fast",
+    "throttl",
+    "too many errors",
+    "too many recipients",
+    "infected",
+    "malicious",
+    "connection closed",
+    "lost connection",
+    "reputation",
+    "content filter",
+    "not authorized to send",
+    "is not a relay",
+    "relaying to",
+    "groups.google.com",
+];
+
+/// Priority added to weak phrases, above every rule index.
+const WEAK_OFFSET: usize = 1000;
+
 struct Matcher {
     automaton: AhoCorasick,
     /// Rule index (priority) of each pattern.
@@ -813,7 +928,7 @@ fn matcher() -> Option<&'static Matcher> {
             for (i, (_, phrases)) in RULES.iter().enumerate() {
                 for p in *phrases {
                     patterns.push(*p);
-                    rule_of.push(i);
+                    rule_of.push(if WEAK.contains(p) { i + WEAK_OFFSET } else { i });
                 }
             }
             let automaton = AhoCorasick::builder()
@@ -844,8 +959,9 @@ pub(crate) fn normalise(text: &str) -> String {
     out
 }
 
-/// The reason the wording says, if any rule matches `normalised` text.
-pub(crate) fn reason_from_text(normalised: &str) -> Option<Reason> {
+/// The reason the wording says, if any rule matches `normalised` text, and whether only a weak
+/// phrase said it.
+pub(crate) fn reason_from_text(normalised: &str) -> Option<(Reason, bool)> {
     let m = matcher()?;
     let mut best: Option<usize> = None;
     for hit in m.automaton.find_overlapping_iter(normalised) {
@@ -857,7 +973,7 @@ pub(crate) fn reason_from_text(normalised: &str) -> Option<Reason> {
             }
         }
     }
-    best.map(|i| RULES[i].0)
+    best.map(|i| (RULES[i % WEAK_OFFSET].0, i >= WEAK_OFFSET))
 }
 
 /// The reason an RFC 3463 enhanced status code says on its own, if it is specific enough.
@@ -907,30 +1023,80 @@ pub(crate) struct Verdict {
 
 /// Classifies one failed recipient from its status code, reply code and diagnostic text.
 /// `retried` says the reporting MTA gave up after retrying (a failed DSN with a 4.x.x status).
-pub(crate) fn classify(status: Option<Status>, reply_code: Option<u16>, text: &str) -> Verdict {
+///
+/// `at_rcpt` says the reply is known to answer RCPT TO (a synchronous per-recipient reply).
+/// Otherwise "user unknown" wording counts as a dead address only when the status code is
+/// X.1.x or the text says the reply answered RCPT TO; without that evidence (a filter appliance
+/// quoting the words, a reply to DATA) it is the recipient side filtering: `filtered`, soft.
+pub(crate) fn classify(
+    status: Option<Status>,
+    reply_code: Option<u16>,
+    text: &str,
+    at_rcpt: bool,
+) -> Verdict {
     let normalised = normalise(text);
     let permanent = match (status, reply_code) {
         (Some(s), _) => s.class == 5,
         (None, Some(code)) => code >= 500,
         (None, None) => true,
     };
-    let reason = reason_from_text(&normalised)
-        .or_else(|| status.and_then(reason_from_status))
-        .unwrap_or(if permanent {
-            Reason::Undefined
-        } else {
-            Reason::Expired
-        });
+    let from_text = reason_from_text(&normalised);
+    let specific = status.filter(|s| s.detail != 0);
+    let reason = match from_text {
+        Some((reason, false)) => Some(reason),
+        weak => specific
+            .and_then(reason_from_status)
+            .or(weak.map(|(r, _)| r))
+            .or_else(|| status.and_then(reason_from_status)),
+    }
+    .unwrap_or(if permanent {
+        Reason::Undefined
+    } else {
+        Reason::Expired
+    });
+    // A domain that does not resolve *for now* is a DNS problem, not a dead domain.
+    let reason = if reason == Reason::HostUnknown && !permanent {
+        Reason::NetworkError
+    } else {
+        reason
+    };
+    // A "user unknown" answered to DATA, after the server accepted the recipient at RCPT,
+    // is the recipient's filter speaking, not a dead address.
+    let address_evidence = at_rcpt
+        || status.is_some_and(|s| s.subject == 1)
+        || (rcpt_stage(&normalised) && !after_data(&normalised));
+    let reason = if reason == Reason::UserUnknown && !address_evidence {
+        Reason::Filtered
+    } else {
+        reason
+    };
     Verdict {
         reason,
         hard: reason.is_hard(permanent),
     }
 }
 
+/// True when the text says the reply answered RCPT TO.
+fn rcpt_stage(normalised: &str) -> bool {
+    ["rcpt to", "rcpt command", "rcpt_to", "rcpt-to"]
+        .iter()
+        .any(|p| normalised.contains(p))
+}
+
+/// True when the text says the reply came after DATA (Postfix "in reply to end of DATA
+/// command", Exim "after end of data"). Not a Sendmail transcript's ">>> DATA": with
+/// pipelining, RCPT replies arrive after it.
+fn after_data(normalised: &str) -> bool {
+    ["end of data", "after data", "to data command", "after the data"]
+        .iter()
+        .any(|p| normalised.contains(p))
+}
+
 /// Classifies a synchronous SMTP reply, such as a 5xx a sender node got at RCPT or DATA time,
 /// with the same rules as bounces. `enhanced` is the RFC 3463 code (`"5.1.1"`) when the server
 /// sent one; when it is `None` the text is searched for one. Returns the reason and whether it
-/// is a hard bounce.
+/// is a hard bounce. The reply is taken to answer RCPT TO unless its text says DATA (a
+/// server that refuses at DATA refuses every recipient alike).
 ///
 /// ```
 /// use mailfarm_bounce::{classify_reply, Reason};
@@ -944,7 +1110,7 @@ pub fn classify_reply(code: u16, enhanced: Option<&str>, text: &str) -> (Reason,
         .and_then(Status::parse)
         .or_else(|| Status::find(text));
     let reply = (200..600).contains(&code).then_some(code);
-    let verdict = classify(status, reply, text);
+    let verdict = classify(status, reply, text, !after_data(&normalise(text)));
     (verdict.reason, verdict.hard)
 }
 

@@ -17,6 +17,10 @@ pub(crate) struct DsnRecipient {
 }
 
 impl DsnRecipient {
+    fn has_address(&self) -> bool {
+        self.final_recipient.is_some() || self.original_recipient.is_some()
+    }
+
     /// The recipient address: Final-Recipient, else Original-Recipient.
     pub fn address(&self) -> Option<String> {
         self.final_recipient
@@ -69,9 +73,9 @@ pub(crate) fn parse(text: &str) -> DsnMessage {
         let starts_recipient = match name.as_str() {
             "final-recipient" => current
                 .as_ref()
-                .is_none_or(|c| c.final_recipient.is_some() || after_blank),
+                .is_none_or(|c| c.final_recipient.is_some() || (after_blank && c.has_address())),
             "original-recipient" => current.as_ref().is_none_or(|c| {
-                c.original_recipient.is_some() || c.final_recipient.is_some() || after_blank
+                c.original_recipient.is_some() || (after_blank && c.has_address())
             }),
             _ => false,
         };

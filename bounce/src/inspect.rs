@@ -46,7 +46,9 @@ pub fn inspect_message(file: &str, index: usize, raw: &[u8]) -> Vec<InspectLine>
     lines_for(file, index, &analyse(raw))
 }
 
-/// The lines for one analysed message: one per result, or one with a null reason.
+/// The lines for one analysed message: one per result, or one with a null reason. A delay
+/// report gives one line per delayed recipient with `kind: "delay"` and its classification
+/// (what is holding the message up); it is not a failure and never a hard bounce.
 pub fn lines_for(file: &str, index: usize, analysis: &Analysis) -> Vec<InspectLine> {
     let verp = analysis.verp_candidates().find_map(decode_verp);
     let base = InspectLine {
@@ -63,7 +65,7 @@ pub fn lines_for(file: &str, index: usize, analysis: &Analysis) -> Vec<InspectLi
         recipient_id: verp.as_ref().map(|v| v.recipient_id),
         verified: false,
     };
-    if matches!(analysis.kind, Kind::NotBounce | Kind::Delay) || analysis.recipients.is_empty() {
+    if analysis.kind == Kind::NotBounce || analysis.recipients.is_empty() {
         return vec![base];
     }
     analysis

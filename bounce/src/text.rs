@@ -43,6 +43,7 @@ const ORIGINAL_MARKERS: &[&str] = &[
     "your message reads",
     "a copy of the original message",
     "original message:",
+    "message headers follow",
 ];
 
 /// Subject words of bounces whose sender does not say it is a mailer daemon.
@@ -78,6 +79,29 @@ const BOUNCE_SUBJECTS: &[&str] = &[
     "message blocked",
     "permanent error",
 ];
+
+/// Sentences of failure reports, for bounces whose sender and subject do not say what they are.
+const BOUNCE_PHRASES: &[&str] = &[
+    "could not be delivered",
+    "couldn't be delivered",
+    "was not delivered",
+    "undeliverable",
+    "delivery has failed",
+    "delivery failed",
+    "failed to deliver",
+    "unable to deliver",
+    "permanent error",
+    "permanent failure",
+    "error message below",
+    "invalid user address",
+    "delivery to the following",
+];
+
+/// True when a report text reads like a failure report.
+pub(crate) fn body_is_bounce(report: &str) -> bool {
+    let lower = report.to_ascii_lowercase();
+    BOUNCE_PHRASES.iter().any(|p| lower.contains(p))
+}
 
 /// True when the subject reads like a bounce's.
 pub(crate) fn subject_is_bounce(subject: &str) -> bool {

@@ -229,7 +229,8 @@ fn print_status_line(c: &CampaignCounters) {
         "{id}: {state}  total {total}  queued {queued}  in-flight {in_flight}  delivered {delivered}  \
          deferred {deferred}  failed {failed}  suppressed {suppressed}  skipped {skipped}  \
          rejected-rows {rejected}  attempts {attempts}  elapsed {secs:.1}s  \
-         template-shipments {shipments}  wire-bytes {wire}  rendered-bytes {rendered}",
+         template-shipments {shipments}  wire-bytes {wire}  rendered-bytes {rendered}  \
+         bounced-hard {hard}  bounced-soft {soft}  complaints {complaints}{reasons}",
         id = c.id,
         state = c.state.as_str(),
         total = c.total,
@@ -246,6 +247,19 @@ fn print_status_line(c: &CampaignCounters) {
         shipments = c.template_shipments,
         wire = c.wire_bytes + c.template_bytes,
         rendered = c.rendered_bytes,
+        hard = c.bounced_hard,
+        soft = c.bounced_soft,
+        complaints = c.complaints,
+        reasons = if c.bounce_reasons.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = c
+                .bounce_reasons
+                .iter()
+                .map(|(reason, n)| format!("{reason}={n}"))
+                .collect();
+            format!("  bounce-reasons {}", list.join(","))
+        },
     );
 }
 

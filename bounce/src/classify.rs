@@ -1087,9 +1087,14 @@ fn rcpt_stage(normalised: &str) -> bool {
 /// command", Exim "after end of data"). Not a Sendmail transcript's ">>> DATA": with
 /// pipelining, RCPT replies arrive after it.
 fn after_data(normalised: &str) -> bool {
-    ["end of data", "after data", "to data command", "after the data"]
-        .iter()
-        .any(|p| normalised.contains(p))
+    [
+        "end of data",
+        "after data",
+        "to data command",
+        "after the data",
+    ]
+    .iter()
+    .any(|p| normalised.contains(p))
 }
 
 /// Classifies a synchronous SMTP reply, such as a 5xx a sender node got at RCPT or DATA time,

@@ -74,9 +74,9 @@ pub(crate) fn parse(text: &str) -> DsnMessage {
             "final-recipient" => current
                 .as_ref()
                 .is_none_or(|c| c.final_recipient.is_some() || (after_blank && c.has_address())),
-            "original-recipient" => current.as_ref().is_none_or(|c| {
-                c.original_recipient.is_some() || (after_blank && c.has_address())
-            }),
+            "original-recipient" => current
+                .as_ref()
+                .is_none_or(|c| c.original_recipient.is_some() || (after_blank && c.has_address())),
             _ => false,
         };
         if starts_recipient {

@@ -5,12 +5,14 @@
 //! Roles live in their own folders: `outbound/` (the SMTP client), `inbound/` (SMTP receivers:
 //! today the capture sink, later the inbound MX role).
 
+pub mod bounce;
 mod config;
 pub mod delivery;
 pub mod inbound;
 mod link;
 pub mod load;
 pub mod outbound;
+pub mod returned;
 pub mod roles;
 pub mod switch;
 pub mod template_cache;

@@ -215,6 +215,8 @@ async fn serve_once(
     let mut load_tick = tokio::time::interval(LOAD_INTERVAL);
     let mut cpu = crate::load::CpuMeter::new();
     let mut reported: Option<NodeStatus> = None;
+    let mut returned_tick = tokio::time::interval(Duration::from_millis(250));
+    switch.new_link();
     loop {
         switch.settle(link.owed()).await;
         let status = switch.status(link.owed());
@@ -283,6 +285,16 @@ async fn serve_once(
                         }
                     }
                     SmurfLinkEvent::InboundPolicy(policy) => switch.set_policy(policy),
+                    SmurfLinkEvent::BounceWork(jobs) => {
+                        let policy = switch.policy();
+                        let verdicts = tokio::task::spawn_blocking(move || {
+                            jobs.iter().map(|job| crate::bounce::verdict(job, &policy)).collect()
+                        })
+                        .await
+                        .context("bounce analysis task failed")?;
+                        write_frame(&mut send, &SmurfMessage::BounceVerdicts(verdicts)).await?;
+                    }
+                    SmurfLinkEvent::ReturnedStored(names) => switch.returned_stored(&names),
                     SmurfLinkEvent::ResultsCommitted => {
                         unacked.pop_front();
                     }
@@ -314,6 +326,12 @@ async fn serve_once(
                     info!(count = chunk.len(), "reporting results of an earlier link");
                     write_frame(&mut send, &SmurfMessage::LateResults(chunk.to_vec())).await?;
                     unacked.push_back(chunk.to_vec());
+                }
+            }
+            _ = returned_tick.tick() => {
+                let mails = switch.next_returned();
+                if !mails.is_empty() {
+                    write_frame(&mut send, &SmurfMessage::Returned(mails)).await?;
                 }
             }
             records = switch.next_records() => {

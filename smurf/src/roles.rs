@@ -8,7 +8,10 @@ use tokio::task::JoinHandle;
 
 /// What the node's config gives the role services.
 #[derive(Clone, Default)]
-pub struct RoleServices {}
+pub struct RoleServices {
+    /// Folder where the `in` role stores returned mail (VERP) for the coordinator.
+    pub returned_dir: Option<std::path::PathBuf>,
+}
 
 /// A running role service.
 pub struct Service {

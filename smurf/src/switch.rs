@@ -12,10 +12,12 @@
 
 use mailfarm_protocol::{
     Assignment, InboundCounters, InboundPolicy, InboundRecord, NodeRole, NodeState, NodeStatus,
+    ReturnedMail,
 };
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
+use crate::returned::ReturnedOutbox;
 use crate::roles::{RoleServices, Service};
 
 /// The smurf's role and the service that does its work.
@@ -32,13 +34,16 @@ pub struct RoleSwitch {
     records_tx: mpsc::UnboundedSender<InboundRecord>,
     records_rx: mpsc::UnboundedReceiver<InboundRecord>,
     problem: Option<String>,
+    outbox: ReturnedOutbox,
 }
 
 impl RoleSwitch {
     /// A node holding `out` until told otherwise, with what its roles need.
     pub fn new(services: RoleServices) -> Self {
         let (records_tx, records_rx) = mpsc::unbounded_channel();
+        let outbox = ReturnedOutbox::new(services.returned_dir.clone());
         Self {
+            outbox,
             held: NodeRole::Out,
             target: None,
             drain: false,
@@ -137,6 +142,11 @@ impl RoleSwitch {
         self.drain
     }
 
+    /// The farm's inbound policy (VERP key and domains, local addresses).
+    pub fn policy(&self) -> InboundPolicy {
+        self.policy.borrow().clone()
+    }
+
     /// Takes the inbound policy (what an `in` node accepts).
     pub fn set_policy(&self, policy: InboundPolicy) {
         self.policy.send_replace(policy);
@@ -160,6 +170,21 @@ impl RoleSwitch {
             }
         }
         records
+    }
+
+    /// A new link: stored returned mail not acknowledged yet goes again.
+    pub fn new_link(&mut self) {
+        self.outbox.reset();
+    }
+
+    /// Stored returned mail to send to the coordinator now.
+    pub fn next_returned(&mut self) -> Vec<ReturnedMail> {
+        self.outbox.next_batch()
+    }
+
+    /// The coordinator stored these returned messages.
+    pub fn returned_stored(&mut self, names: &[String]) {
+        self.outbox.stored(names);
     }
 
     /// Stops the role's service (smurf shutdown).

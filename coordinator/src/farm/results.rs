@@ -2,6 +2,7 @@
 //! store and the counters, and the accounting line of each attempt.
 
 use super::*;
+use crate::store::VerdictEffects;
 
 /// One delivery attempt, as the accounting log records it.
 #[derive(Debug, serde::Serialize)]
@@ -63,6 +64,33 @@ impl Attempt {
     }
 }
 
+/// A permanent refusal from the receiving server during delivery goes through the same
+/// classifier as returned mail: it counts as a bounce, and a hard one suppresses the address.
+/// Local failures (render errors, no server reached: `remote` is empty) are not bounces.
+fn sync_bounce(
+    effects: &mut VerdictEffects,
+    campaign: &str,
+    email: &str,
+    result: &RecipientResult,
+) {
+    if result.remote.is_empty() || !(500..600).contains(&result.code) {
+        return;
+    }
+    let enhanced = result.enhanced.map(|(a, b, c)| format!("{a}.{b}.{c}"));
+    let (reason, hard) =
+        mailfarm_bounce::classify_reply(result.code, enhanced.as_deref(), &result.text);
+    let kind = if hard { "hard" } else { "soft" };
+    effects.counts.push((campaign.to_owned(), kind.to_owned()));
+    effects
+        .counts
+        .push((campaign.to_owned(), format!("reason:{reason}")));
+    if hard && !email.is_empty() {
+        effects
+            .suppress
+            .push((email.trim().to_owned(), format!("refused: {reason}")));
+    }
+}
+
 /// Distinct failure reasons kept per campaign, so a hostile server cannot grow the map.
 const MAX_REASONS: usize = 64;
 
@@ -96,6 +124,7 @@ impl Farm {
         })?;
         let mut attempts = Vec::with_capacity(known.len());
         let mut touched = HashSet::new();
+        let mut refused = VerdictEffects::default();
         {
             let mut state = self.lock();
             let share = frame_bytes / results.len().max(1) as u64;
@@ -130,6 +159,7 @@ impl Farm {
                     }
                     Some(StoredState::Failed) => {
                         c.failed += 1;
+                        sync_bounce(&mut refused, &c.id, &email, result);
                         "failed"
                     }
                     // Not pending in the store (e.g. cancelled meanwhile): nothing to count.
@@ -157,6 +187,9 @@ impl Farm {
                 n.in_flight = n.in_flight.saturating_sub(freed);
                 n.results += freed;
             }
+        }
+        if !refused.counts.is_empty() {
+            self.store.record_bounces(&refused)?;
         }
         for seq in touched {
             self.check_finished(seq)?;

@@ -80,21 +80,18 @@ impl Store {
             if queue.remove(seq).map_err(dberr)?.is_none() {
                 return Ok(false);
             }
-            let mut counts = txn.open_table(BOUNCE_COUNTS).map_err(dberr)?;
-            for (campaign, counter) in &effects.counts {
-                let key = (campaign.as_str(), counter.as_str());
-                let now = counts.get(key).map_err(dberr)?.map_or(0, |v| v.value());
-                counts.insert(key, now + 1).map_err(dberr)?;
-            }
-            let mut suppression = txn.open_table(SUPPRESSION).map_err(dberr)?;
-            for (address, reason) in &effects.suppress {
-                suppression
-                    .insert(address.to_lowercase().as_str(), reason.as_bytes())
-                    .map_err(dberr)?;
-            }
         }
+        write_effects(&txn, effects)?;
         txn.commit().map_err(dberr)?;
         Ok(true)
+    }
+
+    /// Records bounces that came without a queued message (permanent refusals during
+    /// delivery): counters and suppression, in one transaction.
+    pub fn record_bounces(&self, effects: &VerdictEffects) -> Result<(), StoreError> {
+        let txn = self.write()?;
+        write_effects(&txn, effects)?;
+        txn.commit().map_err(dberr)
     }
 
     /// The bounce counters of a campaign, by name.
@@ -112,4 +109,21 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Adds the counters and suppressions of `effects` within `txn`.
+fn write_effects(txn: &redb::WriteTransaction, effects: &VerdictEffects) -> Result<(), StoreError> {
+    let mut counts = txn.open_table(BOUNCE_COUNTS).map_err(dberr)?;
+    for (campaign, counter) in &effects.counts {
+        let key = (campaign.as_str(), counter.as_str());
+        let now = counts.get(key).map_err(dberr)?.map_or(0, |v| v.value());
+        counts.insert(key, now + 1).map_err(dberr)?;
+    }
+    let mut suppression = txn.open_table(SUPPRESSION).map_err(dberr)?;
+    for (address, reason) in &effects.suppress {
+        suppression
+            .insert(address.to_lowercase().as_str(), reason.as_bytes())
+            .map_err(dberr)?;
+    }
+    Ok(())
 }

@@ -7,9 +7,7 @@
 //! nothing. The coordinator applies the verdicts (suppression, counters).
 
 use mailfarm_bounce::{analyse, decode_verp, Analysis, Kind};
-use mailfarm_protocol::{
-    BounceJob, BounceVerdict, BouncedRecipient, InboundPolicy, ReturnKind,
-};
+use mailfarm_protocol::{BounceJob, BounceVerdict, BouncedRecipient, InboundPolicy, ReturnKind};
 use mailfarm_templates::VerpSigner;
 
 /// Analyses one leased message under the farm's VERP key and bounce domains.

@@ -3,12 +3,10 @@
 //! Postfix's smtp-sink), and a recipient gets more than one only if it was in flight at a
 //! crash: duplicates stay within crashes x smurfs x window.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{number, recipients_csv, write_campaign, ProcessFarm, SmtpSink};
+use mailfarm_testkit::{number, recipients_csv, write_campaign, ProcessFarm, SmtpSink};
 
 const WINDOW: u64 = 32;
 const SMURFS: u64 = 2;

@@ -3,13 +3,11 @@
 //! flows at full speed. When the dead host comes back, its mail is delivered and the site
 //! leaves the bog. Both are visible in `farm nodes`.
 
-mod common;
-#[path = "../smurf/tests/support/dns.rs"]
-mod dns;
+use mailfarm_testkit::dns;
 
 use std::time::{Duration, Instant};
 
-use common::{
+use mailfarm_testkit::{
     domains_csv, free_port, mailfarm, number, write_campaign_direct, FaultSinkProcess, ProcessFarm,
 };
 

@@ -2,11 +2,9 @@
 //! final reply, 30 % of the time. Such a message is never counted delivered: it is deferred and
 //! retried, and every recipient ends up accepted exactly once.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::{number, recipients_csv, write_campaign, FaultSinkProcess, ProcessFarm};
+use mailfarm_testkit::{number, recipients_csv, write_campaign, FaultSinkProcess, ProcessFarm};
 
 #[test]
 fn a_connection_dropped_mid_data_is_retried_and_arrives_once() {

@@ -1,12 +1,10 @@
 //! Scenario: a campaign flows CLI -> coordinator -> QUIC -> two smurf processes -> Postfix
 //! smtp-sink, and every recipient gets exactly one message carrying its own fields.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{write_campaign, ProcessFarm, SmtpSink};
+use mailfarm_testkit::{write_campaign, ProcessFarm, SmtpSink};
 
 #[test]
 fn every_recipient_gets_exactly_one_personalised_message() {

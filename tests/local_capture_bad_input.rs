@@ -2,9 +2,7 @@
 //! compile fails the launch with file, line and reason; bad rows are set aside with their line
 //! numbers; a row lacking a field the template uses fails alone while the others are sent.
 
-mod common;
-
-use common::{mailfarm, write_campaign};
+use mailfarm_testkit::{mailfarm, write_campaign};
 
 #[test]
 fn broken_template_fails_the_launch_with_file_and_line() {

@@ -3,14 +3,12 @@
 //! Good domains reach the right host (two domains sharing an MX host share it); null MX and
 //! NXDOMAIN fail at once; SERVFAIL defers, is retried, and fails once the maximum age passes.
 
-mod common;
-#[path = "../smurf/tests/support/dns.rs"]
-mod dns;
+use mailfarm_testkit::dns;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::{
+use mailfarm_testkit::{
     domains_csv, free_port, number, write_campaign_direct, FaultSinkProcess, ProcessFarm,
 };
 

@@ -2,12 +2,10 @@
 //! resume, cancel, `campaign watch`, draining a node and bringing it back, and the Prometheus
 //! `/metrics` endpoint, against a real sink (Postfix's smtp-sink).
 
-mod common;
-
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{number, recipients_csv, write_campaign, ProcessFarm, SmtpSink};
+use mailfarm_testkit::{number, recipients_csv, write_campaign, ProcessFarm, SmtpSink};
 
 fn metrics(farm: &ProcessFarm) -> String {
     let line = farm
@@ -187,7 +185,7 @@ fn wait_node_state(farm: &ProcessFarm, node: &str, state: &str) -> serde_json::V
 }
 
 fn mailfarm_farm(farm: &ProcessFarm, args: &[&str]) -> std::process::Output {
-    common::mailfarm()
+    mailfarm_testkit::mailfarm()
         .arg("farm")
         .args(args)
         .arg("--farm")

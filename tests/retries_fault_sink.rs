@@ -2,12 +2,10 @@
 //! succeed; permanent failures fail at once; a recipient still deferred past the maximum age
 //! fails with the last reply. Every attempt lands in the accounting log.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{number, recipients_csv, write_campaign, FaultSinkProcess, ProcessFarm};
+use mailfarm_testkit::{number, recipients_csv, write_campaign, FaultSinkProcess, ProcessFarm};
 
 fn accounting_lines(farm: &ProcessFarm) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(farm.dir.join("state/accounting.jsonl")).unwrap();

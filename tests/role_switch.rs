@@ -4,13 +4,13 @@
 //! assignments survive a kill -9 of the coordinator. At the sink every Message-ID arrives
 //! exactly once.
 
-mod common;
+
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{mailfarm, recipients_csv, require, write_campaign, ProcessFarm, SmtpSink};
+use mailfarm_testkit::{mailfarm, recipients_csv, require, write_campaign, ProcessFarm, SmtpSink};
 
 const RECIPIENTS: usize = 20_000;
 

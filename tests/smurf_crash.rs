@@ -2,18 +2,16 @@
 //! duplicates stay within the smurf's window (only what was in flight at the kill), and the
 //! restarted smurf, which kept the template in its state folder, is not sent it again.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{write_campaign, ProcessFarm, SmtpSink};
+use mailfarm_testkit::{write_campaign, ProcessFarm, SmtpSink};
 
 const WINDOW: usize = 32;
 const RECIPIENTS: usize = 3000;
 
 fn number(map: &HashMap<String, String>, key: &str) -> usize {
-    common::number(map, key) as usize
+    mailfarm_testkit::number(map, key) as usize
 }
 
 #[test]

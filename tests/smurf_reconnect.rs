@@ -1,11 +1,9 @@
 //! Scenario: the coordinator dies and comes back on the same address; a smurf process that was
 //! connected reconnects on its own (with backoff) and serves the next campaign.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{mailfarm, write_campaign, Daemon, ProcessFarm, SmtpSink};
+use mailfarm_testkit::{mailfarm, write_campaign, Daemon, ProcessFarm, SmtpSink};
 
 #[test]
 fn smurf_reconnects_after_the_coordinator_restarts() {

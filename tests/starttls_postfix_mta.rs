@@ -2,13 +2,10 @@
 //! delivering to a maildir), with STARTTLS required and the server certificate verified
 //! against the test CA. Every message arrives over TLS, personalised for its recipient.
 
-mod common;
-#[path = "../smurf/tests/support/dns.rs"]
-mod dns;
-#[path = "../smurf/tests/support/postfix.rs"]
-mod postfix;
+use mailfarm_testkit::dns;
+use mailfarm_testkit::postfix;
 
-use common::{number, write_campaign_direct, ProcessFarm};
+use mailfarm_testkit::{number, write_campaign_direct, ProcessFarm};
 
 #[test]
 fn campaign_arrives_over_required_starttls_at_postfix() {

@@ -1,9 +1,7 @@
 //! Scenario: an address on the suppression list is skipped by later campaigns and counted as
 //! suppressed; it never reaches the receiving server.
 
-mod common;
-
-use common::{mailfarm, number, recipients_csv, write_campaign, ProcessFarm, SmtpSink};
+use mailfarm_testkit::{mailfarm, number, recipients_csv, write_campaign, ProcessFarm, SmtpSink};
 
 #[test]
 fn suppressed_addresses_are_skipped_and_counted() {

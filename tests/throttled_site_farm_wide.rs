@@ -2,13 +2,11 @@
 //! smurf processes. The receiving server (our sink) must never see more than the farm-wide
 //! limit, even though each smurf alone could send far faster.
 
-mod common;
-#[path = "../smurf/tests/support/dns.rs"]
-mod dns;
+use mailfarm_testkit::dns;
 
 use std::time::Duration;
 
-use common::{
+use mailfarm_testkit::{
     domains_csv, free_port, number, write_campaign_direct, FaultSinkProcess, ProcessFarm,
 };
 

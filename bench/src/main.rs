@@ -4,7 +4,6 @@
 //! what MX routing over real DNS with farm-wide shaping costs next to relay mode.
 
 mod csvgen;
-mod dns;
 mod durability;
 mod farm_run;
 mod ingest;

@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use mailfarm_protocol::CampaignSubmission;
 
-use crate::dns::Dns;
 use crate::farm_run::{self, FarmRun, FarmShape, Routing, StateStore};
 use crate::mx_check;
 use crate::mx_report::{HostCount, ModeRun, MxConditions, MxReport, Overall, Throttle};
@@ -19,6 +18,7 @@ use crate::mx_zone::{Layout, HOSTS, THROTTLED, THROTTLED_HOST};
 use crate::sys::{self, Machine};
 use crate::throughput::{build_profile, secs};
 use crate::{csvgen, workload};
+use mailfarm_testkit::dns::TestDns;
 
 /// Options of `mx`.
 #[derive(clap::Args, Debug)]
@@ -166,7 +166,8 @@ pub fn mx(o: &Mx) -> anyhow::Result<MxReport> {
     let profile = build_profile();
     let machine = Machine::detect();
     let layout = Layout::new(o.domains);
-    let dns = Dns::start(&o.unbound, &layout.records)?;
+    let dns = TestDns::try_start(&o.unbound, &layout.records)
+        .context("starting unbound (pass --unbound PATH if it is elsewhere)")?;
     let (mut submission, template_source_bytes) = workload::campaign(&o.campaign, o.connections)?;
     submission.delivery.relay = None;
     let runtime = tokio::runtime::Builder::new_multi_thread()

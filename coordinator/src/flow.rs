@@ -55,8 +55,7 @@ pub struct DomainFlows {
 pub fn domain_of(data: &RecipientData, email_field: usize) -> String {
     data.values
         .get(email_field)
-        .and_then(|e| e.rsplit_once('@'))
-        .map_or_else(String::new, |(_, d)| d.to_ascii_lowercase())
+        .map_or_else(String::new, |e| mailfarm_templates::address::domain_of(e))
 }
 
 impl DomainFlows {

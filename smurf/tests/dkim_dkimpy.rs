@@ -1,5 +1,5 @@
 //! DKIM signatures made by `mailfarm_smurf::outbound::dkim` checked by an independent
-//! verifier: dkimpy, driven through `tests/dkim/verify.py`, with the public key record handed
+//! verifier: dkimpy, driven through `mailfarm_testkit::dkimpy`, with the public key record handed
 //! over from a file (no DNS). Every positive check has a negative twin (the message altered
 //! after signing must FAIL), so a verifier that accepts anything would not pass.
 //!
@@ -9,21 +9,16 @@
 //! The signing cost benchmark is ignored by default:
 //! `cargo test --release -p mailfarm-smurf --test dkim_dkimpy -- --ignored --nocapture`.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
 
 use mailfarm_smurf::outbound::dkim::{DkimAlgorithm, DkimError, DkimKeyConfig, DkimSigner};
+use mailfarm_testkit::dkimpy;
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
-
-/// The dkimpy driver.
-const VERIFY_PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dkim/verify.py");
-
-/// What to tell whoever lacks the Python side.
-const PIP_HINT: &str =
-    "the DKIM tests need python3 with dkimpy and pynacl: pip install dkimpy pynacl";
 
 /// Generated key files and their DNS TXT record contents, made once per test run.
 struct Keys {
@@ -45,22 +40,6 @@ struct Keys {
     ed_openssl_txt: String,
     /// The directory holding everything.
     dir: PathBuf,
-}
-
-/// Checks (once) that python3, dkimpy and pynacl are there; panics with the fix otherwise.
-fn require_dkimpy() {
-    static CHECKED: OnceLock<()> = OnceLock::new();
-    CHECKED.get_or_init(|| {
-        let out = Command::new("python3")
-            .args(["-c", "import dkim, nacl.signing, dns.message"])
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run python3 ({e}); {PIP_HINT}"));
-        assert!(
-            out.status.success(),
-            "dkimpy/pynacl missing ({}); {PIP_HINT}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    });
 }
 
 /// Runs openssl with `args`, panicking with its stderr on failure; returns stdout.
@@ -205,30 +184,20 @@ fn signer(domain: &str, selector: &str, algorithm: DkimAlgorithm, key: &Path) ->
 /// `SELECTOR._domainkey.DOMAIN`. True on pass, false on fail; panics if the verifier could not
 /// run at all.
 fn dkimpy_verifies(message: &[u8], txt: &str, selector: &str, domain: &str) -> bool {
-    require_dkimpy();
     let dir = tempfile::tempdir().expect("tempdir");
     let msg_path = dir.path().join("message.eml");
     let txt_path = dir.path().join("record.txt");
     std::fs::write(&msg_path, message).expect("write message");
     std::fs::write(&txt_path, txt).expect("write record");
-    let out = Command::new("python3")
-        .arg(VERIFY_PY)
-        .arg(&msg_path)
-        .arg("--txt-file")
-        .arg(&txt_path)
-        .arg("--expect-name")
-        .arg(format!("{selector}._domainkey.{domain}"))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run python3 ({e}); {PIP_HINT}"));
-    match out.status.code() {
-        Some(0) => true,
-        Some(1) => false,
-        _ => panic!(
-            "verify.py could not run ({:?}): {}; {PIP_HINT}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
+    dkimpy::verifies(
+        &msg_path,
+        &[
+            OsStr::new("--txt-file"),
+            txt_path.as_os_str(),
+            OsStr::new("--expect-name"),
+            OsStr::new(&format!("{selector}._domainkey.{domain}")),
+        ],
+    )
 }
 
 /// Like [`dkimpy_verifies`] but panics with the message if it does not verify.

@@ -4,7 +4,6 @@
 //! `/usr/sbin/unbound`.
 
 mod engine_common;
-mod support;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -13,7 +12,7 @@ use engine_common::{collect, common_port, emails, engine, settings, submit, Sink
 use mailfarm_protocol::Outcome;
 use mailfarm_smurf::delivery::{DeliveryEngine, Lane};
 use mailfarm_smurf::inbound::fault_sink::FaultPlan;
-use support::dns::TestDns;
+use mailfarm_testkit::dns::TestDns;
 use tokio::sync::mpsc;
 
 const ZONE: &[&str] = &[

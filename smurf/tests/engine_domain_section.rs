@@ -3,14 +3,13 @@
 //! domain with a section as soon as the shaping is applied. Requires `/usr/sbin/unbound`.
 
 mod engine_common;
-mod support;
 
 use std::time::Duration;
 
 use engine_common::{collect, common_port, emails, engine, settings, submit, Sink};
 use mailfarm_protocol::Outcome;
 use mailfarm_smurf::inbound::fault_sink::FaultPlan;
-use support::dns::TestDns;
+use mailfarm_testkit::dns::TestDns;
 use tokio::sync::mpsc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

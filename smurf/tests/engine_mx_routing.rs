@@ -4,7 +4,6 @@
 //! SERVFAIL defers. Requires `/usr/sbin/unbound`.
 
 mod engine_common;
-mod support;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -12,7 +11,7 @@ use std::time::{Duration, Instant};
 use engine_common::{collect, common_port, emails, engine, settings, submit, Sink};
 use mailfarm_protocol::Outcome;
 use mailfarm_smurf::inbound::fault_sink::FaultPlan;
-use support::dns::TestDns;
+use mailfarm_testkit::dns::TestDns;
 use tokio::sync::mpsc;
 
 const ZONE: &[&str] = &[

@@ -1,8 +1,6 @@
 //! MX routing against a real DNS server: unbound serving a static `test.` zone (see
-//! `support/dns.rs`). Requires `/usr/sbin/unbound` (package `unbound`): the tests fail, never
+//! `mailfarm_testkit::dns`). Requires `/usr/sbin/unbound` (package `unbound`): the tests fail, never
 //! skip, when it is missing.
-
-mod support;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -11,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use mailfarm_smurf::outbound::mx::{MxResolver, ResolverSettings};
 use mailfarm_smurf::outbound::route::{MxRoute, RouteError};
-use support::dns::TestDns;
+use mailfarm_testkit::dns::TestDns;
 
 const ZONE: &[&str] = &[
     // Two preferences, listed worst first.

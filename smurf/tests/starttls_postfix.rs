@@ -1,10 +1,8 @@
 //! STARTTLS against a real MTA: sessions opened with
-//! [`open_session`] to a private Postfix instance (see `support/postfix.rs`),
+//! [`open_session`] to a private Postfix instance (see `mailfarm_testkit::postfix`),
 //! whose smtpd does the TLS side and whose `local(8)` delivers into a
 //! maildir. Requires root and the Debian package `postfix`: the tests fail,
 //! never skip, when something is missing.
-
-mod support;
 
 use std::path::Path;
 use std::time::Duration;
@@ -12,9 +10,9 @@ use std::time::Duration;
 use mailfarm_smurf::outbound::session::{open_session, SessionSettings};
 use mailfarm_smurf::outbound::smtp::{Delivery, SmtpError, Timeouts};
 use mailfarm_smurf::outbound::tls::{TlsClient, TlsPolicy, TlsVerify};
+use mailfarm_testkit::postfix::{Postfix, HOST_NAME, MAILBOX};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use rustls::ProtocolVersion;
-use support::postfix::{Postfix, HOST_NAME, MAILBOX};
 
 fn settings(tls: TlsPolicy, verify: &TlsVerify) -> SessionSettings {
     let mut s = SessionSettings::new(

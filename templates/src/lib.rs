@@ -13,6 +13,7 @@
 
 #![warn(missing_docs)]
 
+pub mod address;
 mod error;
 mod fields;
 mod mime;

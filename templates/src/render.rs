@@ -13,12 +13,13 @@ use handlebars::{
 use rand::Rng;
 use serde_json::{Map, Value};
 
+use crate::address::{check_recipient, is_domain, is_dot_atom};
 use crate::error::{
     RenderError, TemplateError, HTML_FILE, SUBJECT_FILE, TEXT_FILE, UNSUBSCRIBE_FILE,
 };
 use crate::fields::FieldCheck;
-use crate::mime::{self, check_address, is_dot_atom, Mailbox, Parts};
-use crate::verp::{is_campaign_id, is_domain, push_base36, MAX_CAMPAIGN_ID_LEN};
+use crate::mime::{self, Mailbox, Parts};
+use crate::verp::{is_campaign_id, push_base36, MAX_CAMPAIGN_ID_LEN};
 use crate::{MessageSettings, TemplateSources, VerpSigner};
 
 /// Name of the helper that percent-encodes its argument for use in a URL:
@@ -192,7 +193,7 @@ impl MessageTemplate {
         if values.len() < self.field_names.len() {
             self.check_present(values.len())?;
         }
-        check_address(email).map_err(|reason| RenderError::InvalidRecipient {
+        check_recipient(email).map_err(|reason| RenderError::InvalidRecipient {
             email: truncate(email, 254).to_owned(),
             reason,
         })?;

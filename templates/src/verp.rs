@@ -5,6 +5,7 @@
 //! Format: `b-<campaign>-<recipient id in base36>-<80-bit HMAC-SHA256 in base32>@<bounce domain>`,
 //! all lower case except the campaign id, which is kept as it is.
 
+use crate::address::is_domain;
 use ring::hmac;
 
 use crate::error::VerpError;
@@ -174,21 +175,6 @@ pub(crate) fn is_campaign_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// True for a plausible DNS domain: dot-separated labels of letters, digits and inner hyphens.
-pub(crate) fn is_domain(domain: &str) -> bool {
-    !domain.is_empty()
-        && domain.len() <= 253
-        && domain.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
 }
 
 /// Appends `value` in lower-case base36.

@@ -133,10 +133,7 @@ impl Farm {
                 let result = &results[i];
                 let (seq, _) = split_id(id);
                 state.in_flight.remove(&id);
-                let domain = email
-                    .rsplit_once('@')
-                    .map_or("", |(_, d)| d)
-                    .to_ascii_lowercase();
+                let domain = mailfarm_templates::address::domain_of(&email);
                 state.flows.returned(&domain, true);
                 freed += 1;
                 let Some(live) = state.campaigns.get_mut(&seq) else {

@@ -444,8 +444,8 @@ impl DeliveryEngine {
             shared.enqueue(job, key, target, None);
             return;
         }
-        let domain = match job.email().rsplit_once('@') {
-            Some((_, domain)) if !domain.is_empty() => domain.to_ascii_lowercase(),
+        let domain = match mailfarm_templates::address::domain_of(job.email()) {
+            domain if !domain.is_empty() => domain,
             _ => {
                 let text = format!("recipient address {:?} has no domain", job.email());
                 job.report(Outcome::Failed, 553, Some((5, 1, 3)), text);

@@ -13,14 +13,15 @@
 //! recipients in `example.test` are refused with 550. Everything Postfix logs
 //! goes to [`Postfix::maillog`].
 //!
+//! The module also has [`SmtpSink`], Postfix's `smtp-sink` accepting everything.
+//!
 //! Requires root (Postfix's master runs as root and drops privileges), the
 //! Debian package `postfix` (binaries, the `postfix` user, the `postdrop`
 //! group) and the `nobody` user: [`Postfix::start`] panics, never skips, when
 //! something is missing. Dropping the value stops the instance.
-#![allow(dead_code)] // each test binary uses its own part of the harness
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,6 +30,10 @@ use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tempfile::TempDir;
+
+use crate::process::Daemon;
+
+use crate::peers::{free_port, is_root, require};
 
 /// The Postfix control command.
 pub const POSTFIX: &str = "/usr/sbin/postfix";
@@ -319,13 +324,6 @@ fn gid(user: &str) -> u32 {
         .unwrap_or_else(|_| panic!("no gid for user {user}"))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free local port")
-}
-
 /// A test CA and a server certificate for [`HOST_NAME`] it signed, written
 /// as `server.key`, `server.pem` (leaf then CA) and `ca.pem`. Returns the
 /// path of `ca.pem`.
@@ -354,4 +352,62 @@ fn write_certificates(config_dir: &Path) -> PathBuf {
     let ca_path = config_dir.join("ca.pem");
     fs::write(&ca_path, ca_cert.pem()).expect("writing ca.pem");
     ca_path
+}
+
+/// Postfix's smtp-sink accepting everything and dumping each transaction into `dir`.
+pub struct SmtpSink {
+    pub daemon: Daemon,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+}
+
+impl SmtpSink {
+    /// Starts smtp-sink on a free loopback port, dumping messages into `dir`.
+    pub fn start(dir: &Path) -> Self {
+        let binary = require("smtp-sink");
+        std::fs::create_dir_all(dir).unwrap();
+        let mut command = Command::new(binary);
+        if is_root() {
+            // smtp-sink drops privileges to -u; that user must be able to write the dumps.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+            command.args(["-u", "nobody"]);
+        }
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        command.arg("-d").arg(format!("{}/%M.", dir.display()));
+        command.arg(addr.to_string()).arg("256");
+        let daemon = Daemon::spawn("smtp-sink", command);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "smtp-sink did not listen on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            daemon,
+            addr,
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// The dumped transactions: (envelope recipient, raw dump).
+    pub fn messages(&self) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).unwrap() {
+            let path = entry.unwrap().path();
+            let raw = std::fs::read(&path).unwrap();
+            let text = String::from_utf8_lossy(&raw);
+            let rcpt = text
+                .lines()
+                .find_map(|l| l.strip_prefix("X-Rcpt-Args: <"))
+                .and_then(|l| l.split('>').next())
+                .unwrap_or_else(|| panic!("no X-Rcpt-Args in {}", path.display()))
+                .to_owned();
+            out.push((rcpt, raw));
+        }
+        out
+    }
 }

@@ -1,5 +1,5 @@
-//! A real DNS server for tests: an `unbound` process on a free loopback port, answering
-//! authoritatively for a static `test.` zone made of the records a test gives.
+//! A real DNS server for tests and benchmarks: an `unbound` process on a free loopback port,
+//! answering authoritatively for a static `test.` zone made of the records a caller gives.
 //!
 //! Besides those records the zone always has:
 //! - names under `test.` that no record mentions: NXDOMAIN;
@@ -8,18 +8,20 @@
 //! - [`REFUSED_ZONE`] (`refused.test.` and below): REFUSED.
 //!
 //! Requires `/usr/sbin/unbound` (Debian package `unbound`): [`TestDns::start`] panics, never
-//! skips, when it is missing.
-#![allow(dead_code)] // each test binary uses its own part of the harness
+//! skips, when it is missing. Programs that must not panic (the `mx` benchmark) use
+//! [`TestDns::try_start`], which returns a [`DnsError`] instead.
 
 use std::fmt::Write as _;
 use std::fs;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::Path;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+use crate::peers::free_tcp_udp_port;
 
 /// The unbound binary the harness runs.
 pub const UNBOUND: &str = "/usr/sbin/unbound";
@@ -30,48 +32,103 @@ pub const REFUSED_ZONE: &str = "refused.test.";
 
 /// How long unbound gets to answer its first query.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Tries with a fresh port when unbound could not bind the one found free.
+const TRIES: usize = 5;
+
+/// Why unbound could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    /// The program is not there.
+    #[error(
+        "unbound not found at {}: install it (Debian/Ubuntu: apt-get install unbound); CI's .ci/run does",
+        .0.display()
+    )]
+    Missing(PathBuf),
+    /// A record that cannot be written into unbound.conf.
+    #[error("zone record that cannot be quoted for unbound.conf: {0}")]
+    BadRecord(String),
+    /// A file or process operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// No port free for both TCP and UDP.
+    #[error("no port free for both TCP and UDP on 127.0.0.1")]
+    NoPort,
+    /// unbound ran but never answered.
+    #[error("unbound did not start; its log:\n{0}")]
+    NotReady(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DnsError {
+    let what = what.into();
+    move |source| DnsError::Io { what, source }
+}
 
 /// A running unbound serving a test zone; killed when dropped.
 pub struct TestDns {
     /// Where it listens, on UDP and TCP.
     pub addr: SocketAddr,
+    /// The command line, for reports.
+    pub command: String,
     child: Option<Child>,
     dir: TempDir,
 }
 
 impl TestDns {
-    /// Starts unbound with `zone_records` (zone-file lines such as
+    /// Starts [`UNBOUND`] with `zone_records` (zone-file lines such as
     /// `"a.test. 300 IN MX 10 mx1.a.test."`, all under `test.`) and waits until it answers.
+    /// Panics, with the reason, when it cannot.
     pub fn start(zone_records: &[&str]) -> TestDns {
-        assert!(
-            Path::new(UNBOUND).exists(),
-            "{UNBOUND} is missing: install unbound (Debian package `unbound`); CI's .ci/run does"
-        );
+        Self::try_start(Path::new(UNBOUND), zone_records).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts `program` (unbound) with `zone_records` and waits until it answers.
+    pub fn try_start<R: AsRef<str>>(
+        program: &Path,
+        zone_records: &[R],
+    ) -> Result<TestDns, DnsError> {
+        if !program.is_file() {
+            return Err(DnsError::Missing(program.to_owned()));
+        }
+        let records: Vec<&str> = zone_records.iter().map(AsRef::as_ref).collect();
+        if let Some(bad) = records
+            .iter()
+            .find(|r| r.contains('\n') || (r.contains('"') && r.contains('\'')))
+        {
+            return Err(DnsError::BadRecord((*bad).to_owned()));
+        }
         let mut last_log = String::new();
         // A port found free can be taken before unbound binds it: try a few.
-        for _ in 0..5 {
-            let dir = tempfile::tempdir().expect("creating a temp dir for unbound");
-            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let config = config(dir.path(), addr, zone_records);
+        for _ in 0..TRIES {
+            let dir = tempfile::tempdir().map_err(io("creating a temp dir for unbound"))?;
+            let port = free_tcp_udp_port().ok_or(DnsError::NoPort)?;
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let config_path = dir.path().join("unbound.conf");
-            fs::write(&config_path, config).expect("writing unbound.conf");
-            let log = fs::File::create(dir.path().join("unbound.log")).expect("creating log");
-            let child = Command::new(UNBOUND)
+            fs::write(&config_path, config(dir.path(), addr, &records))
+                .map_err(io("writing unbound.conf"))?;
+            let log = fs::File::create(dir.path().join("unbound.log"))
+                .map_err(io("creating unbound's log"))?;
+            let child = Command::new(program)
                 .arg("-d")
                 .arg("-c")
                 .arg(&config_path)
                 .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("cloning log handle"))
+                .stdout(log.try_clone().map_err(io("cloning the log handle"))?)
                 .stderr(log)
                 .spawn()
-                .unwrap_or_else(|e| panic!("starting {UNBOUND}: {e}"));
+                .map_err(io(format!("starting {}", program.display())))?;
             let mut dns = TestDns {
                 addr,
+                command: format!("{} -d -c {}", program.display(), config_path.display()),
                 child: Some(child),
                 dir,
             };
-            if dns.wait_ready() {
-                return dns;
+            if dns.wait_ready()? {
+                return Ok(dns);
             }
             last_log = dns.log();
             dns.stop();
@@ -79,7 +136,7 @@ impl TestDns {
                 break;
             }
         }
-        panic!("unbound did not start; its log:\n{last_log}");
+        Err(DnsError::NotReady(last_log))
     }
 
     /// Kills unbound (the next queries to [`TestDns::addr`] fail). Idempotent.
@@ -96,17 +153,17 @@ impl TestDns {
     }
 
     /// Polls with a `test. SOA` query until unbound answers; false if it exits or times out.
-    fn wait_ready(&mut self) -> bool {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("binding a UDP socket");
+    fn wait_ready(&mut self) -> Result<bool, DnsError> {
+        let socket = UdpSocket::bind("127.0.0.1:0").map_err(io("binding a UDP socket"))?;
         socket
             .set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("setting a read timeout");
+            .map_err(io("setting a read timeout"))?;
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut id: u16 = 0x4d46;
         while Instant::now() < deadline {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(_)) = child.try_wait() {
-                    return false;
+                    return Ok(false);
                 }
             }
             id = id.wrapping_add(1);
@@ -115,13 +172,13 @@ impl TestDns {
                 let mut buf = [0u8; 512];
                 if let Ok((n, from)) = socket.recv_from(&mut buf) {
                     if from == self.addr && n >= 12 && buf[2] & 0x80 != 0 {
-                        return true;
+                        return Ok(true);
                     }
                 }
             }
             sleep(Duration::from_millis(20));
         }
-        false
+        Ok(false)
     }
 }
 
@@ -129,18 +186,6 @@ impl Drop for TestDns {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// A port free on 127.0.0.1 for both TCP and UDP right now.
-fn free_port() -> u16 {
-    for _ in 0..50 {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("binding a TCP port");
-        let port = tcp.local_addr().expect("local address").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both TCP and UDP on 127.0.0.1");
 }
 
 /// A `test. IN SOA` query with recursion desired.
@@ -153,7 +198,8 @@ fn soa_query(id: u16) -> Vec<u8> {
     q
 }
 
-/// unbound.conf for a server on `addr` with its files in `dir`.
+/// unbound.conf for a server on `addr` with its files in `dir`. Records holding both quote
+/// kinds or a line break are refused before this is called.
 fn config(dir: &Path, addr: SocketAddr, zone_records: &[&str]) -> String {
     let dir = dir.display();
     let mut c = format!(
@@ -190,10 +236,6 @@ fn config(dir: &Path, addr: SocketAddr, zone_records: &[&str]) -> String {
     );
     for record in zone_records {
         let quoted = if record.contains('"') {
-            assert!(
-                !record.contains('\''),
-                "record with both quote kinds: {record}"
-            );
             format!("'{record}'")
         } else {
             format!("\"{record}\"")
@@ -210,4 +252,32 @@ stub-zone:
 "#
     );
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_lists_every_record_with_the_right_quotes() {
+        let c = config(
+            Path::new("/tmp/x"),
+            "127.0.0.1:5353".parse().expect("address"),
+            &[
+                "a.test. 300 IN MX 10 mx.a.test.",
+                "s._domainkey.a.test. 300 IN TXT \"v=DKIM1\"",
+            ],
+        );
+        assert!(c.contains("    port: 5353\n"), "{c}");
+        assert!(c.contains("local-data: \"a.test. 300 IN MX 10 mx.a.test.\""));
+        assert!(c.contains("local-data: 's._domainkey.a.test. 300 IN TXT \"v=DKIM1\"'"));
+    }
+
+    #[test]
+    fn refuses_a_missing_program_and_an_unquotable_record() {
+        let missing = TestDns::try_start(Path::new("/nonexistent/unbound"), &["a.test. 1 IN A 1"]);
+        assert!(matches!(missing, Err(DnsError::Missing(_))));
+        let bad = TestDns::try_start(Path::new("/bin/sh"), &["a \"b\" 'c'"]);
+        assert!(matches!(bad, Err(DnsError::BadRecord(_))));
+    }
 }

@@ -1,311 +1,46 @@
-//! End-to-end harness: starts the real `mailfarm` binary and real peers (Postfix's
-//! `smtp-sink`) on loopback port 0 / free ports, and waits on what they print.
-//! A peer that is missing fails the test loudly: it never skips.
+//! Process farms: the real `mailfarm` binary as coordinator and smurfs (`farm init`, configs,
+//! start, crash, restart), the `campaign` commands run against them, and the campaign folders
+//! and CSVs the end-to-end scenarios launch.
+//!
+//! The binary is the one Cargo built next to the running test (`target/<profile>/mailfarm`),
+//! or the path in `MAILFARM_BIN` when that is set.
 
-#![allow(dead_code)]
-
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use crate::peers::free_udp_port;
+use crate::process::Daemon;
 
 /// The mailfarm binary under test.
 pub fn mailfarm() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mailfarm"))
+    Command::new(mailfarm_binary())
 }
 
-/// Path of a required peer program; panics with an explanation when it is missing.
-pub fn require(program: &str) -> PathBuf {
-    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"] {
-        let path = Path::new(dir).join(program);
-        if path.exists() {
-            return path;
-        }
+/// Where the `mailfarm` binary is: `MAILFARM_BIN`, else next to the running test executable
+/// (Cargo puts integration tests in `target/<profile>/deps/` and binaries one level up).
+/// Panics when it is not there: only the root package's tests make Cargo build it.
+pub fn mailfarm_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("MAILFARM_BIN") {
+        return PathBuf::from(path);
     }
-    panic!(
-        "required peer `{program}` is not installed: this test needs it (CI installs it with \
-         apt-get; see .ci/run). Refusing to skip."
+    let exe = std::env::current_exe().expect("locating the running test executable");
+    let mut dir = exe
+        .parent()
+        .expect("the test executable has a folder")
+        .to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let binary = dir.join(format!("mailfarm{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.is_file(),
+        "{} is missing: process farms run the binary of the root package `mailfarm` \
+         (use them from its tests, or set MAILFARM_BIN)",
+        binary.display()
     );
-}
-
-/// Whether this process runs as root (smtp-sink then needs `-u`).
-pub fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// A free UDP port on 127.0.0.1.
-pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("no free UDP port")
-}
-
-/// `mailfarm sink` (our fault-injecting receiver) as a process, recording what it accepted.
-pub struct FaultSinkProcess {
-    pub daemon: Daemon,
-    pub addr: SocketAddr,
-    pub record: PathBuf,
-    pub per_second: PathBuf,
-}
-
-impl FaultSinkProcess {
-    /// Starts `mailfarm sink` with extra flags, recording into `dir`.
-    pub fn start(dir: &Path, flags: &[&str]) -> Self {
-        Self::start_at(dir, "127.0.0.1", 0, flags)
-    }
-
-    /// Starts `mailfarm sink` on `ip:port` (loopback addresses 127.0.0.x stand in for hosts).
-    pub fn start_at(dir: &Path, ip: &str, port: u16, flags: &[&str]) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let record = dir.join("accepted.txt");
-        let per_second = dir.join("per-second.txt");
-        let mut command = mailfarm();
-        command
-            .args(["sink", "--listen", &format!("{ip}:{port}"), "--record"])
-            .arg(&record)
-            .arg("--per-second")
-            .arg(&per_second)
-            .args(flags);
-        let mut daemon = Daemon::spawn("sink", command);
-        let line = daemon.wait_line("its address", Duration::from_secs(30), |l| {
-            l.starts_with("mailfarm sink listening on ")
-        });
-        let addr = line.rsplit(' ').next().unwrap().parse().unwrap();
-        Self {
-            daemon,
-            addr,
-            record,
-            per_second,
-        }
-    }
-
-    /// Stops the sink and returns (Message-ID, recipient) of every accepted message.
-    pub fn stop(&mut self) -> Vec<(String, String)> {
-        assert!(self.daemon.terminate(Duration::from_secs(20)).success());
-        std::fs::read_to_string(&self.record)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let (id, rcpt) = l.split_once(' ').unwrap();
-                (id.to_owned(), rcpt.to_owned())
-            })
-            .collect()
-    }
-
-    /// Accepted messages per Unix second (valid after `stop`).
-    pub fn per_second(&self) -> Vec<(u64, u64)> {
-        std::fs::read_to_string(&self.per_second)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let (s, n) = l.split_once(' ').unwrap();
-                (s.parse().unwrap(), n.parse().unwrap())
-            })
-            .collect()
-    }
-}
-
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
-}
-
-/// A child process whose output lines are collected in the background.
-pub struct Daemon {
-    pub name: String,
-    pub child: Child,
-    pub stdout: Arc<Mutex<Vec<String>>>,
-    pub stderr: Arc<Mutex<Vec<String>>>,
-}
-
-fn collect(
-    stream: impl std::io::Read + Send + 'static,
-    name: String,
-    sink: Arc<Mutex<Vec<String>>>,
-) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if std::env::var_os("MAILFARM_TEST_ECHO").is_some() {
-                eprintln!("[{name}] {line}");
-            }
-            sink.lock().unwrap().push(line);
-        }
-    });
-}
-
-impl Daemon {
-    /// Starts `command`, collecting its output.
-    pub fn spawn(name: &str, mut command: Command) -> Self {
-        command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(Stdio::null());
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        collect(
-            child.stdout.take().unwrap(),
-            name.to_owned(),
-            stdout.clone(),
-        );
-        collect(
-            child.stderr.take().unwrap(),
-            name.to_owned(),
-            stderr.clone(),
-        );
-        Self {
-            name: name.to_owned(),
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    /// Waits until some output line satisfies `pred`, returning it.
-    pub fn wait_line(
-        &mut self,
-        what: &str,
-        timeout: Duration,
-        pred: impl Fn(&str) -> bool,
-    ) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            for stream in [&self.stdout, &self.stderr] {
-                if let Some(line) = stream.lock().unwrap().iter().find(|l| pred(l)) {
-                    return line.clone();
-                }
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "{} exited ({status}) while waiting for {what}:\n{}",
-                    self.name,
-                    self.output()
-                );
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "{} did not print {what} within {timeout:?}:\n{}",
-                    self.name,
-                    self.output()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Counts output lines satisfying `pred`.
-    pub fn count_lines(&self, pred: impl Fn(&str) -> bool) -> usize {
-        [&self.stdout, &self.stderr]
-            .iter()
-            .map(|s| s.lock().unwrap().iter().filter(|l| pred(l)).count())
-            .sum()
-    }
-
-    /// Everything it printed so far.
-    pub fn output(&self) -> String {
-        let out = self.stdout.lock().unwrap().join("\n");
-        let err = self.stderr.lock().unwrap().join("\n");
-        format!("--- stdout ---\n{out}\n--- stderr ---\n{err}")
-    }
-
-    /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "{} ignored SIGTERM for {timeout:?}:\n{}",
-                    self.name,
-                    self.output()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Postfix's smtp-sink accepting everything and dumping each transaction into `dir`.
-pub struct SmtpSink {
-    pub daemon: Daemon,
-    pub addr: SocketAddr,
-    pub dir: PathBuf,
-}
-
-impl SmtpSink {
-    /// Starts smtp-sink on a free loopback port, dumping messages into `dir`.
-    pub fn start(dir: &Path) -> Self {
-        let binary = require("smtp-sink");
-        std::fs::create_dir_all(dir).unwrap();
-        let mut command = Command::new(binary);
-        if is_root() {
-            // smtp-sink drops privileges to -u; that user must be able to write the dumps.
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-            command.args(["-u", "nobody"]);
-        }
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        command.arg("-d").arg(format!("{}/%M.", dir.display()));
-        command.arg(addr.to_string()).arg("256");
-        let daemon = Daemon::spawn("smtp-sink", command);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "smtp-sink did not listen on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self {
-            daemon,
-            addr,
-            dir: dir.to_owned(),
-        }
-    }
-
-    /// The dumped transactions: (envelope recipient, raw dump).
-    pub fn messages(&self) -> Vec<(String, Vec<u8>)> {
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(&self.dir).unwrap() {
-            let path = entry.unwrap().path();
-            let raw = std::fs::read(&path).unwrap();
-            let text = String::from_utf8_lossy(&raw);
-            let rcpt = text
-                .lines()
-                .find_map(|l| l.strip_prefix("X-Rcpt-Args: <"))
-                .and_then(|l| l.split('>').next())
-                .unwrap_or_else(|| panic!("no X-Rcpt-Args in {}", path.display()))
-                .to_owned();
-            out.push((rcpt, raw));
-        }
-        out
-    }
+    binary
 }
 
 /// A running farm of real processes: `mailfarm coordinator` and `mailfarm smurf`s.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Verify the topmost DKIM-Signature of a message with dkimpy (an independent verifier).
 
-Used by smurf/tests/dkim_dkimpy.rs. The public key record comes either from a file (no DNS
+Used through mailfarm-testkit (testkit/src/dkimpy.rs). The public key record comes either from a file (no DNS
 at all) or from a DNS server given as --dns HOST:PORT (queried with dnspython, a dkimpy
 dependency).
 

@@ -1,2 +1,0 @@
-pub mod dns;
-pub mod postfix;

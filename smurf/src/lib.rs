@@ -3,7 +3,8 @@
 //! reporting every outcome back to the coordinator.
 //!
 //! Roles live in their own folders: `outbound/` (the SMTP client), `inbound/` (SMTP receivers:
-//! today the capture sink, later the inbound MX role).
+//! today the capture sink, later the inbound MX role), `web/` (one-click unsubscribe and the
+//! operators' dashboard).
 
 mod config;
 pub mod delivery;
@@ -12,6 +13,7 @@ mod link;
 pub mod load;
 pub mod outbound;
 pub mod template_cache;
+pub mod web;
 
 pub use config::SmurfConfig;
 pub use delivery::DeliverySettings;

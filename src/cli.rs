@@ -384,6 +384,13 @@ fn farm_init(
     for path in &report.kept {
         println!("kept     {}", path.display());
     }
+    if let Some(secret) = &report.dashboard_secret {
+        println!(
+            "\nDashboard secret (shown once; only its argon2 hash is kept in {}):\n  {secret}",
+            dir.join(mailfarm_pki::dashboard::DASHBOARD_HASH_FILE)
+                .display()
+        );
+    }
     println!(
         "\nNext: mailfarm coordinator --config {0}/coordinator.toml\n      mailfarm smurf --config {0}/smurf-1.toml\n      mailfarm campaign launch CAMPAIGN_DIR --farm {0}",
         dir.display()

@@ -33,6 +33,7 @@ struct CampaignFile {
     list_id: String,
     bounce_domain: String,
     list_unsubscribe: Option<String>,
+    unsubscribe_base_url: Option<String>,
     delivery: DeliveryFile,
 }
 
@@ -144,6 +145,7 @@ pub fn load_campaign_dir(dir: &Path) -> Result<(CampaignSubmission, PathBuf), Ca
                 },
                 start_at_ms: None,
                 rate_cap: None,
+                unsubscribe_base_url: f.unsubscribe_base_url,
             },
             csv_path,
         )),

@@ -503,6 +503,7 @@ mod tests {
                     relay: Some("127.0.0.1:25".into()),
                     connections: 1,
                 },
+                unsubscribe_base_url: None,
             },
             status: CampaignStatus::Running,
             created_ms: now_ms(),

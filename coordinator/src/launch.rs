@@ -97,6 +97,7 @@ pub fn launch(
         list_id: submission.list_id.clone(),
         bounce_domain: submission.bounce_domain.clone(),
         list_unsubscribe: submission.list_unsubscribe.clone(),
+        unsubscribe_base_url: submission.unsubscribe_base_url.clone(),
     };
     // Compile here too, so a broken template fails the launch instead of every recipient.
     MessageTemplate::compile(
@@ -120,6 +121,7 @@ pub fn launch(
         email_field: header.email_field as u32,
         verp_key: verp_key.to_vec(),
         delivery: submission.delivery,
+        unsubscribe_base_url: submission.unsubscribe_base_url,
     };
     bundle.hash = bundle_hash(&bundle)?;
     let record = farm

@@ -88,6 +88,7 @@ async fn large_csv_ingests_in_bounded_memory() {
         },
         start_at_ms: None,
         rate_cap: None,
+        unsubscribe_base_url: None,
     };
     let csv = GeneratedCsv {
         rows: ROWS,

@@ -40,6 +40,9 @@ pub struct InitReport {
     pub created: Vec<PathBuf>,
     /// Files that existed and were kept.
     pub kept: Vec<PathBuf>,
+    /// The operator's dashboard secret, when this run created it (only its hash is stored, in
+    /// `dashboard.argon2`): show it to the operator once.
+    pub dashboard_secret: Option<String>,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -140,6 +143,17 @@ pub fn init_farm(
         report.created.push(verp_path);
     }
 
+    let dashboard_path = dir.join(crate::dashboard::DASHBOARD_HASH_FILE);
+    if dashboard_path.exists() {
+        report.kept.push(dashboard_path);
+    } else {
+        let secret = crate::dashboard::new_dashboard_secret()?;
+        let hash = crate::dashboard::hash_dashboard_secret(&secret)?;
+        write_new(&dashboard_path, &(hash + "\n"), 0o600)?;
+        report.created.push(dashboard_path);
+        report.dashboard_secret = Some(secret);
+    }
+
     let mut nodes = vec![("coordinator".to_owned(), COORDINATOR_NAME.to_owned())];
     nodes.extend(smurfs.iter().map(|n| (n.clone(), smurf_dns_name(n))));
     nodes.extend(operators.iter().map(|n| (n.clone(), operator_dns_name(n))));
@@ -209,7 +223,14 @@ mod tests {
     fn rerun_keeps_keys_and_adds_new_nodes() {
         let dir = tempfile::tempdir().unwrap();
         let first = init_farm(dir.path(), &["smurf-1".into()], &["operator".into()]).unwrap();
-        assert_eq!(first.created.len(), 3 + 3 * 2);
+        assert_eq!(first.created.len(), 4 + 3 * 2);
+        let secret = first
+            .dashboard_secret
+            .clone()
+            .expect("first run makes the secret");
+        let hash =
+            crate::dashboard::load_dashboard_hash(&dir.path().join("dashboard.argon2")).unwrap();
+        assert!(crate::dashboard::verify_dashboard_secret(&hash, &secret));
         let ca_key = fs::read(dir.path().join("ca.key")).unwrap();
         let smurf_key = fs::read(dir.path().join("smurf-1.key")).unwrap();
         #[cfg(unix)]
@@ -232,6 +253,7 @@ mod tests {
             2,
             "only smurf-2's key and cert are new"
         );
+        assert!(second.dashboard_secret.is_none(), "the secret is made once");
         assert_eq!(fs::read(dir.path().join("ca.key")).unwrap(), ca_key);
         assert_eq!(fs::read(dir.path().join("smurf-1.key")).unwrap(), smurf_key);
     }

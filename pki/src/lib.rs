@@ -6,6 +6,7 @@
 //! impersonate the coordinator. The role and name of a node are written in its certificate as a
 //! DNS name: `coordinator.mailfarm`, `NAME.smurf.mailfarm`, `NAME.operator.mailfarm`.
 
+pub mod dashboard;
 mod init;
 mod tls;
 pub mod wire;
@@ -49,4 +50,7 @@ pub enum PkiError {
     /// A node name is not usable in a certificate.
     #[error("invalid node name {0:?}: use letters, digits and '-' (max 63)")]
     BadName(String),
+    /// The dashboard secret could not be hashed.
+    #[error("dashboard secret: {0}")]
+    Secret(String),
 }

@@ -122,6 +122,9 @@ pub struct TemplateBundle {
     pub verp_key: Vec<u8>,
     /// Where to deliver.
     pub delivery: DeliveryTarget,
+    /// Base URL of the farm's web node for signed unsubscribe links (`campaign.toml`'s
+    /// `unsubscribe_base_url`); `None`: no signed links.
+    pub unsubscribe_base_url: Option<String>,
 }
 
 /// One recipient's data: its id and the values of its fields.
@@ -298,6 +301,8 @@ pub struct CampaignSubmission {
     pub start_at_ms: Option<u64>,
     /// Most messages per period for this campaign across the farm.
     pub rate_cap: Option<crate::Rate>,
+    /// Base URL of the farm's web node for signed unsubscribe links (`<base>/u/<token>`).
+    pub unsubscribe_base_url: Option<String>,
 }
 
 /// Operator-to-coordinator requests (after the [`Hello`]).

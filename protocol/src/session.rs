@@ -353,6 +353,7 @@ mod tests {
                 relay: Some("127.0.0.1:25".into()),
                 connections: 2,
             },
+            unsubscribe_base_url: None,
         }
     }
 

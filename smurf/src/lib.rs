@@ -3,7 +3,8 @@
 //! reporting every outcome back to the coordinator.
 //!
 //! Roles live in their own folders: `outbound/` (the SMTP client), `inbound/` (SMTP receivers:
-//! today the capture sink, later the inbound MX role).
+//! today the capture sink, later the inbound MX role), `web/` (one-click unsubscribe and the
+//! operators' dashboard).
 
 pub mod bounce;
 mod config;
@@ -16,6 +17,7 @@ pub mod returned;
 pub mod roles;
 pub mod switch;
 pub mod template_cache;
+pub mod web;
 
 pub use config::SmurfConfig;
 pub use delivery::DeliverySettings;

@@ -36,6 +36,7 @@ fn compile(bundle: TemplateBundle) -> Result<CompiledCampaign, mailfarm_template
             list_id: bundle.list_id.clone(),
             bounce_domain: bundle.bounce_domain.clone(),
             list_unsubscribe: bundle.list_unsubscribe.clone(),
+            unsubscribe_base_url: bundle.unsubscribe_base_url.clone(),
         },
         bundle.field_names.clone(),
         VerpSigner::new(&bundle.verp_key),

@@ -196,3 +196,48 @@ pub enum VerpError {
         expected: String,
     },
 }
+
+/// A token given to [`crate::UnsubscribeSigner`] is not a valid unsubscribe token of ours. The
+/// kinds are kept apart so that a web node can count them: a burst of `Forged` is an attack, a
+/// trickle of `Truncated` is mail clients breaking long links.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum UnsubscribeError {
+    /// Not shaped like a token: characters outside the alphabet, trailing data, a field that
+    /// does not parse.
+    #[error("not an unsubscribe token: {0}")]
+    Malformed(&'static str),
+    /// The token ends early: characters were lost (a link cut by a mail client).
+    #[error("unsubscribe token is truncated")]
+    Truncated,
+    /// The token's integrity check fails: it was altered (or damaged) after it was made.
+    #[error("unsubscribe token was altered")]
+    Tampered,
+    /// The token is well formed and whole but its signature does not match: made by someone
+    /// without the farm's key.
+    #[error("unsubscribe token signature does not match (forged)")]
+    Forged,
+    /// The token is of a version this farm does not issue.
+    #[error("unknown unsubscribe token version {version}")]
+    Unknown {
+        /// The version byte found.
+        version: u8,
+    },
+    /// A mailto token for another domain than the bounce domain.
+    #[error("unsubscribe address is not at the bounce domain")]
+    WrongDomain,
+}
+
+impl UnsubscribeError {
+    /// A short stable name for counters and logs: `malformed`, `truncated`, `tampered`,
+    /// `forged`, `unknown`, `wrong_domain`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UnsubscribeError::Malformed(_) => "malformed",
+            UnsubscribeError::Truncated => "truncated",
+            UnsubscribeError::Tampered => "tampered",
+            UnsubscribeError::Forged => "forged",
+            UnsubscribeError::Unknown { .. } => "unknown",
+            UnsubscribeError::WrongDomain => "wrong_domain",
+        }
+    }
+}

@@ -18,12 +18,18 @@ mod error;
 mod fields;
 mod mime;
 mod render;
+mod unsubscribe;
 mod verp;
 
 pub use error::{
-    RenderError, TemplateError, VerpError, HTML_FILE, SUBJECT_FILE, TEXT_FILE, UNSUBSCRIBE_FILE,
+    RenderError, TemplateError, UnsubscribeError, VerpError, HTML_FILE, SUBJECT_FILE, TEXT_FILE,
+    UNSUBSCRIBE_FILE,
 };
-pub use render::{MessageTemplate, RenderedMessage, URLENCODE_HELPER};
+pub use render::{MessageTemplate, RenderedMessage, UNSUBSCRIBE_URL_FIELD, URLENCODE_HELPER};
+pub use unsubscribe::{
+    derive_unsubscribe_key, UnsubscribeSigner, UnsubscribeTarget, UNSUBSCRIBE_KEY_LABEL,
+    UNSUBSCRIBE_PATH,
+};
 pub use verp::{VerpSigner, VerpToken, MAX_CAMPAIGN_ID_LEN};
 
 /// Template sources as read from a campaign folder.
@@ -51,8 +57,14 @@ pub struct MessageSettings {
     pub list_id: String,
     /// Domain of the VERP return path.
     pub bounce_domain: String,
-    /// Handlebars source of the List-Unsubscribe URL (https, http or mailto), if any.
+    /// Handlebars source of the List-Unsubscribe URL (https, http or mailto), if any. Excludes
+    /// `unsubscribe_base_url`.
     pub list_unsubscribe: Option<String>,
+    /// Base URL of the farm's web node (`https://unsub.acme.example`). When set, every message
+    /// gets signed unsubscribe links: `List-Unsubscribe: <base/u/TOKEN>, <mailto:u-...@bounce
+    /// domain>`, RFC 8058 one-click when the base is https, and `{{unsubscribe_url}}` in the
+    /// templates.
+    pub unsubscribe_base_url: Option<String>,
 }
 
 #[cfg(test)]
@@ -64,5 +76,6 @@ mod tests {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<MessageTemplate>();
         assert_send_sync::<VerpSigner>();
+        assert_send_sync::<UnsubscribeSigner>();
     }
 }

@@ -161,7 +161,8 @@ pub(crate) struct Parts<'a> {
     pub(crate) subject: &'a str,
     pub(crate) message_id: &'a str,
     pub(crate) list_id: &'a str,
-    pub(crate) unsubscribe: Option<(String, bool)>,
+    /// The List-Unsubscribe URLs (already checked and escaped) and whether the first is one-click.
+    pub(crate) unsubscribe: Option<(Vec<String>, bool)>,
     pub(crate) text: String,
     pub(crate) html: Option<String>,
 }
@@ -182,8 +183,8 @@ pub(crate) fn build(parts: Parts<'_>) -> Vec<u8> {
         .subject(Text::new(parts.subject))
         .message_id(MessageId::new(parts.message_id))
         .header("List-Id", Raw::new(parts.list_id));
-    if let Some((url, one_click)) = parts.unsubscribe {
-        builder = builder.header("List-Unsubscribe", URL::new(url));
+    if let Some((urls, one_click)) = parts.unsubscribe {
+        builder = builder.header("List-Unsubscribe", URL::new_list(urls.into_iter()));
         if one_click {
             builder = builder.header(
                 "List-Unsubscribe-Post",

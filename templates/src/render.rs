@@ -30,6 +30,27 @@ pub const URLENCODE_HELPER: &str = "urlencode";
 /// the recipient list has such a column.
 const EMAIL_FIELD: &str = "email";
 
+/// Name under which templates find the recipient's signed one-click unsubscribe link, when the
+/// campaign has an `unsubscribe_base_url`: `{{unsubscribe_url}}`.
+pub const UNSUBSCRIBE_URL_FIELD: &str = "unsubscribe_url";
+
+/// Column index standing for [`UNSUBSCRIBE_URL_FIELD`] when it is not a real column.
+const UNSUBSCRIBE_URL_INDEX: usize = usize::MAX - 1;
+
+/// Longest unsubscribe base URL accepted.
+const MAX_BASE_URL_LEN: usize = 400;
+
+/// The signed unsubscribe links of a campaign with an `unsubscribe_base_url`.
+#[derive(Debug)]
+struct SignedUnsubscribe {
+    /// Base URL without its trailing `/`.
+    base: String,
+    /// Whether the base is https (only then is the link announced as one-click).
+    https: bool,
+    /// Whether a template uses `{{unsubscribe_url}}`, so the link goes into the context.
+    in_templates: bool,
+}
+
 /// A campaign's templates and header settings, compiled once and rendered per recipient.
 /// Cheap to share between threads (`Send + Sync`).
 #[derive(Debug)]
@@ -39,6 +60,7 @@ pub struct MessageTemplate {
     /// HTML body, with HTML escaping of values; `None` when there is no HTML part.
     html: Option<Handlebars<'static>>,
     has_unsubscribe: bool,
+    signed_unsubscribe: Option<SignedUnsubscribe>,
     field_names: Vec<String>,
     /// For each template file, the columns it uses (to refuse short rows up front).
     uses: Vec<(&'static str, Vec<usize>)>,
@@ -110,7 +132,22 @@ impl MessageTemplate {
             });
         }
 
-        let mut columns: HashMap<&str, usize> = HashMap::with_capacity(field_names.len() + 1);
+        let signed_base = match &settings.unsubscribe_base_url {
+            Some(base) => {
+                if settings.list_unsubscribe.is_some() {
+                    return Err(TemplateError::InvalidSetting {
+                        setting: "list_unsubscribe",
+                        value: settings.list_unsubscribe.clone().unwrap_or_default(),
+                        reason: "leave it out when unsubscribe_base_url is set: the signed links \
+                                 replace it",
+                    });
+                }
+                Some(check_base_url(base)?)
+            }
+            None => None,
+        };
+
+        let mut columns: HashMap<&str, usize> = HashMap::with_capacity(field_names.len() + 2);
         for (index, name) in field_names.iter().enumerate() {
             if columns.insert(name.as_str(), index).is_some() {
                 return Err(TemplateError::DuplicateField(name.clone()));
@@ -119,6 +156,15 @@ impl MessageTemplate {
         // The address is always present, even without an `email` column: give it an index no
         // row can be short of.
         columns.entry(EMAIL_FIELD).or_insert(usize::MAX);
+        // The signed link wins over a column of the same name; without a base URL, a column
+        // called `unsubscribe_url` is used as it is.
+        if signed_base.is_some() {
+            columns.insert(UNSUBSCRIBE_URL_FIELD, UNSUBSCRIBE_URL_INDEX);
+        } else {
+            columns
+                .entry(UNSUBSCRIBE_URL_FIELD)
+                .or_insert(UNSUBSCRIBE_URL_INDEX);
+        }
 
         let mut plain = new_registry();
         plain.register_escape_fn(no_escape);
@@ -143,6 +189,22 @@ impl MessageTemplate {
             }
             None => None,
         };
+        let uses_signed_link = uses
+            .iter()
+            .any(|(_, used)| used.contains(&UNSUBSCRIBE_URL_INDEX));
+        if uses_signed_link && signed_base.is_none() {
+            return Err(TemplateError::InvalidSetting {
+                setting: "unsubscribe_base_url",
+                value: String::new(),
+                reason: "the templates use {{unsubscribe_url}}: set unsubscribe_base_url in \
+                         campaign.toml to the farm's web node (https://...)",
+            });
+        }
+        let signed_unsubscribe = signed_base.map(|(base, https)| SignedUnsubscribe {
+            base,
+            https,
+            in_templates: uses_signed_link,
+        });
         // Only real columns matter for the short-row check.
         for (_, used) in &mut uses {
             used.retain(|&index| index < field_names.len());
@@ -152,6 +214,7 @@ impl MessageTemplate {
             plain,
             html,
             has_unsubscribe: settings.list_unsubscribe.is_some(),
+            signed_unsubscribe,
             uses,
             list_id_header: format!("<{}>", settings.list_id),
             field_names,
@@ -203,6 +266,19 @@ impl MessageTemplate {
             map.insert(name.clone(), Value::String(value.clone()));
         }
         map.insert(EMAIL_FIELD.to_owned(), Value::String(email.to_owned()));
+        let signed_url = self.signed_unsubscribe.as_ref().map(|signed| {
+            self.verp.unsubscribe_signer().url(
+                &signed.base,
+                &self.settings.campaign_id,
+                &self.settings.list_id,
+                recipient_id,
+            )
+        });
+        if let (Some(url), Some(signed)) = (&signed_url, &self.signed_unsubscribe) {
+            if signed.in_templates {
+                map.insert(UNSUBSCRIBE_URL_FIELD.to_owned(), Value::String(url.clone()));
+            }
+        }
         let context = Context::from(Value::Object(map));
 
         let subject = self.render_one(&self.plain, SUBJECT_FILE, &context)?;
@@ -211,14 +287,26 @@ impl MessageTemplate {
             Some(registry) => Some(self.render_one(registry, HTML_FILE, &context)?),
             None => None,
         };
-        let unsubscribe = if self.has_unsubscribe {
+        let unsubscribe = if let (Some(url), Some(signed)) = (signed_url, &self.signed_unsubscribe)
+        {
+            let mailto = self.verp.unsubscribe_signer().mailto_address(
+                &self.settings.campaign_id,
+                recipient_id,
+                &self.settings.bounce_domain,
+            );
+            Some((
+                vec![url, format!("mailto:{mailto}?subject=unsubscribe")],
+                signed.https,
+            ))
+        } else if self.has_unsubscribe {
             let rendered = self.render_one(&self.plain, UNSUBSCRIBE_FILE, &context)?;
-            Some(mime::unsubscribe_url(&rendered).map_err(|reason| {
+            let (url, one_click) = mime::unsubscribe_url(&rendered).map_err(|reason| {
                 RenderError::InvalidUnsubscribe {
                     value: truncate(&rendered, 200).to_owned(),
                     reason,
                 }
-            })?)
+            })?;
+            Some((vec![url], one_click))
         } else {
             None
         };
@@ -317,6 +405,42 @@ fn check_campaign_id(id: &str) -> Result<(), TemplateError> {
         id: id.to_owned(),
         reason,
     })
+}
+
+/// Checks the web node's base URL: http(s), a host, no query or fragment, nothing that needs
+/// escaping. Returns it without its trailing `/`, and whether it is https.
+fn check_base_url(base: &str) -> Result<(String, bool), TemplateError> {
+    let bad = |reason| TemplateError::InvalidSetting {
+        setting: "unsubscribe_base_url",
+        value: base.to_owned(),
+        reason,
+    };
+    let trimmed = base.trim().trim_end_matches('/');
+    let lower = trimmed.to_ascii_lowercase();
+    let (https, rest) = if let Some(rest) = lower.strip_prefix("https://") {
+        (true, rest)
+    } else if let Some(rest) = lower.strip_prefix("http://") {
+        (false, rest)
+    } else {
+        return Err(bad(
+            "must start with https:// (or http:// for a test on loopback)",
+        ));
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(bad("has no host"));
+    }
+    if trimmed.len() > MAX_BASE_URL_LEN {
+        return Err(bad("longer than 400 bytes"));
+    }
+    if !trimmed
+        .bytes()
+        .all(|b| (0x21..=0x7e).contains(&b) && !b"<>\"\\^`{|}?#".contains(&b))
+    {
+        return Err(bad(
+            "may hold only printable ASCII, without spaces, a query (?) or a fragment (#)",
+        ));
+    }
+    Ok((trimmed.to_owned(), https))
 }
 
 /// The List-Unsubscribe source must show its scheme, unless it comes whole from a variable.

@@ -9,6 +9,7 @@ use crate::address::is_domain;
 use ring::hmac;
 
 use crate::error::VerpError;
+use crate::UnsubscribeSigner;
 
 /// Longest campaign id: `b-` + id + `-` + 13 base36 digits (any u64) + `-` + 16 signature
 /// characters must fit the 64 octets RFC 5321 allows a local part.
@@ -16,11 +17,11 @@ pub const MAX_CAMPAIGN_ID_LEN: usize = 64 - PREFIX.len() - 1 - MAX_ID_DIGITS - 1
 
 const PREFIX: &str = "b-";
 /// Digits of `u64::MAX` in base36.
-const MAX_ID_DIGITS: usize = 13;
+pub(crate) const MAX_ID_DIGITS: usize = 13;
 /// Signature bytes kept from the HMAC: 80 bits.
-const SIG_BYTES: usize = 10;
+pub(crate) const SIG_BYTES: usize = 10;
 /// Base32 characters of the signature: 80 bits / 5 bits per character, no padding.
-const SIG_CHARS: usize = 16;
+pub(crate) const SIG_CHARS: usize = 16;
 /// Longest address verify() looks at; anything longer is not ours.
 const MAX_ADDRESS_LEN: usize = 320;
 /// Domain separation of the signed data, so the key can never sign anything else by accident.
@@ -35,6 +36,8 @@ pub struct VerpSigner {
     key: hmac::Key,
     /// Key for comparing truncated signatures in constant time (double-HMAC comparison).
     compare_key: hmac::Key,
+    /// Signer of the unsubscribe links, under the key derived from this one.
+    unsubscribe: UnsubscribeSigner,
 }
 
 impl std::fmt::Debug for VerpSigner {
@@ -54,11 +57,21 @@ pub struct VerpToken {
 
 impl VerpSigner {
     /// Creates a signer from a secret key (HMAC-SHA256; 32 random bytes is a good key).
-    pub fn new(key: &[u8]) -> Self {
-        let key = hmac::Key::new(hmac::HMAC_SHA256, key);
+    pub fn new(key_bytes: &[u8]) -> Self {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, key_bytes);
         let derived = hmac::sign(&key, b"mailfarm-verp-compare-key");
         let compare_key = hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref());
-        VerpSigner { key, compare_key }
+        VerpSigner {
+            key,
+            compare_key,
+            unsubscribe: UnsubscribeSigner::from_verp_key(key_bytes),
+        }
+    }
+
+    /// The signer of the unsubscribe links, keyed with [`crate::derive_unsubscribe_key`] of
+    /// this VERP key.
+    pub fn unsubscribe_signer(&self) -> &UnsubscribeSigner {
+        &self.unsubscribe
     }
 
     /// Returns the signed envelope sender for one recipient of a campaign.
@@ -195,7 +208,7 @@ pub(crate) fn push_base36(out: &mut String, mut value: u64) {
 }
 
 /// Parses canonical lower-case base36 (no sign, no leading zeros), refusing overflow.
-fn parse_base36(text: &str) -> Option<u64> {
+pub(crate) fn parse_base36(text: &str) -> Option<u64> {
     if text.is_empty() || text.len() > MAX_ID_DIGITS || (text.len() > 1 && text.starts_with('0')) {
         return None;
     }
@@ -209,7 +222,7 @@ fn parse_base36(text: &str) -> Option<u64> {
     })
 }
 
-fn push_base32(out: &mut String, sig: &[u8; SIG_BYTES]) {
+pub(crate) fn push_base32(out: &mut String, sig: &[u8; SIG_BYTES]) {
     // 10 bytes = 80 bits = exactly 16 characters of 5 bits.
     let mut bits: u128 = 0;
     for &b in sig {
@@ -220,7 +233,7 @@ fn push_base32(out: &mut String, sig: &[u8; SIG_BYTES]) {
     }
 }
 
-fn parse_base32_sig(text: &str) -> Option<[u8; SIG_BYTES]> {
+pub(crate) fn parse_base32_sig(text: &str) -> Option<[u8; SIG_BYTES]> {
     if text.len() != SIG_CHARS {
         return None;
     }

@@ -36,6 +36,7 @@ pub fn campaign(relay: Option<String>, connections: u16) -> Arc<CompiledCampaign
         email_field: 0,
         verp_key: vec![42; 32],
         delivery: DeliveryTarget { relay, connections },
+        unsubscribe_base_url: None,
     };
     TemplateCache::open(None)
         .expect("memory cache")

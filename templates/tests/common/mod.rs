@@ -35,6 +35,7 @@ pub fn settings() -> MessageSettings {
         list_id: "weekly.acme.example".into(),
         bounce_domain: "bounces.acme.example".into(),
         list_unsubscribe: Some("https://acme.example/unsubscribe?u={{urlencode email}}".into()),
+        unsubscribe_base_url: None,
     }
 }
 

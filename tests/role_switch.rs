@@ -4,8 +4,6 @@
 //! assignments survive a kill -9 of the coordinator. At the sink every Message-ID arrives
 //! exactly once.
 
-
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

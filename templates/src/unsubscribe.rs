@@ -16,10 +16,11 @@
 
 use ring::{digest, hmac};
 
+use crate::address::is_domain;
 use crate::error::UnsubscribeError;
 use crate::verp::{
-    is_campaign_id, is_domain, parse_base32_sig, parse_base36, push_base32, push_base36,
-    MAX_ID_DIGITS, SIG_BYTES, SIG_CHARS,
+    is_campaign_id, parse_base32_sig, parse_base36, push_base32, push_base36, MAX_ID_DIGITS,
+    SIG_BYTES, SIG_CHARS,
 };
 
 /// Label of the key derivation: the unsubscribe key is `HMAC-SHA256(verp_key, label)`.

@@ -74,6 +74,15 @@ enum FarmCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// List the sites that throttled the farm: configured and learnt rate and connections
+    /// (farm-wide), throttling replies, the last one.
+    Sites {
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Stop giving work to a smurf; it finishes what it holds, then `farm nodes` shows it idle
     /// and it can be stopped, upgraded and started again with nothing lost.
     Drain {
@@ -217,6 +226,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Farm(FarmCommand::Nodes { remote }) => {
             remote::simple(&remote, OperatorRequest::Nodes).await
         }
+        Command::Farm(FarmCommand::Sites { json, remote }) => remote::sites(&remote, json).await,
         Command::Farm(FarmCommand::Drain { node, remote }) => {
             remote::simple(&remote, OperatorRequest::Drain { node }).await
         }

@@ -182,6 +182,8 @@ pub struct Farm {
     shaping_toml: Mutex<Arc<str>>,
     retry: RetryPolicy,
     ready_buffer: usize,
+    /// Farm-wide learnt rates of throttling sites (issue 11).
+    throttle: crate::throttle::ThrottleBook,
 }
 
 /// Leasing is on hold while this lives (see [`Farm::hold_leasing`]).
@@ -295,7 +297,13 @@ impl Farm {
             shaping_toml: Mutex::new(Arc::from("")),
             retry,
             ready_buffer: 2048,
+            throttle: crate::throttle::ThrottleBook::default(),
         })
+    }
+
+    /// Farm-wide learnt rates of throttling sites.
+    pub fn throttle(&self) -> &crate::throttle::ThrottleBook {
+        &self.throttle
     }
 
     fn lock(&self) -> MutexGuard<'_, FarmState> {

@@ -13,6 +13,7 @@ pub mod metrics;
 mod operator;
 mod server;
 pub mod store;
+pub mod throttle;
 
 pub use campaign::{load_campaign_dir, CampaignDirError, RejectedRow};
 pub use client::OperatorClient;

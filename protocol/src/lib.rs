@@ -21,6 +21,7 @@ mod frame;
 mod messages;
 mod rate;
 mod session;
+pub mod throttle;
 
 pub use error::{FrameError, ProtocolError};
 pub use frame::{decode_message, encode_frame, FrameDecoder, DEFAULT_MAX_FRAME, FRAME_HEADER_LEN};

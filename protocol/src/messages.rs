@@ -196,6 +196,8 @@ pub enum CoordinatorMessage {
     /// to the coordinator's store. Until then the smurf keeps it, and sends it again as late
     /// results on its next link if this one drops.
     ResultsCommitted,
+    /// This smurf's share of sites' farm-wide learnt rates and connection counts.
+    SiteRates(Vec<crate::throttle::SiteRate>),
 }
 
 /// Smurf-to-coordinator messages, after the [`Hello`].
@@ -218,6 +220,8 @@ pub enum SmurfMessage {
     /// restarted) that finished after it ended. Applied if the recipient is still pending, so
     /// a message that went out is not sent again.
     LateResults(Vec<RecipientResult>),
+    /// What the smurf learnt about throttling sites (on a cut, and with each load report).
+    SiteThrottles(Vec<crate::throttle::SiteThrottle>),
 }
 
 /// What a smurf reports about its load.
@@ -316,6 +320,8 @@ pub enum OperatorRequest {
         /// Why (shown in reports).
         reason: String,
     },
+    /// Throttled sites, farm-wide: configured and learnt rate and connections, last reply.
+    Sites,
 }
 
 /// A connected smurf, as `farm nodes` shows it.
@@ -431,4 +437,6 @@ pub enum OperatorResponse {
         /// What went wrong, for the operator.
         message: String,
     },
+    /// Throttled sites, farm-wide (answer to [`OperatorRequest::Sites`]).
+    Sites(Vec<crate::throttle::SiteView>),
 }

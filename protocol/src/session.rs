@@ -176,6 +176,8 @@ pub enum SmurfLinkEvent {
     Shaping(crate::ShapingUpdate),
     /// The oldest unacknowledged results frame is committed.
     ResultsCommitted,
+    /// This smurf's share of sites' farm-wide learnt values.
+    SiteRates(Vec<crate::throttle::SiteRate>),
 }
 
 /// Smurf-side state of the link to the coordinator.
@@ -270,6 +272,7 @@ impl SmurfLink {
             }
             CoordinatorMessage::Shaping(update) => Ok(SmurfLinkEvent::Shaping(update)),
             CoordinatorMessage::ResultsCommitted => Ok(SmurfLinkEvent::ResultsCommitted),
+            CoordinatorMessage::SiteRates(rates) => Ok(SmurfLinkEvent::SiteRates(rates)),
         }
     }
 

@@ -136,15 +136,12 @@ impl Adaptive {
         self.accepted.len() as f64
     }
 
-    /// Messages per second the site accepted lately, once it had time to show it.
+    /// Messages per second the site accepted lately: what it accepted over the last second.
+    /// On a young site this is the count so far, not divided by the shorter time: receivers
+    /// count per second (SES, the sink), and a first burst must not pass for a high rate.
     fn accepted_rate(&mut self, now: Instant) -> Option<f64> {
         self.trim(now);
-        // A young site: count over at least a fifth of a second (the first burst).
-        let span = now
-            .duration_since(self.started)
-            .clamp(Duration::from_millis(200), WINDOW)
-            .as_secs_f64();
-        (!self.accepted.is_empty()).then(|| self.accepted.len() as f64 / span)
+        (!self.accepted.is_empty()).then(|| self.accepted.len() as f64)
     }
 
     /// A throttling reply asking for a lower rate, sent while `current` was in force

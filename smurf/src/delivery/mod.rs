@@ -96,7 +96,7 @@ pub struct ThrottleHold {
 
 impl ThrottleHold {
     /// Most throttled attempts retried on the smurf.
-    pub const MAX_TRIES: u32 = 20;
+    pub const MAX_TRIES: u32 = 50;
     /// Longest time a throttled job is held on the smurf.
     pub const MAX_TIME: Duration = Duration::from_secs(300);
 

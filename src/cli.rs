@@ -110,6 +110,15 @@ enum FarmCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// List the sites that throttled the farm: configured and learnt rate and connections
+    /// (farm-wide), throttling replies, the last one.
+    Sites {
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Stop giving work to a smurf; it finishes what it holds, then `farm nodes` shows it idle
     /// and it can be stopped, upgraded and started again with nothing lost.
     Drain {
@@ -277,6 +286,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             count,
             remote,
         }) => crate::farm_cmd::watch(&remote, json, count).await,
+        Command::Farm(FarmCommand::Sites { json, remote }) => remote::sites(&remote, json).await,
         Command::Farm(FarmCommand::Drain { node, remote }) => {
             remote::simple(&remote, OperatorRequest::Drain { node }, false).await
         }

@@ -17,6 +17,7 @@ pub fn print_json(response: &OperatorResponse) -> anyhow::Result<ExitCode> {
         OperatorResponse::Status(list) => serde_json::to_value(list)?,
         OperatorResponse::Nodes(nodes) => serde_json::to_value(nodes)?,
         OperatorResponse::Farm(snapshot) => serde_json::to_value(snapshot)?,
+        OperatorResponse::Sites(sites) => serde_json::to_value(sites)?,
         OperatorResponse::Launched { counters, .. } => serde_json::to_value(counters)?,
         OperatorResponse::Done { message } => serde_json::json!({ "ok": true, "message": message }),
         OperatorResponse::Error { message } => {

@@ -160,6 +160,54 @@ async fn fetch(client: &mut OperatorClient, id: &str) -> anyhow::Result<Campaign
     }
 }
 
+/// A rate in thousandths per second, for people.
+fn per_second(milli: Option<u64>) -> String {
+    milli.map_or_else(
+        || "unlimited".to_owned(),
+        |m| format!("{:.1}/s", mailfarm_protocol::throttle::from_milli(m)),
+    )
+}
+
+/// `farm sites`: the sites that throttled the farm, farm-wide.
+pub async fn sites(remote: &Remote, json: bool) -> anyhow::Result<ExitCode> {
+    let mut client = connect(remote).await?;
+    let response = client.request(&OperatorRequest::Sites).await?;
+    client.close().await;
+    let sites = match response {
+        OperatorResponse::Sites(sites) => sites,
+        OperatorResponse::Error { message } => bail!("{message}"),
+        other => bail!("unexpected answer from the coordinator: {other:?}"),
+    };
+    if sites.is_empty() && !json {
+        println!("no site throttled the farm");
+    }
+    for s in sites {
+        if json {
+            println!("{}", serde_json::to_string(&s)?);
+            continue;
+        }
+        let learnt = s
+            .learnt_milli
+            .map_or_else(|| "-".to_owned(), |m| per_second(Some(m)));
+        let learnt_connections = s
+            .learnt_connections
+            .map_or_else(|| "-".to_owned(), |c| c.to_string());
+        println!(
+            "{}: rate {} learnt {}  connections {}/{} learnt {}  smurfs {}  throttled {}  last: {}",
+            s.site,
+            per_second(s.configured_milli),
+            learnt,
+            s.connections,
+            s.configured_connections,
+            learnt_connections,
+            s.smurfs,
+            s.throttled,
+            s.last_reply.as_deref().unwrap_or("-"),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `campaign watch`: one line per second with counters and rates, until the campaign ends.
 pub async fn watch(id: &str, remote: &Remote) -> anyhow::Result<ExitCode> {
     let mut client = connect(remote).await?;
@@ -174,6 +222,22 @@ pub async fn watch(id: &str, remote: &Remote) -> anyhow::Result<ExitCode> {
             _ => Vec::new(),
         };
         let bog: u64 = nodes.iter().map(|n| u64::from(n.load.bog_queued)).sum();
+        let throttled = match client.request(&OperatorRequest::Sites).await? {
+            OperatorResponse::Sites(sites) => sites
+                .iter()
+                .filter(|s| s.learnt_milli.is_some() || s.learnt_connections.is_some())
+                .map(|s| {
+                    format!(
+                        "  [{} learnt {} of {}, {} conns]",
+                        s.site,
+                        per_second(s.learnt_milli),
+                        per_second(s.configured_milli),
+                        s.connections
+                    )
+                })
+                .collect::<String>(),
+            _ => String::new(),
+        };
         let (rate, attempt_rate) = match &previous {
             Some((at, p)) => {
                 let secs = at.elapsed().as_secs_f64().max(0.001);
@@ -187,7 +251,7 @@ pub async fn watch(id: &str, remote: &Remote) -> anyhow::Result<ExitCode> {
         let line = format!(
             "{} {:<9} queued {:>8}  in-flight {:>6}  delivered {:>8}  deferred {:>6}  failed {:>6}  bog {:>5}  {:>7.0} delivered/s  {:>7.0} attempts/s",
             c.id, c.state.as_str(), c.queued, c.in_flight, c.delivered, c.deferred, c.failed, bog, rate, attempt_rate
-        );
+        ) + &throttled;
         if terminal {
             print!("\r{line}\x1b[K");
             use std::io::Write;

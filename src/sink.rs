@@ -28,8 +28,14 @@ pub struct SinkArgs {
     /// Most messages accepted per second across all connections; beyond it: 421 and close.
     #[arg(long)]
     throttle: Option<f64>,
-    /// Most simultaneous connections; beyond it: 421 at the greeting.
-    #[arg(long)]
+    /// Most messages accepted in any second, as a provider limits senders; beyond it:
+    /// "454 Throttling failure: Maximum sending rate exceeded." at the end of DATA (Amazon
+    /// SES's reply), the session staying open.
+    #[arg(long, value_name = "R")]
+    rate: Option<f64>,
+    /// Most simultaneous connections; beyond it: "421 4.7.0 Error: too many connections" at
+    /// the greeting.
+    #[arg(long, value_name = "C")]
     max_connections: Option<usize>,
     /// Delay before each reply, in milliseconds.
     #[arg(long, default_value_t = 0)]
@@ -73,15 +79,16 @@ fn write_report(args: &SinkArgs, stats: &SinkStats) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn counters(stats: &SinkStats) -> String {
+fn counters(stats: &SinkStats, rate_refused: u64) -> String {
     format!(
-        "accepted {} tempfailed {} permfailed {} throttled {} dropped {} connections {} peak-connections {}",
+        "accepted {} tempfailed {} permfailed {} throttled {} rate-refused {rate_refused} dropped {} connections {} refused-connections {} peak-connections {}",
         stats.accepted.load(Ordering::Relaxed),
         stats.tempfailed.load(Ordering::Relaxed),
         stats.permfailed.load(Ordering::Relaxed),
         stats.throttled.load(Ordering::Relaxed),
         stats.dropped.load(Ordering::Relaxed),
         stats.connections.load(Ordering::Relaxed),
+        stats.refused.load(Ordering::Relaxed),
         stats.peak_connections.load(Ordering::Relaxed),
     )
 }
@@ -100,26 +107,33 @@ pub async fn run(
         drop_mid_data_ratio: args.drop_mid_data,
         greeting: args.greeting.clone(),
         seed: args.seed,
+        provider_rate: args.rate,
     };
     let sink = FaultSink::bind(args.listen, plan)
         .await
         .with_context(|| format!("starting the sink on {}", args.listen))?;
     let stats = sink.stats();
+    let rate = sink.provider_rate();
+    let refused = move || {
+        rate.as_ref()
+            .map_or(0, |r| r.refused.load(Ordering::Relaxed))
+    };
     println!("mailfarm sink listening on {}", sink.local_addr());
     let reporter = {
         let stats = stats.clone();
+        let refused = refused.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             tick.tick().await;
             loop {
                 tick.tick().await;
-                eprintln!("sink: {}", counters(&stats));
+                eprintln!("sink: {}", counters(&stats, refused()));
             }
         })
     };
     sink.run(shutdown).await.context("sink failed")?;
     reporter.abort();
     write_report(&args, &stats)?;
-    println!("sink stopped: {}", counters(&stats));
+    println!("sink stopped: {}", counters(&stats, refused()));
     Ok(ExitCode::SUCCESS)
 }

@@ -176,6 +176,8 @@ pub struct Farm {
     shaping_toml: Mutex<Arc<str>>,
     retry: RetryPolicy,
     ready_buffer: usize,
+    /// Farm-wide learnt rates of throttling sites.
+    throttle: crate::throttle::ThrottleBook,
 }
 
 impl Farm {
@@ -207,9 +209,15 @@ impl Farm {
             shaping_toml: Mutex::new(Arc::from("")),
             retry,
             ready_buffer: 2048,
+            throttle: crate::throttle::ThrottleBook::default(),
         };
         farm.load_nodes()?;
         Ok(farm)
+    }
+
+    /// Farm-wide learnt rates of throttling sites.
+    pub fn throttle(&self) -> &crate::throttle::ThrottleBook {
+        &self.throttle
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, FarmState> {

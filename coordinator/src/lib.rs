@@ -14,6 +14,7 @@ mod nodes;
 mod operator;
 mod server;
 pub mod store;
+pub mod throttle;
 
 pub use campaign::{load_campaign_dir, CampaignDirError, RejectedRow};
 pub use client::OperatorClient;

@@ -164,7 +164,77 @@ pub fn render(farm: &Farm) -> String {
         "Messages a smurf holds in its bog lane.",
         &per_node(|n| u64::from(n.load.bog_queued)),
     );
+    sites(&mut out, farm);
     out
+}
+
+/// Throttling sites, farm-wide (issue 11). Rates are in thousandths of a message per second
+/// (the families take whole numbers); a site without a learnt value has no learnt sample.
+fn sites(out: &mut String, farm: &Farm) {
+    let sites = farm.throttle().sites();
+    let label = |s: &mailfarm_protocol::throttle::SiteView| format!("site=\"{}\"", escape(&s.site));
+    let samples = |value: fn(&mailfarm_protocol::throttle::SiteView) -> Option<u64>| {
+        sites
+            .iter()
+            .filter_map(|s| value(s).map(|v| (label(s), v)))
+            .collect::<Vec<_>>()
+    };
+    family(
+        out,
+        "mailfarm_site_configured_rate_millis",
+        "gauge",
+        "Configured message rate of a throttling site, farm-wide, in thousandths per second.",
+        &samples(|s| s.configured_milli),
+    );
+    family(
+        out,
+        "mailfarm_site_learnt_rate_millis",
+        "gauge",
+        "Message rate learnt from a site's throttling replies, farm-wide, thousandths per second.",
+        &samples(|s| s.learnt_milli),
+    );
+    family(
+        out,
+        "mailfarm_site_configured_connections",
+        "gauge",
+        "Configured connection cap of a throttling site, farm-wide.",
+        &samples(|s| Some(u64::from(s.configured_connections))),
+    );
+    family(
+        out,
+        "mailfarm_site_learnt_connections",
+        "gauge",
+        "Connection count learnt from a site's \"too many connections\" replies, farm-wide.",
+        &samples(|s| s.learnt_connections.map(u64::from)),
+    );
+    family(
+        out,
+        "mailfarm_site_connections",
+        "gauge",
+        "Sessions open to a throttling site, farm-wide.",
+        &samples(|s| Some(u64::from(s.connections))),
+    );
+    family(
+        out,
+        "mailfarm_site_throttled_total",
+        "counter",
+        "Throttling replies from a site, farm-wide.",
+        &samples(|s| Some(s.throttled)),
+    );
+    let last: Vec<(String, u64)> = sites
+        .iter()
+        .filter_map(|s| {
+            let reply = s.last_reply.as_deref()?;
+            Some((format!("{},reply=\"{}\"", label(s), escape(reply)), 1))
+        })
+        .collect();
+    family(
+        out,
+        "mailfarm_site_last_throttle_info",
+        "gauge",
+        "The last throttling reply of a site (in the reply label).",
+        &last,
+    );
 }
 
 /// Serves `/metrics` on `listener` until `shutdown` resolves.

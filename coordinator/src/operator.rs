@@ -100,6 +100,7 @@ pub(crate) async fn serve(
                 Err(message) => OperatorResponse::Error { message },
             },
             OperatorRequest::Nodes => OperatorResponse::Nodes(farm().nodes()),
+            OperatorRequest::Sites => OperatorResponse::Sites(farm().throttle().sites()),
             OperatorRequest::Drain { node } => {
                 if farm().set_draining(&node, true) {
                     info!(%node, operator = name, "draining node");

@@ -425,6 +425,7 @@ async fn serve_smurf(
     shared.farm.requeue(&node, &returned);
     shared.farm.return_bounces(&node);
     shared.farm.smurf_left(&node);
+    shared.farm.throttle().forget(&node);
     info!(%node, "smurf left");
     result
 }
@@ -480,6 +481,9 @@ async fn receive_held_results(
             }
             Some((SmurfMessage::Load(load), _)) => shared.farm.report_load(node, load),
             Some((SmurfMessage::Status(status), _)) => shared.farm.report_status(node, status),
+            Some((SmurfMessage::SiteThrottles(sites), _)) => {
+                shared.farm.throttle().report(node, sites);
+            }
             Some((other, _)) => anyhow::bail!("expected late results, got {other:?}"),
             None => anyhow::bail!("smurf closed the link"),
         }
@@ -519,6 +523,8 @@ async fn feed_smurf(
     let mut work = shared.farm.work_signal();
     let mut shaping = shared.farm.shaping_signal();
     shaping.borrow_and_update();
+    let mut throttle = shared.farm.throttle().subscribe();
+    throttle.borrow_and_update();
     write_frame(
         send,
         &CoordinatorMessage::Shaping(shared.farm.shaping_for(node)),
@@ -598,6 +604,9 @@ async fn feed_smurf(
                 Ok(Some((SmurfMessage::TemplateRejected { hash, reason }, _))) => {
                     warn!(template = %hash, "smurf could not compile a template: {reason}");
                 }
+                Ok(Some((SmurfMessage::SiteThrottles(sites), _))) => {
+                    shared.farm.throttle().report(node, sites);
+                }
                 Ok(Some((SmurfMessage::Goodbye, _))) => {
                     debug!("smurf said goodbye");
                     link.close();
@@ -613,6 +622,14 @@ async fn feed_smurf(
             _ = roles.changed() => {
                 roles.borrow_and_update();
                 told.update(node, send, shared).await?;
+            }
+            _ = throttle.changed() => {
+                throttle.borrow_and_update();
+                let shares = shared.farm.throttle().shares();
+                if !shares.is_empty() {
+                    debug!(%node, sites = shares.len(), "sending learnt site rates");
+                    write_frame(send, &CoordinatorMessage::SiteRates(shares)).await?;
+                }
             }
             _ = shaping.changed() => {
                 shaping.borrow_and_update();

@@ -23,6 +23,7 @@ mod messages;
 mod rate;
 mod roles;
 mod session;
+pub mod throttle;
 
 pub use bounces::{
     BounceJob, BounceVerdict, BouncedRecipient, ReturnKind, ReturnedMail, MAX_RETURNED_BYTES,

@@ -220,6 +220,8 @@ pub enum CoordinatorMessage {
     ReturnedStored(Vec<String>),
     /// Returned messages for a `bounce` node to analyse.
     BounceWork(Vec<BounceJob>),
+    /// This smurf's share of sites' farm-wide learnt rates and connection counts.
+    SiteRates(Vec<crate::throttle::SiteRate>),
 }
 
 /// Smurf-to-coordinator messages, after the [`Hello`].
@@ -253,6 +255,8 @@ pub enum SmurfMessage {
     Returned(Vec<ReturnedMail>),
     /// What a `bounce` node learnt from the messages it leased.
     BounceVerdicts(Vec<BounceVerdict>),
+    /// What the smurf learnt about throttling sites (on a cut, and with each load report).
+    SiteThrottles(Vec<crate::throttle::SiteThrottle>),
 }
 
 /// What a smurf reports about its load.
@@ -366,6 +370,8 @@ pub enum OperatorRequest {
     },
     /// The whole farm at a glance: nodes, inbound counters, campaigns.
     Farm,
+    /// Throttled sites, farm-wide: configured and learnt rate and connections, last reply.
+    Sites,
 }
 
 /// A smurf, as `farm nodes` shows it.
@@ -504,4 +510,6 @@ pub enum OperatorResponse {
         /// What went wrong, for the operator.
         message: String,
     },
+    /// Throttled sites, farm-wide (answer to [`OperatorRequest::Sites`]).
+    Sites(Vec<crate::throttle::SiteView>),
 }

@@ -196,6 +196,8 @@ pub enum SmurfLinkEvent {
     ReturnedStored(Vec<String>),
     /// Returned messages to analyse (the `bounce` role).
     BounceWork(Vec<crate::BounceJob>),
+    /// This smurf's share of sites' farm-wide learnt values.
+    SiteRates(Vec<crate::throttle::SiteRate>),
 }
 
 /// Smurf-side state of the link to the coordinator.
@@ -303,6 +305,7 @@ impl SmurfLink {
             CoordinatorMessage::InboundPolicy(policy) => Ok(SmurfLinkEvent::InboundPolicy(policy)),
             CoordinatorMessage::ReturnedStored(names) => Ok(SmurfLinkEvent::ReturnedStored(names)),
             CoordinatorMessage::BounceWork(jobs) => Ok(SmurfLinkEvent::BounceWork(jobs)),
+            CoordinatorMessage::SiteRates(rates) => Ok(SmurfLinkEvent::SiteRates(rates)),
         }
     }
 

@@ -213,6 +213,7 @@ async fn serve_once(
     let drain_deadline = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
     tokio::pin!(drain_deadline);
     let mut load_tick = tokio::time::interval(LOAD_INTERVAL);
+    let throttle_signal = engine.throttle_signal();
     let mut cpu = crate::load::CpuMeter::new();
     let mut reported: Option<NodeStatus> = None;
     let mut returned_tick = tokio::time::interval(Duration::from_millis(250));
@@ -272,6 +273,7 @@ async fn serve_once(
                                 campaign: campaign.clone(),
                                 recipient,
                                 results: results_tx.clone(),
+                                held: Default::default(),
                             });
                         }
                     }
@@ -298,6 +300,7 @@ async fn serve_once(
                     SmurfLinkEvent::ResultsCommitted => {
                         unacked.pop_front();
                     }
+                    SmurfLinkEvent::SiteRates(rates) => engine.apply_site_rates(rates),
                 }
             }
             Some(first) = results_rx.recv() => {
@@ -350,6 +353,16 @@ async fn serve_once(
                     inbound: switch.inbound_counters(),
                 };
                 write_frame(&mut send, &SmurfMessage::Load(load)).await?;
+                let sites = engine.throttle_reports();
+                if !sites.is_empty() {
+                    write_frame(&mut send, &SmurfMessage::SiteThrottles(sites)).await?;
+                }
+            }
+            () = throttle_signal.notified() => {
+                let sites = engine.throttle_reports();
+                if sites.iter().any(|s| s.cut) {
+                    write_frame(&mut send, &SmurfMessage::SiteThrottles(sites)).await?;
+                }
             }
             () = &mut drain_deadline => {
                 warn!(owed = link.owed(), "drain timed out; the coordinator will requeue the rest");

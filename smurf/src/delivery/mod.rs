@@ -32,6 +32,7 @@
 //!   moves on to the next address and MX host (at most [`worker::MAX_OPEN_TRIES`] addresses).
 //!   A connection lost mid-DATA is deferred: it was never reported delivered.
 
+mod adaptive;
 mod health;
 mod site;
 mod worker;
@@ -39,15 +40,16 @@ mod worker;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use mailfarm_protocol::throttle::{from_milli, to_milli, SiteRate, SiteThrottle};
 use mailfarm_protocol::{Outcome, RecipientData, RecipientResult, ShapingUpdate, TemplateBundle};
 use mailfarm_templates::MessageTemplate;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-pub use health::{is_slow_down, Lane};
+pub use health::Lane;
 
 use crate::outbound::dkim::DkimSigner;
 use crate::outbound::mx::{MxResolver, ResolverSettings};
@@ -75,6 +77,35 @@ pub struct Job {
     pub recipient: RecipientData,
     /// Where the result goes.
     pub results: mpsc::UnboundedSender<RecipientResult>,
+    /// Times the job was throttled and retried on the smurf (see [`ThrottleHold`]).
+    pub held: ThrottleHold,
+}
+
+/// How often, and since when, a job was refused by a throttling site and put back in its
+/// site's queue. Such a refusal was not the message's fault: it is retried on the smurf within
+/// seconds, under the site's lowered rate, without using one of its retries, up to
+/// [`ThrottleHold::MAX_TRIES`] times or [`ThrottleHold::MAX_TIME`]; then it is reported
+/// deferred as any other 4xx.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThrottleHold {
+    /// Throttled attempts so far.
+    pub tries: u32,
+    /// When it was first throttled.
+    pub since: Option<Instant>,
+}
+
+impl ThrottleHold {
+    /// Most throttled attempts retried on the smurf.
+    pub const MAX_TRIES: u32 = 50;
+    /// Longest time a throttled job is held on the smurf.
+    pub const MAX_TIME: Duration = Duration::from_secs(300);
+
+    /// Counts one more throttled attempt; whether the job may be retried on the smurf.
+    pub fn hold(&mut self, now: Instant) -> bool {
+        let since = *self.since.get_or_insert(now);
+        self.tries += 1;
+        self.tries <= Self::MAX_TRIES && now.duration_since(since) <= Self::MAX_TIME
+    }
 }
 
 impl Job {
@@ -177,6 +208,40 @@ pub struct SiteStats {
     pub backing_off: bool,
     /// Recipient domains seen on the site (counted up to 10 000).
     pub domains: u32,
+    /// The configured message rate (this smurf's share, before ramp-up and learning).
+    pub configured_rate: Option<f64>,
+    /// The configured connection cap (this smurf's share).
+    pub configured_connections: u32,
+    /// The rate learnt from throttling replies, if any.
+    pub learnt_rate: Option<f64>,
+    /// The connection count learnt from "too many connections", if any.
+    pub learnt_connections: Option<u32>,
+    /// Throttling replies seen.
+    pub throttled: u64,
+    /// Messages per second the site accepted over the last second.
+    pub accepted_rate: f64,
+    /// The last throttling reply.
+    pub last_reply: Option<String>,
+    /// Suspended by an operator's rule.
+    pub suspended: bool,
+}
+
+impl SiteStats {
+    /// The site as reported to the coordinator.
+    pub fn throttle_report(&self, cut: bool) -> SiteThrottle {
+        SiteThrottle {
+            site: self.key.0.to_string(),
+            configured_milli: self.configured_rate.map(to_milli),
+            learnt_milli: self.learnt_rate.map(to_milli),
+            configured_connections: self.configured_connections,
+            learnt_connections: self.learnt_connections,
+            accepted_milli: Some(to_milli(self.accepted_rate)),
+            connections: self.connections,
+            throttled: self.throttled,
+            last_reply: self.last_reply.clone(),
+            cut,
+        }
+    }
 }
 
 /// What the engine holds, for load reports and tests.
@@ -219,6 +284,11 @@ struct Shared {
     /// applied: the section then governs the whole site even before (or without) any message
     /// to that domain on this smurf.
     shaped_domains: Mutex<HashMap<String, SiteKey>>,
+    /// This smurf's share of each site's farm-wide learnt rate and connections, from the
+    /// coordinator: applied to live sites at once and to sites created later.
+    farm_rates: Mutex<HashMap<SiteKey, (Option<f64>, Option<u32>)>>,
+    /// Woken when a site's learnt values were cut (the coordinator should hear of it).
+    throttle_changed: Arc<Notify>,
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked.
@@ -269,8 +339,14 @@ impl Shared {
                             .map(|(domain, _)| domain.clone())
                             .collect();
                         let shaping = self.shaping();
-                        let site =
-                            Arc::new(Site::new(key.clone(), target.clone(), known, &shaping));
+                        let farm = lock(&self.farm_rates).get(&key).copied();
+                        let site = Arc::new(Site::new(
+                            key.clone(),
+                            target.clone(),
+                            known,
+                            &shaping,
+                            farm,
+                        ));
                         sites.insert(key.clone(), site.clone());
                         self.spawn(site::dispatch(site.clone(), self.clone()));
                         site
@@ -345,6 +421,8 @@ impl DeliveryEngine {
                 tasks: Mutex::new(JoinSet::new()),
                 resolving: AtomicU32::new(0),
                 shaped_domains: Mutex::new(HashMap::new()),
+                farm_rates: Mutex::new(HashMap::new()),
+                throttle_changed: Arc::new(Notify::new()),
             }),
         }
     }
@@ -474,6 +552,40 @@ impl DeliveryEngine {
                 }
             }
         });
+    }
+
+    /// Takes this smurf's share of sites' farm-wide learnt values (from the coordinator).
+    pub fn apply_site_rates(&self, rates: Vec<SiteRate>) {
+        for rate in rates {
+            let key = SiteKey(rate.site.into());
+            let value = (rate.rate_milli.map(from_milli), rate.connections);
+            lock(&self.shared.farm_rates).insert(key.clone(), value);
+            let site = lock(&self.shared.sites).get(&key).cloned();
+            if let Some(site) = site {
+                site.set_farm(value.0, value.1);
+            }
+        }
+    }
+
+    /// Woken when a site's learnt values were cut: then send [`Self::throttle_reports`].
+    pub fn throttle_signal(&self) -> Arc<Notify> {
+        self.shared.throttle_changed.clone()
+    }
+
+    /// What every site that ever throttled learnt, for the coordinator (`cut` set on the sites
+    /// cut since the last call).
+    pub fn throttle_reports(&self) -> Vec<SiteThrottle> {
+        let sites: Vec<Arc<Site>> = lock(&self.shared.sites).values().cloned().collect();
+        let mut out = Vec::new();
+        for site in sites {
+            let cut = site.take_cut();
+            let s = site.stats();
+            if s.throttled > 0 || s.learnt_rate.is_some() || s.learnt_connections.is_some() {
+                out.push(s.throttle_report(cut));
+            }
+        }
+        out.sort_by(|a, b| a.site.cmp(&b.site));
+        out
     }
 
     /// What the engine holds right now.

@@ -14,11 +14,13 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tracing::{debug, info};
 
+use super::adaptive::Adaptive;
 use super::health::{Effective, Health, Lane, Signal};
 use super::{lock, Job, Shared, SiteStats};
 use crate::outbound::route::{MxRoute, SiteKey};
 use crate::outbound::shaping::{BogSettings, Shaping, SiteLimits};
 use crate::outbound::smtp::Credentials;
+use crate::outbound::throttle::{Action, ThrottleKind};
 use crate::outbound::tls::TlsPolicy;
 
 /// How often a dispatcher looks at its site without being woken.
@@ -84,6 +86,7 @@ struct State {
     limits: SiteLimits,
     bog: BogSettings,
     health: Health,
+    adaptive: Adaptive,
     effective: Effective,
     message_limiter: Option<Paced>,
     connection_limiter: Option<Paced>,
@@ -217,7 +220,11 @@ impl State {
     /// Recomputes the limits in force; rebuilds limiters whose rate moved. Returns whether
     /// the connection cap went down.
     fn update_effective(&mut self, now: Instant) -> bool {
-        let eff = self.health.effective(&self.limits, &self.bog, now);
+        let mut eff = self.health.effective(&self.limits, &self.bog, now);
+        if self.health.lane() == Lane::Fast {
+            eff.rate = self.adaptive.rate(eff.rate, now);
+            eff.connections = self.adaptive.connections(eff.connections, now);
+        }
         Paced::repace(&mut self.message_limiter, eff.rate, now);
         Paced::repace(&mut self.connection_limiter, eff.connection_rate, now);
         let lowered = eff.connections < self.effective.connections;
@@ -240,18 +247,26 @@ impl State {
 
 impl Site {
     /// A site; `domains` are recipient domains known to route to it already (those with a
-    /// shaping section, learnt when the shaping was applied).
+    /// shaping section, learnt when the shaping was applied); `farm`: this smurf's share of
+    /// the farm-wide learnt rate and connection count, when the coordinator sent one.
     pub(super) fn new(
         key: SiteKey,
         target: Target,
         domains: HashSet<String>,
         shaping: &Shaping,
+        farm: Option<(Option<f64>, Option<u32>)>,
     ) -> Self {
         let now = Instant::now();
         let limits = compute_limits(&key, &target, &domains, shaping);
         let bog = shaping.bog().clone();
         let health = Health::new(now);
-        let effective = health.effective(&limits, &bog, now);
+        let mut adaptive = Adaptive::new(now);
+        if let Some((rate, connections)) = farm {
+            adaptive.set_farm(rate, connections, now);
+        }
+        let mut effective = health.effective(&limits, &bog, now);
+        effective.rate = adaptive.rate(effective.rate, now);
+        effective.connections = adaptive.connections(effective.connections, now);
         let mut state = State {
             queue: VecDeque::new(),
             target,
@@ -259,6 +274,7 @@ impl Site {
             limits,
             bog,
             health,
+            adaptive,
             effective,
             message_limiter: None,
             connection_limiter: None,
@@ -397,8 +413,17 @@ impl Site {
     }
 
     pub(super) fn stats(&self) -> SiteStats {
-        let st = lock(&self.state);
+        let now = Instant::now();
+        let mut st = lock(&self.state);
         SiteStats {
+            accepted_rate: st.adaptive.accepted_now(now),
+            configured_rate: st.limits.message_rate.map(|r| r.per_second()),
+            configured_connections: st.limits.max_connections,
+            learnt_rate: st.adaptive.learnt_rate(),
+            learnt_connections: st.adaptive.learnt_connections(),
+            throttled: st.adaptive.throttled,
+            last_reply: st.adaptive.last_reply.clone(),
+            suspended: st.adaptive.suspended(now),
             key: self.key.clone(),
             lane: st.health.lane(),
             queued: u32::try_from(st.queue.len()).unwrap_or(u32::MAX),
@@ -406,7 +431,7 @@ impl Site {
             connections: st.workers,
             max_connections: st.effective.connections,
             rate: st.effective.rate,
-            backing_off: st.health.backing_off(),
+            backing_off: st.adaptive.active(now),
             domains: u32::try_from(st.domains.len()).unwrap_or(u32::MAX),
         }
     }
@@ -425,34 +450,110 @@ impl Site {
         }
     }
 
-    /// Takes one attempt's signal into the site's health.
+    /// Takes one attempt's signal into the site's health (the bog).
     pub(super) fn record(&self, signal: Signal) {
         let now = Instant::now();
         let mut st = lock(&self.state);
-        let effective = st.effective;
         let bog = st.bog.clone();
-        if !st.health.record(signal, now, &effective, &bog) {
+        if !st.health.record(signal, now, &bog) {
             return;
         }
         let lowered = st.update_effective(now);
         let eff = st.effective;
         match st.health.lane() {
-            Lane::Bog if signal != Signal::Success => {
+            Lane::Bog => {
                 info!(site = %self.key, rate = ?eff.rate, "site keeps failing: moved to the bog");
             }
-            Lane::Fast if signal == Signal::Success => {
-                info!(site = %self.key, "probe succeeded: site back in the fast lane");
-            }
-            _ => {
-                debug!(site = %self.key, rate = ?eff.rate, connections = eff.connections,
-                    "site asked us to slow down: backing off");
-            }
+            Lane::Fast => info!(site = %self.key, "probe succeeded: site back in the fast lane"),
         }
         drop(st);
         if lowered {
             self.ready.notify_waiters();
         }
         self.wake.notify_one();
+    }
+
+    /// The site accepted a message (measures the rate it takes).
+    pub(super) fn delivered(&self) {
+        lock(&self.state).adaptive.on_accepted(Instant::now());
+    }
+
+    /// Acts on a throttling reply (or an operator's rule matching a reply): cuts the learnt
+    /// rate or connection count, suspends, caps or bogs the site. Returns whether the learnt
+    /// values changed (the coordinator should hear of it).
+    pub(super) fn throttled(&self, action: &Action, reply: &str, share: f64) -> bool {
+        let now = Instant::now();
+        let mut st = lock(&self.state);
+        st.adaptive.last_reply = Some(reply.chars().take(300).collect());
+        let current = st.effective;
+        let changed = match action {
+            Action::Ignore => false,
+            Action::Throttle(ThrottleKind::Rate) => st.adaptive.cut_rate(current.rate, now),
+            Action::Throttle(ThrottleKind::Connections) => {
+                let open = st.workers;
+                st.adaptive.cut_connections(open, now)
+            }
+            Action::Suspend(d) => {
+                st.adaptive.throttled += 1;
+                st.adaptive.suspend(now + *d);
+                true
+            }
+            Action::Cap {
+                rate,
+                connections,
+                duration,
+            } => {
+                st.adaptive.throttled += 1;
+                let rate = rate.map(|r| r.scaled(share).per_second());
+                let connections =
+                    connections.map(|c| ((f64::from(c) * share).floor() as u32).max(1));
+                st.adaptive.cap(rate, connections, now + *duration);
+                true
+            }
+            Action::Bog => {
+                st.adaptive.throttled += 1;
+                st.health.bog_now()
+            }
+        };
+        if !changed {
+            return false;
+        }
+        let lowered = st.update_effective(now);
+        let eff = st.effective;
+        info!(site = %self.key, rate = ?eff.rate, connections = eff.connections, ?action,
+            "site asked us to slow down: {reply}");
+        drop(st);
+        if lowered {
+            self.ready.notify_waiters();
+        }
+        self.wake.notify_one();
+        true
+    }
+
+    /// Puts back a job the site throttled, at the head of the queue: it is retried here under
+    /// the lowered rate, without a result to the coordinator.
+    pub(super) fn requeue(&self, job: Job) {
+        let mut st = lock(&self.state);
+        st.queue.push_front(job);
+        st.last_active = Instant::now();
+        drop(st);
+        self.ready.notify_one();
+        self.wake.notify_one();
+    }
+
+    /// Takes this smurf's share of the farm-wide learnt values.
+    pub(super) fn set_farm(&self, rate: Option<f64>, connections: Option<u32>) {
+        let now = Instant::now();
+        let mut st = lock(&self.state);
+        st.adaptive.set_farm(rate, connections, now);
+        if st.update_effective(now) {
+            self.ready.notify_waiters();
+        }
+    }
+
+    /// Whether a learnt value changed since the last call (then the coordinator should hear).
+    pub(super) fn take_cut(&self) -> bool {
+        std::mem::take(&mut lock(&self.state).adaptive.cut_pending)
     }
 
     /// A guard for a worker the dispatcher just counted.
@@ -520,6 +621,14 @@ impl Site {
             if shared.closing() {
                 return false;
             }
+            let suspended = lock(&self.state)
+                .adaptive
+                .suspended_until()
+                .and_then(|until| until.checked_duration_since(Instant::now()));
+            if let Some(wait) = suspended.filter(|w| !w.is_zero()) {
+                tokio::time::sleep(wait.min(LIMITER_SLICE)).await;
+                continue;
+            }
             let limiter = {
                 let st = lock(&self.state);
                 match kind {
@@ -575,7 +684,10 @@ pub(super) async fn dispatch(site: Arc<Site>, shared: Arc<Shared>) {
         {
             let mut st = lock(&site.state);
             let st = &mut *st;
-            st.health.tick(now, &st.limits);
+            let base = st.health.effective(&st.limits, &st.bog, now);
+            let backlogged = !st.queue.is_empty();
+            st.adaptive
+                .tick(now, backlogged, base.rate, base.connections);
             if st.update_effective(now) {
                 site.ready.notify_waiters();
             }
@@ -599,7 +711,7 @@ pub(super) async fn dispatch(site: Arc<Site>, shared: Arc<Shared>) {
                 }
                 let quiet = st.queue.is_empty() && st.workers == 0;
                 maybe_idle = quiet && now.duration_since(st.last_active) >= SITE_IDLE;
-                pause = if quiet && !st.health.backing_off() {
+                pause = if quiet && !st.adaptive.active(now) {
                     SITE_IDLE
                 } else {
                     TICK

@@ -9,12 +9,13 @@ use mailfarm_protocol::{Outcome, RecipientResult};
 use mailfarm_templates::RenderedMessage;
 use tracing::debug;
 
-use super::health::{is_slow_down, Signal};
+use super::health::Signal;
 use super::site::{Kind, Plan, Site, Target, WorkerGuard};
 use super::{Job, Shared};
 use crate::outbound::reply::Reply;
 use crate::outbound::session::{open_session, Session, SessionSettings};
 use crate::outbound::smtp::{Delivery, Phase, SmtpError};
+use crate::outbound::throttle::{Action, ThrottleKind};
 
 /// Most addresses tried to open one session (across the MX hosts, in order).
 pub const MAX_OPEN_TRIES: usize = 5;
@@ -42,16 +43,46 @@ struct OpenFailure {
     text: String,
     remote: String,
     signal: Option<Signal>,
+    /// What the refusal asks of the site, when it is a throttling reply (or the server dropped
+    /// the connection at banner time).
+    action: Action,
 }
 
-/// What a reply to a message says about the site: it worked unless it asks us to slow down
-/// (a plain 4xx for one recipient is for the coordinator's retries, not the site's health).
-fn signal_of(reply: &Reply) -> Signal {
-    if reply.is_transient() && is_slow_down(reply.code, reply.enhanced, &reply.text) {
-        Signal::SlowDown
-    } else {
-        Signal::Success
+/// What became of a job's attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Attempt {
+    /// A result was reported (or the job was dropped with its link).
+    Reported,
+    /// The site throttled it: put it back in the site's queue, no result.
+    Throttled,
+}
+
+/// Acts on what the site said (see [`crate::outbound::throttle`]): cuts, suspends, caps or
+/// bogs the site, and tells whether the job is to be retried on the smurf.
+/// Only a transient refusal is retried (an operator's rule may act on a permanent one: the
+/// site is then suspended, capped or bogged, and the message fails as usual).
+fn on_throttle(
+    site: &Site,
+    shared: &Shared,
+    job: &mut Job,
+    (action, transient): (&Action, bool),
+    text: &str,
+) -> bool {
+    if *action == Action::Ignore {
+        return false;
     }
+    if site.throttled(action, text, shared.shaping().share()) {
+        shared.throttle_changed.notify_one();
+    }
+    transient && !matches!(action, Action::Bog) && job.held.hold(Instant::now())
+}
+
+/// What the shaping's classifier makes of a reply from this site.
+fn classify(site: &Site, shared: &Shared, reply: &Reply) -> Action {
+    shared
+        .shaping()
+        .classifier()
+        .classify(&site.key().0, reply.code, reply.enhanced, &reply.text)
 }
 
 fn enhanced(reply: &Reply) -> Option<(u8, u16, u16)> {
@@ -85,9 +116,12 @@ fn result(
 /// Runs one worker until its site has nothing for it.
 pub(super) async fn run(site: Arc<Site>, shared: Arc<Shared>, mut guard: WorkerGuard) {
     let mut open: Option<Open> = None;
-    while let Some(job) = site.next_job(&shared, &mut guard).await {
-        deliver(&site, &shared, &job, &mut open).await;
+    while let Some(mut job) = site.next_job(&shared, &mut guard).await {
+        let attempt = deliver(&site, &shared, &mut job, &mut open).await;
         site.job_done(&mut guard);
+        if attempt == Attempt::Throttled {
+            site.requeue(job);
+        }
     }
     if let Some(open) = open.take() {
         open.close().await;
@@ -125,15 +159,17 @@ fn before_any_reply(e: &SmtpError) -> bool {
     )
 }
 
-/// One attempt for `job`: limiter, render, session (reused or new), send, report.
-async fn deliver(site: &Site, shared: &Shared, job: &Job, open: &mut Option<Open>) {
-    let shutting_down = || job.report(Outcome::Deferred, 0, None, "smurf shutting down".into());
+/// One attempt for `job`: limiter, render, session (reused or new), send, report (or put
+/// back when the site throttled it).
+async fn deliver(site: &Site, shared: &Shared, job: &mut Job, open: &mut Option<Open>) -> Attempt {
+    let shutting_down =
+        |job: &Job| job.report(Outcome::Deferred, 0, None, "smurf shutting down".into());
     if !site.acquire(Kind::Message, shared).await {
-        shutting_down();
-        return;
+        shutting_down(job);
+        return Attempt::Reported;
     }
     if !shared.is_current(job) {
-        return;
+        return Attempt::Reported;
     }
     let started = Instant::now();
     let message = match render(shared, job) {
@@ -142,7 +178,7 @@ async fn deliver(site: &Site, shared: &Shared, job: &Job, open: &mut Option<Open
             let _ = job
                 .results
                 .send(result(job, Outcome::Failed, 0, None, text, 0, "", started));
-            return;
+            return Attempt::Reported;
         }
     };
     let size = u32::try_from(message.data.len()).unwrap_or(u32::MAX);
@@ -163,25 +199,36 @@ async fn deliver(site: &Site, shared: &Shared, job: &Job, open: &mut Option<Open
         }
         if open.is_none() {
             if !site.acquire(Kind::Connection, shared).await {
-                shutting_down();
-                return;
+                shutting_down(job);
+                return Attempt::Reported;
             }
-            match open_for(&plan, shared).await {
+            match open_for(&plan, shared, site).await {
                 Ok(session) => *open = Some(session),
                 Err(f) => {
                     debug!(site = %site.key(), remote = %f.remote, "{}", f.text);
+                    if let Some(signal) = f.signal {
+                        site.record(signal);
+                    }
+                    if on_throttle(
+                        site,
+                        shared,
+                        job,
+                        (&f.action, f.outcome == Outcome::Deferred),
+                        &f.text,
+                    ) {
+                        return Attempt::Throttled;
+                    }
                     let r = result(
                         job, f.outcome, f.code, f.enhanced, f.text, size, &f.remote, started,
                     );
                     let _ = job.results.send(r);
-                    if let Some(signal) = f.signal {
-                        site.record(signal);
-                    }
-                    return;
+                    return Attempt::Reported;
                 }
             }
         }
-        let Some(o) = open.as_mut() else { return };
+        let Some(o) = open.as_mut() else {
+            return Attempt::Reported;
+        };
         let sent = o
             .session
             .client
@@ -195,6 +242,18 @@ async fn deliver(site: &Site, shared: &Shared, job: &Job, open: &mut Option<Open
                     Delivery::Deferred(r) => (Outcome::Deferred, &r.reply, false),
                     Delivery::Failed(r) => (Outcome::Failed, &r.reply, r.phase == Phase::Local),
                 };
+                if !local {
+                    // The site answered: it works, whatever it said about this message.
+                    site.record(Signal::Success);
+                    if outcome == Outcome::Delivered {
+                        site.delivered();
+                    }
+                    let action = classify(site, shared, reply);
+                    let line = reply_line(reply);
+                    if on_throttle(site, shared, job, (&action, reply.is_transient()), &line) {
+                        return Attempt::Throttled;
+                    }
+                }
                 let r = result(
                     job,
                     outcome,
@@ -206,13 +265,12 @@ async fn deliver(site: &Site, shared: &Shared, job: &Job, open: &mut Option<Open
                     started,
                 );
                 let _ = job.results.send(r);
-                if !local {
-                    site.record(signal_of(reply));
-                }
-                return;
+                return Attempt::Reported;
             }
             Err(e) => {
-                let Some(broken) = open.take() else { return };
+                let Some(broken) = open.take() else {
+                    return Attempt::Reported;
+                };
                 let remote = broken.remote.clone();
                 let reused = broken.sent > 0;
                 broken.close().await;
@@ -221,34 +279,65 @@ async fn deliver(site: &Site, shared: &Shared, job: &Job, open: &mut Option<Open
                     retried = true;
                     continue;
                 }
-                let (outcome, code, enhanced, signal) = match &e {
-                    SmtpError::InvalidHeloName(_) => (Outcome::Failed, 0, None, None),
-                    SmtpError::Rejected { reply, .. } => (
+                let (outcome, code, enhanced, signal, action) = match &e {
+                    SmtpError::InvalidHeloName(_) => {
+                        (Outcome::Failed, 0, None, None, Action::Ignore)
+                    }
+                    SmtpError::Rejected { reply, .. } => {
+                        let action = classify(site, shared, reply);
+                        // A throttling reply shows the site works, only not this fast.
+                        let signal = match action {
+                            Action::Ignore => Signal::TempFailure,
+                            _ => Signal::Success,
+                        };
+                        (
+                            Outcome::Deferred,
+                            reply.code,
+                            enhanced(reply),
+                            Some(signal),
+                            action,
+                        )
+                    }
+                    _ => (
                         Outcome::Deferred,
-                        reply.code,
-                        enhanced(reply),
-                        Some(match signal_of(reply) {
-                            Signal::SlowDown => Signal::SlowDown,
-                            _ => Signal::TempFailure,
-                        }),
+                        0,
+                        None,
+                        Some(Signal::TempFailure),
+                        Action::Ignore,
                     ),
-                    _ => (Outcome::Deferred, 0, None, Some(Signal::TempFailure)),
                 };
                 let text = format!("{remote}: {e}");
-                let r = result(job, outcome, code, enhanced, text, size, &remote, started);
-                let _ = job.results.send(r);
                 if let Some(signal) = signal {
                     site.record(signal);
                 }
-                return;
+                if on_throttle(
+                    site,
+                    shared,
+                    job,
+                    (&action, outcome == Outcome::Deferred),
+                    &text,
+                ) {
+                    return Attempt::Throttled;
+                }
+                let r = result(job, outcome, code, enhanced, text, size, &remote, started);
+                let _ = job.results.send(r);
+                return Attempt::Reported;
             }
         }
     }
 }
 
+/// The reply as one line, code and enhanced code included.
+fn reply_line(reply: &Reply) -> String {
+    match reply.enhanced {
+        Some(e) => format!("{} {e} {}", reply.code, reply.text),
+        None => format!("{} {}", reply.code, reply.text),
+    }
+}
+
 /// Opens a session for the site: the MX hosts in order and each one's addresses in order (or
 /// the relay's addresses), moving on after a failure, at most [`MAX_OPEN_TRIES`] addresses.
-async fn open_for(plan: &Plan, shared: &Shared) -> Result<Open, OpenFailure> {
+async fn open_for(plan: &Plan, shared: &Shared, site: &Site) -> Result<Open, OpenFailure> {
     let settings = &shared.settings;
     let mut auth = None;
     let candidates: Vec<(String, SocketAddr)> = match &plan.target {
@@ -280,6 +369,7 @@ async fn open_for(plan: &Plan, shared: &Shared) -> Result<Open, OpenFailure> {
                             text: format!("resolving relay {host}: {e}"),
                             remote: String::new(),
                             signal: Some(Signal::TempFailure),
+                            action: Action::Ignore,
                         })
                     }
                 },
@@ -327,21 +417,48 @@ async fn open_for(plan: &Plan, shared: &Shared) -> Result<Open, OpenFailure> {
             text: "no address to connect to".into(),
             remote: String::new(),
             signal: Some(Signal::TempFailure),
+            action: Action::Ignore,
         });
     };
-    let (outcome, code, enhanced, signal) = match &e {
+    let (outcome, code, enhanced, signal, action) = match &e {
         SmtpError::InvalidHeloName(_) | SmtpError::InvalidCredentials(_) => {
-            (Outcome::Failed, 0, None, None)
+            (Outcome::Failed, 0, None, None, Action::Ignore)
         }
-        SmtpError::Rejected { reply, .. } => {
-            let signal = if is_slow_down(reply.code, reply.enhanced, &reply.text) {
-                Signal::SlowDown
-            } else {
-                Signal::TempFailure
+        SmtpError::Rejected { reply, phase } => {
+            let mut action = classify(site, shared, reply);
+            // Refused at the greeting for being too fast: fewer sessions, whatever the words.
+            if *phase == Phase::Greeting && action == Action::Throttle(ThrottleKind::Rate) {
+                action = Action::Throttle(ThrottleKind::Connections);
+            }
+            let signal = match action {
+                Action::Ignore => Signal::TempFailure,
+                _ => Signal::Success,
             };
-            (Outcome::Deferred, reply.code, enhanced(reply), Some(signal))
+            (
+                Outcome::Deferred,
+                reply.code,
+                enhanced(reply),
+                Some(signal),
+                action,
+            )
         }
-        _ => (Outcome::Deferred, 0, None, Some(Signal::TempFailure)),
+        // Dropped at banner time: a site limiting connections that way.
+        SmtpError::Closed {
+            phase: Phase::Greeting,
+        } => (
+            Outcome::Deferred,
+            0,
+            None,
+            Some(Signal::TempFailure),
+            Action::Throttle(ThrottleKind::Connections),
+        ),
+        _ => (
+            Outcome::Deferred,
+            0,
+            None,
+            Some(Signal::TempFailure),
+            Action::Ignore,
+        ),
     };
     Err(OpenFailure {
         outcome,
@@ -350,33 +467,13 @@ async fn open_for(plan: &Plan, shared: &Shared) -> Result<Open, OpenFailure> {
         text: format!("{remote}: {e}"),
         remote,
         signal,
+        action,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbound::reply::EnhancedStatus;
-
-    #[test]
-    fn per_recipient_deferrals_do_not_count_against_the_site() {
-        let reply = |code, e: Option<(u8, u16, u16)>, text: &str| {
-            Reply::new(code, e.map(|(c, s, d)| EnhancedStatus::new(c, s, d)), text)
-        };
-        let greylisted = reply(451, Some((4, 3, 0)), "Temporary failure, try again later");
-        assert_eq!(signal_of(&greylisted), Signal::Success);
-        assert_eq!(
-            signal_of(&reply(550, Some((5, 1, 1)), "no such user")),
-            Signal::Success
-        );
-        assert_eq!(signal_of(&reply(250, None, "ok")), Signal::Success);
-        let throttled = reply(421, Some((4, 7, 0)), "Too many messages, slow down");
-        assert_eq!(signal_of(&throttled), Signal::SlowDown);
-        assert_eq!(
-            signal_of(&reply(451, Some((4, 7, 1)), "later")),
-            Signal::SlowDown
-        );
-    }
 
     #[test]
     fn only_errors_before_any_reply_allow_a_second_try() {

@@ -39,6 +39,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+pub mod provider;
 mod session;
 
 /// Name in the default greeting and the EHLO reply.
@@ -91,6 +92,10 @@ pub struct FaultPlan {
     pub greeting: Option<String>,
     /// Seed of every random decision.
     pub seed: u64,
+    /// Most messages accepted in any second, across all connections, answered as Amazon SES
+    /// does beyond it: `454 Throttling failure: Maximum sending rate exceeded.` at the final
+    /// dot, the session staying open (see [`provider`]).
+    pub provider_rate: Option<f64>,
 }
 
 /// The burst the throttle allows on top of `rate` per second: a tenth of a
@@ -186,6 +191,7 @@ struct Shared {
     /// Tempfailed or dropped attempts per recipient key.
     attempts: Mutex<HashMap<u64, u32>>,
     bucket: Option<Mutex<Bucket>>,
+    provider_rate: Option<Arc<provider::ProviderRate>>,
 }
 
 impl Shared {
@@ -319,10 +325,13 @@ impl FaultSink {
             listener,
             local_addr,
             shared: Arc::new(Shared {
-                plan,
+                plan: plan.clone(),
                 stats: Arc::new(SinkStats::default()),
                 attempts: Mutex::new(HashMap::new()),
                 bucket,
+                provider_rate: plan
+                    .provider_rate
+                    .map(|r| Arc::new(provider::ProviderRate::new(r))),
             }),
         })
     }
@@ -330,6 +339,12 @@ impl FaultSink {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The provider-style rate limit (`--rate`), to read its refusals or change it while the
+    /// sink runs; `None` without one.
+    pub fn provider_rate(&self) -> Option<Arc<provider::ProviderRate>> {
+        self.shared.provider_rate.clone()
     }
 
     /// The live statistics: take them before calling [`run`](Self::run).
@@ -380,7 +395,7 @@ impl FaultSink {
                                 sessions.spawn(async move {
                                     let mut stream = stream;
                                     tokio::time::sleep(shared.plan.reply_delay).await;
-                                    let busy = stream.write_all(b"421 4.7.0 Too many connections, try again later\r\n");
+                                    let busy = stream.write_all(provider::CONNECTIONS_REPLY);
                                     let _ = tokio::time::timeout(IDLE_TIMEOUT, busy).await;
                                     let _ = tokio::time::timeout(IDLE_TIMEOUT, stream.shutdown()).await;
                                 });
@@ -421,6 +436,9 @@ fn validate(plan: &FaultPlan) -> Result<(), String> {
     }
     if plan.tempfail_ratio + plan.permfail_ratio > 1.0 {
         return Err("tempfail_ratio + permfail_ratio must not exceed 1".into());
+    }
+    if let Some(rate) = plan.provider_rate.filter(|r| !(r.is_finite() && *r >= 1.0)) {
+        return Err(format!("provider_rate must be at least 1, not {rate}"));
     }
     if let Some(rate) = plan.throttle_rate {
         if !(rate.is_finite() && rate > 0.0) {

@@ -9,4 +9,5 @@ pub mod route;
 pub mod session;
 pub mod shaping;
 pub mod smtp;
+pub mod throttle;
 pub mod tls;

@@ -61,6 +61,7 @@ use std::time::Duration;
 use mailfarm_protocol::{Rate, ShapingUpdate};
 
 use super::route::SiteKey;
+use super::throttle::Classifier;
 use super::tls::TlsPolicy;
 
 /// Built-in `max_connections`.
@@ -242,6 +243,7 @@ pub struct Shaping {
     domains: HashMap<String, Section>,
     sites: HashMap<SiteKey, Section>,
     bog: BogSettings,
+    classifier: Classifier,
 }
 
 impl Default for Shaping {
@@ -253,6 +255,7 @@ impl Default for Shaping {
             domains: HashMap::new(),
             sites: HashMap::new(),
             bog: BogSettings::default(),
+            classifier: Classifier::default(),
         }
     }
 }
@@ -348,6 +351,11 @@ impl Shaping {
     /// Whether `domain` (lower case, no trailing dot) has a `[domain."…"]` section.
     pub fn has_domain(&self, domain: &str) -> bool {
         self.domains.contains_key(domain)
+    }
+
+    /// How replies are classified: the `[[rule]]`s, then the built-in throttling rules.
+    pub fn classifier(&self) -> &Classifier {
+        &self.classifier
     }
 
     /// The bog settings.

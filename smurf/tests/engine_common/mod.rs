@@ -152,6 +152,7 @@ pub fn submit(
                 values: vec![email.clone(), format!("user {i}")],
             },
             results: results.clone(),
+            held: Default::default(),
         });
     }
 }

@@ -375,6 +375,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.shared.drop_transfer(&rcpts) {
             return Ok(Flow::Close);
         }
+        if let Some(limit) = &self.shared.provider_rate {
+            if let Some((code, text)) = limit.admit(std::time::Instant::now()) {
+                self.push(code, text);
+                return Ok(Flow::Continue);
+            }
+        }
         if !self.shared.take_token() {
             self.shared.stats.throttled.fetch_add(1, Ordering::Relaxed);
             self.push(421, "4.7.0 Too many messages, slow down");

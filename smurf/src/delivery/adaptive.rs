@@ -1,0 +1,378 @@
+//! The rate and connection count a site has shown it accepts, learnt from its throttling
+//! replies (AIMD, as TCP does with its window), plus the operator's temporary caps and
+//! suspensions. Kept apart from [`super::health`] (ramp-up and the bog) because it is fed by
+//! another signal (a throttling reply means the site works, only too fast for it) and because
+//! its state is shared farm-wide through the coordinator.
+//!
+//! - Multiplicative decrease: a throttling reply sets the learnt rate to [`BETA`] times the
+//!   lower of the rate in force and the rate the site accepted over the last second (what it
+//!   really took), at most once per [`COOLDOWN`] (replies already in flight say the same).
+//! - Additive increase: while the site is backlogged and calm, the learnt rate grows by
+//!   [`STEP`] of its value at the last cut per second, so a cycle back to the cut point lasts
+//!   about `(1 - BETA) / STEP` seconds whatever the rate (3 s). Reaching the configured limit
+//!   lifts the learnt rate: configured limits stay the ceiling. After [`PROBE_DOUBLING`]
+//!   without a cut the step doubles, and again each period after (at most 16 times), so a
+//!   raised limit is found within seconds.
+//! - Connections: "too many connections" (or a drop at banner time) sets the learnt count to
+//!   one below the sessions open then (at least 1); after [`CONNECTION_CALM`] without one, it
+//!   grows by one.
+//! - The coordinator may set the learnt values (the farm-wide learnt rate split among the
+//!   smurfs sending to the site, see [`Adaptive::set_farm`]).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Multiplicative decrease factor.
+pub const BETA: f64 = 0.85;
+/// Additive increase per second, as a share of the rate right after the last cut.
+pub const STEP: f64 = 0.05;
+/// Ignore further throttling replies for this long after a cut.
+pub const COOLDOWN: Duration = Duration::from_secs(1);
+/// Lowest learnt rate: one message a minute.
+pub const RATE_FLOOR: f64 = 1.0 / 60.0;
+/// Calm time before one more connection is tried.
+pub const CONNECTION_CALM: Duration = Duration::from_secs(10);
+/// After this long without a cut, the additive step doubles (and again after each further
+/// period, up to 16 times): a raised limit is found in seconds, not minutes.
+pub const PROBE_DOUBLING: Duration = Duration::from_secs(6);
+/// Window over which the accepted rate is measured.
+const WINDOW: Duration = Duration::from_secs(1);
+/// Above this, an "unlimited" site's learnt rate is dropped (no limit learnt any more).
+const UNLIMITED_CEILING: f64 = 100_000.0;
+
+/// What a site has learnt, and the operator's caps.
+#[derive(Debug)]
+pub struct Adaptive {
+    started: Instant,
+    learnt_rate: Option<f64>,
+    learnt_connections: Option<u32>,
+    /// Rate after the last cut (sizes the additive step).
+    step_base: f64,
+    last_cut: Option<Instant>,
+    last_connection_cut: Option<Instant>,
+    last_step: Instant,
+    /// Messages the site accepted in the last [`WINDOW`].
+    accepted: VecDeque<Instant>,
+    cap_rate: Option<(f64, Instant)>,
+    cap_connections: Option<(u32, Instant)>,
+    suspended_until: Option<Instant>,
+    /// Throttling replies seen.
+    pub throttled: u64,
+    /// The last throttling reply, as the site wrote it.
+    pub last_reply: Option<String>,
+    /// A cut happened since the coordinator last heard from this site.
+    pub cut_pending: bool,
+}
+
+impl Adaptive {
+    /// Nothing learnt yet.
+    pub fn new(now: Instant) -> Self {
+        Self {
+            started: now,
+            learnt_rate: None,
+            learnt_connections: None,
+            step_base: 0.0,
+            last_cut: None,
+            last_connection_cut: None,
+            last_step: now,
+            accepted: VecDeque::new(),
+            cap_rate: None,
+            cap_connections: None,
+            suspended_until: None,
+            throttled: 0,
+            last_reply: None,
+            cut_pending: false,
+        }
+    }
+
+    /// The learnt rate (messages per second), if any.
+    pub fn learnt_rate(&self) -> Option<f64> {
+        self.learnt_rate
+    }
+
+    /// The learnt connection count, if any.
+    pub fn learnt_connections(&self) -> Option<u32> {
+        self.learnt_connections
+    }
+
+    /// Whether anything learnt or capped is in force.
+    pub fn active(&self, now: Instant) -> bool {
+        self.learnt_rate.is_some()
+            || self.learnt_connections.is_some()
+            || self.cap_rate.is_some_and(|(_, t)| t > now)
+            || self.cap_connections.is_some_and(|(_, t)| t > now)
+            || self.suspended(now)
+    }
+
+    /// Whether the site is suspended at `now`.
+    pub fn suspended(&self, now: Instant) -> bool {
+        self.suspended_until.is_some_and(|t| t > now)
+    }
+
+    /// When a suspension ends.
+    pub fn suspended_until(&self) -> Option<Instant> {
+        self.suspended_until
+    }
+
+    /// The site accepted a message.
+    pub fn on_accepted(&mut self, now: Instant) {
+        self.accepted.push_back(now);
+        self.trim(now);
+    }
+
+    fn trim(&mut self, now: Instant) {
+        while self
+            .accepted
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > WINDOW)
+        {
+            self.accepted.pop_front();
+        }
+    }
+
+    /// Messages the site accepted over the last second.
+    pub fn accepted_now(&mut self, now: Instant) -> f64 {
+        self.trim(now);
+        self.accepted.len() as f64
+    }
+
+    /// Messages per second the site accepted lately: what it accepted over the last second.
+    /// On a young site this is the count so far, not divided by the shorter time: receivers
+    /// count per second (SES, the sink), and a first burst must not pass for a high rate.
+    fn accepted_rate(&mut self, now: Instant) -> Option<f64> {
+        self.trim(now);
+        (!self.accepted.is_empty()).then(|| self.accepted.len() as f64)
+    }
+
+    /// A throttling reply asking for a lower rate, sent while `current` was in force
+    /// (`None`: unlimited). Returns whether the learnt rate changed.
+    pub fn cut_rate(&mut self, current: Option<f64>, now: Instant) -> bool {
+        self.throttled += 1;
+        if self
+            .last_cut
+            .is_some_and(|t| now.duration_since(t) < COOLDOWN)
+        {
+            return false;
+        }
+        let accepted = self.accepted_rate(now);
+        let base = match (current, accepted) {
+            (Some(c), Some(a)) => c.min(a),
+            (Some(c), None) => c,
+            (None, Some(a)) => a,
+            // Unlimited and nothing accepted yet: start low, additive increase finds the rest.
+            (None, None) => 1.0,
+        };
+        let next = (base * BETA).max(RATE_FLOOR);
+        self.learnt_rate = Some(next);
+        self.step_base = next;
+        self.last_cut = Some(now);
+        self.last_step = now;
+        self.cut_pending = true;
+        true
+    }
+
+    /// A "too many connections" reply (or a drop at banner time) while `open` sessions were
+    /// open or opening. Returns whether the learnt count changed.
+    pub fn cut_connections(&mut self, open: u32, now: Instant) -> bool {
+        self.throttled += 1;
+        if self
+            .last_connection_cut
+            .is_some_and(|t| now.duration_since(t) < COOLDOWN)
+        {
+            return false;
+        }
+        let next = open.saturating_sub(1).max(1);
+        let current = self.learnt_connections.unwrap_or(u32::MAX);
+        self.learnt_connections = Some(next.min(current));
+        self.last_connection_cut = Some(now);
+        self.cut_pending = true;
+        true
+    }
+
+    /// Advances the additive increase. `backlogged`: the site has messages waiting (only then
+    /// does a calm site prove it takes more). `ceiling`: the configured rate (`None`:
+    /// unlimited) and connection cap. Returns whether anything changed.
+    pub fn tick(
+        &mut self,
+        now: Instant,
+        backlogged: bool,
+        ceiling_rate: Option<f64>,
+        ceiling_connections: u32,
+    ) -> bool {
+        let mut changed = false;
+        if self.cap_rate.is_some_and(|(_, t)| t <= now) {
+            self.cap_rate = None;
+            changed = true;
+        }
+        if self.cap_connections.is_some_and(|(_, t)| t <= now) {
+            self.cap_connections = None;
+            changed = true;
+        }
+        if self.suspended_until.is_some_and(|t| t <= now) {
+            self.suspended_until = None;
+            changed = true;
+        }
+        let dt = now.duration_since(self.last_step).as_secs_f64();
+        self.last_step = now;
+        let calm = self
+            .last_cut
+            .is_none_or(|t| now.duration_since(t) >= COOLDOWN);
+        if let Some(rate) = self.learnt_rate {
+            if backlogged && calm {
+                // Calm for long (the limit was raised, or the cut was too deep): probe faster,
+                // doubling the step every PROBE_DOUBLING after the first.
+                let calm_for = now.duration_since(self.last_cut.unwrap_or(self.started));
+                let doublings = calm_for.saturating_sub(PROBE_DOUBLING).as_secs_f64()
+                    / PROBE_DOUBLING.as_secs_f64();
+                let factor = 2f64.powf(doublings.min(4.0));
+                let next = rate + self.step_base.max(RATE_FLOOR) * STEP * factor * dt;
+                let ceiling = ceiling_rate.unwrap_or(UNLIMITED_CEILING);
+                self.learnt_rate = (next < ceiling).then_some(next);
+                changed = true;
+            }
+        }
+        if let Some(n) = self.learnt_connections {
+            let calm = self
+                .last_connection_cut
+                .is_none_or(|t| now.duration_since(t) >= CONNECTION_CALM);
+            if backlogged && calm {
+                self.learnt_connections = (n + 1 < ceiling_connections).then_some(n + 1);
+                self.last_connection_cut = Some(now);
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// The coordinator's view: this smurf's share of the farm-wide learnt rate and connection
+    /// count (`None`: nothing learnt farm-wide).
+    pub fn set_farm(&mut self, rate: Option<f64>, connections: Option<u32>, now: Instant) {
+        if let Some(rate) = rate {
+            let rate = rate.max(RATE_FLOOR);
+            self.learnt_rate = Some(rate);
+            self.step_base = rate;
+            self.last_step = now;
+        }
+        if let Some(n) = connections {
+            self.learnt_connections = Some(n.max(1));
+        }
+    }
+
+    /// Applies an operator's rule: suspend until `until`.
+    pub fn suspend(&mut self, until: Instant) {
+        self.suspended_until = Some(self.suspended_until.map_or(until, |t| t.max(until)));
+    }
+
+    /// Applies an operator's rule: caps (this smurf's share) until `until`.
+    pub fn cap(&mut self, rate: Option<f64>, connections: Option<u32>, until: Instant) {
+        if let Some(rate) = rate {
+            self.cap_rate = Some((rate.max(RATE_FLOOR), until));
+        }
+        if let Some(n) = connections {
+            self.cap_connections = Some((n.max(1), until));
+        }
+    }
+
+    /// The rate in force given the rate `base` from the configured limits (after ramp-up),
+    /// `None`: unlimited.
+    pub fn rate(&self, base: Option<f64>, now: Instant) -> Option<f64> {
+        let mut rate = base;
+        let mut lower = |r: f64| rate = Some(rate.map_or(r, |b: f64| b.min(r)));
+        if let Some(r) = self.learnt_rate {
+            lower(r);
+        }
+        if let Some((r, until)) = self.cap_rate {
+            if until > now {
+                lower(r);
+            }
+        }
+        rate
+    }
+
+    /// The connection count in force given the configured cap `base`.
+    pub fn connections(&self, base: u32, now: Instant) -> u32 {
+        let mut n = base;
+        if let Some(l) = self.learnt_connections {
+            n = n.min(l);
+        }
+        if let Some((c, until)) = self.cap_connections {
+            if until > now {
+                n = n.min(c);
+            }
+        }
+        n.max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_goes_below_what_the_site_accepted_then_climbs_back() {
+        let t0 = Instant::now();
+        let mut a = Adaptive::new(t0);
+        // 25 accepted over the last second at an unlimited rate.
+        for i in 0..25 {
+            a.on_accepted(t0 + Duration::from_millis(1000 + i * 40));
+        }
+        let now = t0 + Duration::from_millis(2000);
+        assert!(a.cut_rate(None, now));
+        let cut = a.learnt_rate().unwrap();
+        assert!((cut - 25.0 * BETA).abs() < 0.5, "{cut}");
+        // Replies in flight change nothing.
+        assert!(!a.cut_rate(None, now + Duration::from_millis(500)));
+        assert_eq!(a.throttled, 2);
+        // Calm and backlogged: +STEP of the cut rate per second.
+        let later = now + Duration::from_secs(2);
+        assert!(a.tick(later, true, None, 4));
+        let grown = a.learnt_rate().unwrap();
+        assert!((grown - cut * (1.0 + 2.0 * STEP)).abs() < 1e-6, "{grown}");
+        // Not backlogged: no growth.
+        assert!(!a.tick(later + Duration::from_secs(5), false, None, 4));
+        assert_eq!(a.learnt_rate(), Some(grown));
+        // The configured limit is the ceiling: reaching it lifts the learnt rate.
+        assert!(a.tick(later + Duration::from_secs(60), true, Some(22.0), 4));
+        assert_eq!(a.learnt_rate(), None);
+        assert_eq!(a.rate(Some(22.0), later), Some(22.0));
+    }
+
+    #[test]
+    fn learning_never_goes_above_the_configured_limit() {
+        let t0 = Instant::now();
+        let mut a = Adaptive::new(t0);
+        a.set_farm(Some(80.0), None, t0);
+        assert_eq!(a.rate(Some(50.0), t0), Some(50.0));
+        assert_eq!(a.rate(None, t0), Some(80.0));
+        assert_eq!(a.connections(4, t0), 4);
+    }
+
+    #[test]
+    fn connections_are_cut_to_one_below_the_open_sessions_and_regrow_when_calm() {
+        let t0 = Instant::now();
+        let mut a = Adaptive::new(t0);
+        assert!(a.cut_connections(3, t0));
+        assert_eq!(a.connections(8, t0), 2);
+        assert!(!a.tick(t0 + Duration::from_secs(5), true, None, 8));
+        assert!(a.tick(t0 + CONNECTION_CALM, true, None, 8));
+        assert_eq!(a.connections(8, t0 + CONNECTION_CALM), 3);
+        assert!(a.cut_connections(1, t0 + Duration::from_secs(20)));
+        assert_eq!(a.connections(8, t0), 1);
+    }
+
+    #[test]
+    fn operator_caps_and_suspensions_expire() {
+        let t0 = Instant::now();
+        let mut a = Adaptive::new(t0);
+        let until = t0 + Duration::from_secs(60);
+        a.cap(Some(5.0), Some(1), until);
+        a.suspend(until);
+        assert!(a.suspended(t0));
+        assert_eq!(a.rate(Some(50.0), t0), Some(5.0));
+        assert_eq!(a.connections(4, t0), 1);
+        assert!(a.tick(until, false, Some(50.0), 4));
+        assert!(!a.suspended(until));
+        assert_eq!(a.rate(Some(50.0), until), Some(50.0));
+        assert!(!a.active(until));
+    }
+}

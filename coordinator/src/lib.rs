@@ -9,6 +9,7 @@ pub mod config;
 pub mod farm;
 mod flow;
 mod launch;
+mod links;
 pub mod metrics;
 mod nodes;
 mod operator;

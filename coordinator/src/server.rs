@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use mailfarm_pki::wire::{write_frame, FrameReader, WireError};
-use mailfarm_pki::{operator_dns_name, peer_has_name, smurf_dns_name, Identity};
+use mailfarm_pki::{peer_has_name, smurf_dns_name, Identity};
 use mailfarm_protocol::{
     Assignment, CampaignSubmission, CoordinatorLink, CoordinatorMessage, Hello, HelloReply,
-    InboundPolicy, OperatorResponse, RecipientResult, Role, SmurfMessage, DEFAULT_MAX_FRAME,
-    PROTOCOL_VERSION,
+    InboundPolicy, RecipientResult, Role, SmurfMessage, DEFAULT_MAX_FRAME,
 };
 use tracing::{debug, error, info, warn};
 
@@ -21,14 +20,13 @@ mod role_link;
 use crate::accounting::AccountingLog;
 use crate::farm::{Farm, RetryPolicy};
 use crate::launch::{launch, LaunchError, Launched};
+use crate::links::refuse;
 use crate::store::Store;
 
 /// Largest frame a smurf may send: a results batch is far smaller.
 const SMURF_MAX_FRAME: usize = 4 * 1024 * 1024;
 /// Time a client has to open its stream and say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// CSV chunks buffered between the operator link and the ingest thread.
-const CSV_CHUNKS_BUFFERED: usize = 8;
 
 /// Settings of a coordinator; [`CoordinatorSettings::new`] documents the defaults.
 pub struct CoordinatorSettings {
@@ -340,9 +338,8 @@ async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) -> any
     };
     match &hello.role {
         Role::Smurf { .. } => serve_smurf(connection, send, reader, hello, shared).await,
-        Role::Operator { name } => {
-            let name = name.clone();
-            crate::operator::serve(connection, send, reader, hello, &name, shared.handle()).await
+        Role::Operator { .. } => {
+            crate::operator::serve(connection, send, reader, hello, shared.handle()).await
         }
     }
 }
@@ -353,24 +350,6 @@ impl Shared {
             shared: self.clone(),
         }
     }
-}
-
-/// Sends a refusal, closes the link.
-pub(crate) async fn refuse(
-    send: &mut quinn::SendStream,
-    connection: &quinn::Connection,
-    reason: &str,
-) {
-    let _ = write_frame(
-        send,
-        &HelloReply::Refused {
-            reason: reason.to_owned(),
-        },
-    )
-    .await;
-    let _ = send.finish();
-    let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
-    connection.close(1u32.into(), reason.as_bytes());
 }
 
 async fn serve_smurf(
@@ -670,76 +649,5 @@ impl ToldNode {
             self.policy = Some(policy);
         }
         Ok(())
-    }
-}
-
-/// Reads CSV chunks of a launch from the operator link into a blocking reader.
-pub(crate) struct ChunkReader {
-    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
-    current: Vec<u8>,
-    pos: usize,
-}
-
-impl ChunkReader {
-    /// A reader and the sender that feeds it; dropping the sender ends the input.
-    pub(crate) fn new() -> (tokio::sync::mpsc::Sender<Vec<u8>>, Self) {
-        let (tx, rx) = tokio::sync::mpsc::channel(CSV_CHUNKS_BUFFERED);
-        (
-            tx,
-            Self {
-                rx,
-                current: Vec::new(),
-                pos: 0,
-            },
-        )
-    }
-}
-
-impl std::io::Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos >= self.current.len() {
-            match self.rx.blocking_recv() {
-                Some(chunk) => {
-                    self.current = chunk;
-                    self.pos = 0;
-                }
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len() - self.pos);
-        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-/// Checks that the peer of `connection` is operator `name`.
-pub(crate) fn is_operator(connection: &quinn::Connection, name: &str) -> bool {
-    peer_has_name(connection, &operator_dns_name(name))
-}
-
-/// Protocol version check for operators.
-pub(crate) fn operator_version_ok(hello: &Hello) -> Result<(), String> {
-    if hello.version == PROTOCOL_VERSION {
-        Ok(())
-    } else {
-        Err(format!(
-            "operator speaks protocol version {}, this coordinator speaks {PROTOCOL_VERSION}",
-            hello.version
-        ))
-    }
-}
-
-/// Builds the operator's answer to a finished launch.
-pub(crate) fn launched_response(result: Result<Launched, LaunchError>) -> OperatorResponse {
-    match result {
-        Ok(launched) => OperatorResponse::Launched {
-            counters: launched.counters,
-            rejects: launched.rejects.iter().map(ToString::to_string).collect(),
-            rejects_file: launched.rejects_file.map(|p| p.display().to_string()),
-        },
-        Err(e) => OperatorResponse::Error {
-            message: e.to_string(),
-        },
     }
 }

@@ -20,6 +20,7 @@ mod bounces;
 mod error;
 mod frame;
 mod messages;
+mod operator_session;
 mod rate;
 mod roles;
 mod session;
@@ -36,6 +37,7 @@ pub use messages::{
     RecipientBatch, RecipientData, RecipientResult, Role, ShapingUpdate, SmurfLoad, SmurfMessage,
     TemplateBundle,
 };
+pub use operator_session::{OperatorEvent, OperatorLink};
 pub use rate::{Rate, RateError};
 pub use roles::{
     Assignment, FarmSnapshot, InboundCounters, InboundPolicy, InboundRecord, NodeRole, NodeState,

@@ -6,11 +6,11 @@
 //! it was given, how many recipients it owes results for. Each side checks the other's moves,
 //! so a confused or hostile peer is caught as a [`ProtocolError`] instead of corrupting state.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 
 use crate::{
     ContentHash, CoordinatorMessage, Hello, HelloReply, ProtocolError, RecipientBatch,
-    RecipientData, RecipientResult, Role, TemplateBundle, PROTOCOL_VERSION,
+    RecipientData, RecipientResult, Role, SmurfMessage, TemplateBundle, PROTOCOL_VERSION,
 };
 
 /// Coordinator-side state of one smurf link.
@@ -200,13 +200,17 @@ pub enum SmurfLinkEvent {
     SiteRates(Vec<crate::throttle::SiteRate>),
 }
 
-/// Smurf-side state of the link to the coordinator.
+/// Smurf-side state of the link to the coordinator. It lives across links: templates and
+/// results frames not yet acknowledged as committed survive a reconnect.
 #[derive(Debug)]
 pub struct SmurfLink {
     welcomed: bool,
     window: usize,
     templates: HashSet<ContentHash>,
     owed: usize,
+    /// Results frames sent and not yet acknowledged (`ResultsCommitted`), oldest first; sent
+    /// again as late results on the next link if this one drops.
+    unacked: VecDeque<Vec<RecipientResult>>,
 }
 
 impl SmurfLink {
@@ -217,18 +221,20 @@ impl SmurfLink {
             window: window.max(1) as usize,
             templates: templates_held.into_iter().collect(),
             owed: 0,
+            unacked: VecDeque::new(),
         }
     }
 
-    /// The hello to send first; `initial_role` is the role the smurf's config names (used only
-    /// when the coordinator has no assignment for it yet).
+    /// The hello to send first; it announces the results held from earlier links.
+    /// `initial_role` is the role the smurf's config names (used only when the coordinator has
+    /// no assignment for it yet).
     pub fn hello(
         &self,
         node: &str,
-        held_results: u32,
         initial_role: Option<crate::NodeRole>,
         software: &str,
     ) -> Hello {
+        let held_results = u32::try_from(self.held_results()).unwrap_or(u32::MAX);
         let mut held: Vec<ContentHash> = self.templates.iter().copied().collect();
         held.sort();
         Hello {
@@ -300,7 +306,15 @@ impl SmurfLink {
                 Ok(SmurfLinkEvent::Forget(hash))
             }
             CoordinatorMessage::Shaping(update) => Ok(SmurfLinkEvent::Shaping(update)),
-            CoordinatorMessage::ResultsCommitted => Ok(SmurfLinkEvent::ResultsCommitted),
+            CoordinatorMessage::ResultsCommitted => {
+                if self.unacked.pop_front().is_none() {
+                    return Err(ProtocolError::Unexpected {
+                        message: "results acknowledgement",
+                        state: "no results frame awaiting one",
+                    });
+                }
+                Ok(SmurfLinkEvent::ResultsCommitted)
+            }
             CoordinatorMessage::Assign(assignment) => Ok(SmurfLinkEvent::Assign(assignment)),
             CoordinatorMessage::InboundPolicy(policy) => Ok(SmurfLinkEvent::InboundPolicy(policy)),
             CoordinatorMessage::ReturnedStored(names) => Ok(SmurfLinkEvent::ReturnedStored(names)),
@@ -309,9 +323,39 @@ impl SmurfLink {
         }
     }
 
-    /// Records that `count` results are being sent back.
-    pub fn results_sent(&mut self, count: usize) {
-        self.owed = self.owed.saturating_sub(count);
+    /// The frame that sends `results` of this link's batches; kept until acknowledged.
+    pub fn results(&mut self, results: Vec<RecipientResult>) -> SmurfMessage {
+        self.owed = self.owed.saturating_sub(results.len());
+        self.unacked.push_back(results.clone());
+        SmurfMessage::Results(results)
+    }
+
+    /// The frames that send results of earlier links (messages that finished after their
+    /// link dropped), at most `per_frame` per frame; kept until acknowledged.
+    pub fn late_results(
+        &mut self,
+        results: Vec<RecipientResult>,
+        per_frame: usize,
+    ) -> Vec<SmurfMessage> {
+        results
+            .chunks(per_frame.max(1))
+            .map(|chunk| {
+                self.unacked.push_back(chunk.to_vec());
+                SmurfMessage::LateResults(chunk.to_vec())
+            })
+            .collect()
+    }
+
+    /// On a new link, after the welcome: every frame the coordinator never acknowledged goes
+    /// again, as late results (it applies them only to recipients still pending).
+    pub fn resend_unacknowledged(&mut self, per_frame: usize) -> Vec<SmurfMessage> {
+        let earlier: Vec<RecipientResult> = self.unacked.drain(..).flatten().collect();
+        self.late_results(earlier, per_frame)
+    }
+
+    /// Results sent and not yet acknowledged as committed.
+    pub fn held_results(&self) -> usize {
+        self.unacked.iter().map(Vec::len).sum()
     }
 
     /// Records that `count` recipients are being handed back unattempted.
@@ -385,10 +429,61 @@ mod tests {
         let mut coordinator = CoordinatorLink::new();
         let mut smurf = SmurfLink::new(window, []);
         let reply = coordinator
-            .on_hello(smurf.hello("s1", 0, None, "test"), |n| n == "s1")
+            .on_hello(smurf.hello("s1", None, "test"), |n| n == "s1")
             .unwrap();
         smurf.on_hello_reply(reply).unwrap();
         (coordinator, smurf)
+    }
+
+    #[test]
+    fn results_are_kept_until_committed_and_resent_as_late_results_after_a_drop() {
+        let (mut coordinator, mut smurf) = welcomed_pair(10);
+        let b = bundle(1);
+        for m in coordinator.dispatch(&b, recipients(0..5)).unwrap() {
+            smurf.on_message(m).unwrap();
+        }
+        let first = smurf.results(vec![result(0), result(1)]);
+        assert!(matches!(first, SmurfMessage::Results(ref r) if r.len() == 2));
+        let second = smurf.results(vec![result(2)]);
+        assert!(matches!(second, SmurfMessage::Results(_)));
+        assert_eq!(smurf.owed(), 2);
+        assert_eq!(smurf.held_results(), 3);
+        smurf
+            .on_message(CoordinatorMessage::ResultsCommitted)
+            .unwrap();
+        assert_eq!(smurf.held_results(), 1, "the oldest frame is committed");
+        // The link drops: the unacknowledged frame goes again on the next one, announced.
+        smurf.reset();
+        let hello = smurf.hello("s1", None, "test");
+        assert!(matches!(
+            hello.role,
+            Role::Smurf {
+                held_results: 1,
+                ..
+            }
+        ));
+        let mut coordinator = CoordinatorLink::new();
+        let reply = coordinator.on_hello(hello, |_| true).unwrap();
+        smurf.on_hello_reply(reply).unwrap();
+        let resent = smurf.resend_unacknowledged(512);
+        assert_eq!(resent.len(), 1);
+        assert!(matches!(&resent[0], SmurfMessage::LateResults(r) if r[0].id == 2));
+        assert_eq!(smurf.held_results(), 1, "still held until acknowledged");
+        let late = smurf.late_results((10..15).map(result).collect(), 2);
+        assert_eq!(late.len(), 3, "5 late results in frames of 2");
+        assert_eq!(smurf.held_results(), 6);
+        for _ in 0..4 {
+            smurf
+                .on_message(CoordinatorMessage::ResultsCommitted)
+                .unwrap();
+        }
+        assert_eq!(smurf.held_results(), 0);
+        assert!(
+            smurf
+                .on_message(CoordinatorMessage::ResultsCommitted)
+                .is_err(),
+            "an acknowledgement with nothing to acknowledge is a protocol error"
+        );
     }
 
     #[test]
@@ -418,7 +513,7 @@ mod tests {
         smurf.reset();
         let mut coordinator = CoordinatorLink::new();
         coordinator
-            .on_hello(smurf.hello("s1", 0, None, "test"), |n| n == "s1")
+            .on_hello(smurf.hello("s1", None, "test"), |n| n == "s1")
             .unwrap();
         let messages = coordinator.dispatch(&b, recipients(0..1)).unwrap();
         assert_eq!(messages.len(), 1);
@@ -469,7 +564,7 @@ mod tests {
     #[test]
     fn version_mismatch_and_wrong_identity_are_refused() {
         let mut coordinator = CoordinatorLink::new();
-        let mut hello = SmurfLink::new(1, []).hello("s1", 0, None, "test");
+        let mut hello = SmurfLink::new(1, []).hello("s1", None, "test");
         hello.version = PROTOCOL_VERSION + 1;
         let (reply, error) = coordinator.on_hello(hello, |_| true).unwrap_err();
         assert!(matches!(error, ProtocolError::VersionMismatch { .. }));
@@ -477,7 +572,7 @@ mod tests {
 
         let mut coordinator = CoordinatorLink::new();
         let (_, error) = coordinator
-            .on_hello(SmurfLink::new(1, []).hello("s1", 0, None, "test"), |n| {
+            .on_hello(SmurfLink::new(1, []).hello("s1", None, "test"), |n| {
                 n == "s2"
             })
             .unwrap_err();

@@ -2,7 +2,6 @@
 //! turn batches into delivery jobs, and stream results back. Reconnects with backoff when the
 //! link drops; templates survive reconnects so they are not shipped again.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -72,6 +71,7 @@ pub async fn run_smurf(
     let mut backoff = Duration::from_millis(200);
     let mut carry = Carry::default();
     let mut switch = RoleSwitch::new(settings.roles.clone());
+    let mut link = SmurfLink::new(settings.window, templates.held());
     while !*shutdown.borrow() {
         let (results_tx, results_rx) = mpsc::unbounded_channel::<RecipientResult>();
         let mut link_results = LinkResults {
@@ -82,7 +82,7 @@ pub async fn run_smurf(
         let outcome = serve_once(
             &endpoint,
             &settings,
-            (&mut engine, &mut templates, &mut switch),
+            (&mut engine, &mut templates, &mut switch, &mut link),
             &mut shutdown,
             &mut link_results,
             &mut carry,
@@ -138,9 +138,6 @@ struct Carry {
     /// Result channels of ended links: messages in flight when a link dropped still report
     /// here, and the next link hands those results to the coordinator as late results.
     orphans: Vec<mpsc::UnboundedReceiver<RecipientResult>>,
-    /// Results frames sent but not yet acknowledged as committed; resent as late results on
-    /// the next link if this one drops.
-    unacked: VecDeque<Vec<RecipientResult>>,
 }
 
 /// Takes what the channels of ended links hold, dropping channels that are closed and empty.
@@ -161,24 +158,27 @@ fn drain_orphans(
 async fn serve_once(
     endpoint: &quinn::Endpoint,
     settings: &SmurfSettings,
-    (engine, templates, switch): (&mut DeliveryEngine, &mut TemplateCache, &mut RoleSwitch),
+    (engine, templates, switch, link): (
+        &mut DeliveryEngine,
+        &mut TemplateCache,
+        &mut RoleSwitch,
+        &mut SmurfLink,
+    ),
     shutdown: &mut watch::Receiver<bool>,
     link_results: &mut LinkResults,
     carry: &mut Carry,
 ) -> anyhow::Result<()> {
-    let Carry { orphans, unacked } = carry;
+    let Carry { orphans } = carry;
     let connection = endpoint
         .connect(settings.coordinator, COORDINATOR_NAME)?
         .await
         .with_context(|| format!("connecting to {}", settings.coordinator))?;
     let (mut send, recv) = connection.open_bi().await.context("opening the stream")?;
-    let mut link = SmurfLink::new(settings.window, templates.held());
-    let held: usize = unacked.iter().map(Vec::len).sum();
+    link.reset();
     write_frame(
         &mut send,
         &link.hello(
             &settings.node,
-            u32::try_from(held).unwrap_or(u32::MAX),
             settings.initial_role,
             env!("CARGO_PKG_VERSION"),
         ),
@@ -200,14 +200,15 @@ async fn serve_once(
     let results_rx = &mut link_results.rx;
     let mut late_tick = tokio::time::interval(Duration::from_millis(100));
     // Whatever an earlier link left unacknowledged goes first, as late results.
-    let earlier: Vec<RecipientResult> = unacked.drain(..).flatten().collect();
-    for chunk in earlier.chunks(RESULTS_PER_FRAME) {
+    let held = link.held_results();
+    if held > 0 {
         info!(
-            count = chunk.len(),
+            count = held,
             "resending unacknowledged results of an earlier link"
         );
-        write_frame(&mut send, &SmurfMessage::LateResults(chunk.to_vec())).await?;
-        unacked.push_back(chunk.to_vec());
+    }
+    for message in link.resend_unacknowledged(RESULTS_PER_FRAME) {
+        write_frame(&mut send, &message).await?;
     }
     let mut draining = false;
     let drain_deadline = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
@@ -253,7 +254,7 @@ async fn serve_once(
                     SmurfLinkEvent::Batch(batch) if !switch.takes_batches() => {
                         // Leased before the coordinator knew of the switch or drain: give back.
                         let ids: Vec<u64> = batch.recipients.iter().map(|r| r.id).collect();
-                        hand_back(&mut link, &mut send, ids).await?;
+                        hand_back(link, &mut send, ids).await?;
                     }
                     SmurfLinkEvent::Batch(batch) => {
                         let Some(campaign) = templates.get(&batch.template) else {
@@ -262,9 +263,7 @@ async fn serve_once(
                                 text: "template did not compile on this smurf".into(), rendered_bytes: 0,
                                 remote: String::new(), duration_ms: 0,
                             }).collect();
-                            link.results_sent(failed.len());
-                            write_frame(&mut send, &SmurfMessage::Results(failed.clone())).await?;
-                            unacked.push_back(failed);
+                            write_frame(&mut send, &link.results(failed)).await?;
                             continue;
                         };
                         for recipient in batch.recipients {
@@ -283,7 +282,7 @@ async fn serve_once(
                     SmurfLinkEvent::Shaping(update) => engine.apply_shaping(update),
                     SmurfLinkEvent::Assign(assignment) => {
                         if switch.on_assign(assignment) {
-                            hand_back(&mut link, &mut send, engine.hand_back()).await?;
+                            hand_back(link, &mut send, engine.hand_back()).await?;
                         }
                     }
                     SmurfLinkEvent::InboundPolicy(policy) => switch.set_policy(policy),
@@ -297,9 +296,7 @@ async fn serve_once(
                         write_frame(&mut send, &SmurfMessage::BounceVerdicts(verdicts)).await?;
                     }
                     SmurfLinkEvent::ReturnedStored(names) => switch.returned_stored(&names),
-                    SmurfLinkEvent::ResultsCommitted => {
-                        unacked.pop_front();
-                    }
+                    SmurfLinkEvent::ResultsCommitted => {}
                     SmurfLinkEvent::SiteRates(rates) => engine.apply_site_rates(rates),
                 }
             }
@@ -312,23 +309,23 @@ async fn serve_once(
                         Err(_) => break,
                     }
                 }
-                link.results_sent(results.len());
-                write_frame(&mut send, &SmurfMessage::Results(results.clone())).await?;
-                unacked.push_back(results);
+                write_frame(&mut send, &link.results(results)).await?;
             }
             _ = shutdown.changed(), if !draining => {
                 if *shutdown.borrow() {
-                    hand_back(&mut link, &mut send, engine.hand_back()).await?;
+                    hand_back(link, &mut send, engine.hand_back()).await?;
                     info!(node = %settings.node, owed = link.owed(), "shutting down: queued recipients handed back, finishing in-flight messages");
                     draining = true;
                     drain_deadline.as_mut().reset(tokio::time::Instant::now() + DRAIN_TIMEOUT);
                 }
             }
             _ = late_tick.tick(), if !orphans.is_empty() => {
-                for chunk in drain_orphans(orphans).chunks(RESULTS_PER_FRAME) {
-                    info!(count = chunk.len(), "reporting results of an earlier link");
-                    write_frame(&mut send, &SmurfMessage::LateResults(chunk.to_vec())).await?;
-                    unacked.push_back(chunk.to_vec());
+                let late = drain_orphans(orphans);
+                if !late.is_empty() {
+                    info!(count = late.len(), "reporting results of an earlier link");
+                }
+                for message in link.late_results(late, RESULTS_PER_FRAME) {
+                    write_frame(&mut send, &message).await?;
                 }
             }
             _ = returned_tick.tick() => {

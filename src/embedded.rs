@@ -59,9 +59,9 @@ pub struct EmbeddedFarm {
     addr: SocketAddr,
     _farm_dir: tempfile::TempDir,
     stop_coordinator: oneshot::Sender<()>,
-    coordinator_task: JoinHandle<anyhow::Result<()>>,
+    coordinator_task: JoinHandle<Result<(), mailfarm_coordinator::CoordinatorError>>,
     stop_smurfs: watch::Sender<bool>,
-    smurf_tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    smurf_tasks: Vec<JoinHandle<Result<(), mailfarm_smurf::SmurfError>>>,
 }
 
 impl EmbeddedFarm {

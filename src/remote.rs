@@ -24,7 +24,7 @@ pub async fn connect(remote: &Remote) -> anyhow::Result<OperatorClient> {
                 remote.farm.display()
             )
         })?;
-    OperatorClient::connect(remote.coordinator, &identity, &remote.operator).await
+    Ok(OperatorClient::connect(remote.coordinator, &identity, &remote.operator).await?)
 }
 
 /// Parses `--start-at` (UTC `YYYY-MM-DDTHH:MM:SSZ`) or `--start-in` (duration) into ms since

@@ -3,8 +3,7 @@
 
 use std::net::SocketAddr;
 
-use anyhow::{bail, Context};
-use mailfarm_pki::wire::{write_frame, FrameReader};
+use mailfarm_pki::wire::{write_frame, FrameReader, WireError};
 use mailfarm_pki::{Identity, COORDINATOR_NAME};
 use mailfarm_protocol::{
     CampaignSubmission, Hello, HelloReply, OperatorRequest, OperatorResponse, Role,
@@ -13,6 +12,42 @@ use mailfarm_protocol::{
 
 /// Size of the CSV chunks a launch streams.
 const CSV_CHUNK: usize = 256 * 1024;
+
+/// Why an operator request could not be made. Every variant but `Refused` may be temporary
+/// (the coordinator restarting); `Refused` needs another certificate or farm folder.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The operator certificate does not make a TLS configuration.
+    #[error("operator TLS configuration: {0}")]
+    Tls(String),
+    /// No UDP socket for QUIC.
+    #[error("opening a UDP socket: {0}")]
+    Socket(#[source] std::io::Error),
+    /// The coordinator could not be reached.
+    #[error("connecting to the coordinator at {addr}: {reason}")]
+    Connect {
+        /// The coordinator address.
+        addr: SocketAddr,
+        /// What failed.
+        reason: String,
+    },
+    /// The coordinator refused this operator.
+    #[error("coordinator refused: {0}")]
+    Refused(String),
+    /// The coordinator dropped the link at the hello: how a certificate from another farm
+    /// shows under TLS 1.3.
+    #[error("the coordinator closed the link (is this operator certificate from its farm?): {0}")]
+    DroppedAtHello(String),
+    /// The coordinator closed the control stream.
+    #[error("the coordinator closed the control stream")]
+    Closed,
+    /// A frame could not be read or written.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The CSV could not be read.
+    #[error("reading the CSV: {0}")]
+    Csv(#[source] std::io::Error),
+}
 
 /// A connected operator session.
 pub struct OperatorClient {
@@ -28,23 +63,26 @@ impl OperatorClient {
         addr: SocketAddr,
         identity: &Identity,
         name: &str,
-    ) -> anyhow::Result<Self> {
-        let config = mailfarm_pki::client_config(identity).context("operator TLS configuration")?;
-        let bind: SocketAddr = if addr.is_ipv6() {
-            "[::]:0".parse()?
+    ) -> Result<Self, ClientError> {
+        let config =
+            mailfarm_pki::client_config(identity).map_err(|e| ClientError::Tls(e.to_string()))?;
+        let bind = if addr.is_ipv6() {
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
         } else {
-            "0.0.0.0:0".parse()?
+            SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
         };
-        let mut endpoint = quinn::Endpoint::client(bind).context("opening a UDP socket")?;
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(ClientError::Socket)?;
         endpoint.set_default_client_config(config);
+        let connect = |reason: String| ClientError::Connect { addr, reason };
         let connection = endpoint
-            .connect(addr, COORDINATOR_NAME)?
+            .connect(addr, COORDINATOR_NAME)
+            .map_err(|e| connect(e.to_string()))?
             .await
-            .with_context(|| format!("connecting to the coordinator at {addr}"))?;
+            .map_err(|e| connect(e.to_string()))?;
         let (mut send, recv) = connection
             .open_bi()
             .await
-            .context("opening the control stream")?;
+            .map_err(|e| connect(e.to_string()))?;
         write_frame(
             &mut send,
             &Hello {
@@ -54,15 +92,16 @@ impl OperatorClient {
                 },
             },
         )
-        .await
-        .context("sending hello")?;
+        .await?;
         let mut reader = FrameReader::new(recv, DEFAULT_MAX_FRAME);
-        match reader.next::<HelloReply>().await.context(
-            "the coordinator closed the link (is this operator certificate from its farm?)",
-        )? {
-            Some((HelloReply::Welcome { .. }, _)) => {}
-            Some((HelloReply::Refused { reason }, _)) => bail!("coordinator refused: {reason}"),
-            None => bail!("the coordinator closed the control stream"),
+        match reader.next::<HelloReply>().await {
+            Ok(Some((HelloReply::Welcome { .. }, _))) => {}
+            Ok(Some((HelloReply::Refused { reason }, _))) => {
+                return Err(ClientError::Refused(reason))
+            }
+            Ok(None) => return Err(ClientError::Closed),
+            Err(WireError::Read(e)) => return Err(ClientError::DroppedAtHello(e.to_string())),
+            Err(e) => return Err(e.into()),
         }
         Ok(Self {
             _endpoint: endpoint,
@@ -73,13 +112,18 @@ impl OperatorClient {
     }
 
     /// Sends a request and waits for its response.
-    pub async fn request(&mut self, request: &OperatorRequest) -> anyhow::Result<OperatorResponse> {
-        write_frame(&mut self.send, request)
-            .await
-            .context("sending the request")?;
+    pub async fn request(
+        &mut self,
+        request: &OperatorRequest,
+    ) -> Result<OperatorResponse, ClientError> {
+        write_frame(&mut self.send, request).await?;
+        self.response().await
+    }
+
+    async fn response(&mut self) -> Result<OperatorResponse, ClientError> {
         match self.reader.next::<OperatorResponse>().await? {
             Some((response, _)) => Ok(response),
-            None => bail!("the coordinator closed the control stream"),
+            None => Err(ClientError::Closed),
         }
     }
 
@@ -88,17 +132,16 @@ impl OperatorClient {
         &mut self,
         submission: CampaignSubmission,
         mut csv: impl tokio::io::AsyncRead + Unpin,
-    ) -> anyhow::Result<OperatorResponse> {
+    ) -> Result<OperatorResponse, ClientError> {
         use tokio::io::AsyncReadExt;
         write_frame(
             &mut self.send,
             &OperatorRequest::Launch(Box::new(submission)),
         )
-        .await
-        .context("sending the launch")?;
+        .await?;
         let mut chunk = vec![0u8; CSV_CHUNK];
         loop {
-            let n = csv.read(&mut chunk).await.context("reading the CSV")?;
+            let n = csv.read(&mut chunk).await.map_err(ClientError::Csv)?;
             if n == 0 {
                 break;
             }
@@ -106,16 +149,10 @@ impl OperatorClient {
                 &mut self.send,
                 &OperatorRequest::CsvChunk(chunk[..n].to_vec()),
             )
-            .await
-            .context("sending the CSV")?;
+            .await?;
         }
-        write_frame(&mut self.send, &OperatorRequest::CsvEnd)
-            .await
-            .context("ending the CSV")?;
-        match self.reader.next::<OperatorResponse>().await? {
-            Some((response, _)) => Ok(response),
-            None => bail!("the coordinator closed the control stream"),
-        }
+        write_frame(&mut self.send, &OperatorRequest::CsvEnd).await?;
+        self.response().await
     }
 
     /// Closes the session.

@@ -18,8 +18,8 @@ pub mod store;
 pub mod throttle;
 
 pub use campaign::{load_campaign_dir, CampaignDirError, RejectedRow};
-pub use client::OperatorClient;
+pub use client::{ClientError, OperatorClient};
 pub use config::CoordinatorConfig;
 pub use farm::{Farm, FarmError, RetryPolicy};
 pub use launch::{bundle_hash, LaunchError, Launched};
-pub use server::{Coordinator, CoordinatorHandle, CoordinatorSettings};
+pub use server::{Coordinator, CoordinatorError, CoordinatorHandle, CoordinatorSettings};

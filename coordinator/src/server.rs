@@ -18,7 +18,7 @@ use tracing::{debug, error, info, warn};
 mod role_link;
 
 use crate::accounting::AccountingLog;
-use crate::farm::{Farm, RetryPolicy};
+use crate::farm::{Farm, FarmError, RetryPolicy};
 use crate::launch::{launch, LaunchError, Launched};
 use crate::links::refuse;
 use crate::store::Store;
@@ -77,6 +77,44 @@ impl CoordinatorSettings {
             inbound_local_addresses: Vec::new(),
         }
     }
+}
+
+/// Why a coordinator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    /// The coordinator's certificates do not make a TLS configuration.
+    #[error("building the coordinator's TLS configuration: {0}")]
+    Tls(String),
+    /// QUIC could not listen (address in use, no permission).
+    #[error("starting QUIC on {addr}: {source}")]
+    Quic {
+        /// The listen address.
+        addr: SocketAddr,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The state folder cannot be created.
+    #[error("creating the state folder {dir}: {source}")]
+    StateDir {
+        /// The folder.
+        dir: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The state database cannot be opened or read (already open by another coordinator?).
+    #[error("opening the state database: {0}")]
+    State(#[from] FarmError),
+    /// The accounting log cannot be opened.
+    #[error("opening the accounting log: {0}")]
+    Accounting(#[source] std::io::Error),
+    /// The metrics endpoint cannot listen.
+    #[error("binding the metrics endpoint on {addr}: {source}")]
+    Metrics {
+        /// The metrics address.
+        addr: SocketAddr,
+        /// What failed.
+        source: std::io::Error,
+    },
 }
 
 /// A running coordinator.
@@ -164,32 +202,38 @@ fn endpoint_config(identity: &Identity) -> quinn::EndpointConfig {
 
 impl Coordinator {
     /// Opens the state, binds the QUIC endpoint (and the metrics listener).
-    pub async fn bind(settings: CoordinatorSettings) -> anyhow::Result<Self> {
+    pub async fn bind(settings: CoordinatorSettings) -> Result<Self, CoordinatorError> {
         let server_config = mailfarm_pki::server_config(&settings.identity)
-            .context("building the coordinator's TLS configuration")?;
-        let socket = std::net::UdpSocket::bind(settings.listen)
-            .with_context(|| format!("binding QUIC on {}", settings.listen))?;
-        let runtime = quinn::default_runtime().context("no async runtime for QUIC")?;
+            .map_err(|e| CoordinatorError::Tls(e.to_string()))?;
+        let quic = |source| CoordinatorError::Quic {
+            addr: settings.listen,
+            source,
+        };
+        let socket = std::net::UdpSocket::bind(settings.listen).map_err(quic)?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| quic(std::io::Error::other("no async runtime for QUIC")))?;
         let endpoint = quinn::Endpoint::new(
             endpoint_config(&settings.identity),
             Some(server_config),
             socket,
             runtime,
         )
-        .with_context(|| format!("starting QUIC on {}", settings.listen))?;
+        .map_err(quic)?;
         let db_path = settings.state_dir.as_ref().map(|d| d.join("state.redb"));
         if let Some(dir) = &settings.state_dir {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating the state folder {}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|source| CoordinatorError::StateDir {
+                dir: dir.clone(),
+                source,
+            })?;
         }
         let store = Store::open(db_path.as_deref(), settings.durable && db_path.is_some())
-            .context("opening the state database")?;
-        let farm = Farm::open(store, settings.retry).context("loading campaigns")?;
+            .map_err(FarmError::from)?;
+        let farm = Farm::open(store, settings.retry)?;
         farm.set_shaping(&settings.shaping);
         let accounting = match &settings.state_dir {
             Some(dir) => Some(Mutex::new(
                 AccountingLog::open(&dir.join("accounting.jsonl"), settings.accounting_max_bytes)
-                    .context("opening the accounting log")?,
+                    .map_err(CoordinatorError::Accounting)?,
             )),
             None => None,
         };
@@ -197,7 +241,7 @@ impl Coordinator {
             Some(addr) => Some(
                 crate::metrics::bind(addr)
                     .await
-                    .with_context(|| format!("binding the metrics endpoint on {addr}"))?,
+                    .map_err(|source| CoordinatorError::Metrics { addr, source })?,
             ),
             None => None,
         };
@@ -217,8 +261,13 @@ impl Coordinator {
     }
 
     /// The bound QUIC address.
-    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
-        Ok(self.endpoint.local_addr()?)
+    pub fn local_addr(&self) -> Result<SocketAddr, CoordinatorError> {
+        self.endpoint
+            .local_addr()
+            .map_err(|source| CoordinatorError::Quic {
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                source,
+            })
     }
 
     /// The bound metrics address, if any.
@@ -235,7 +284,10 @@ impl Coordinator {
 
     /// Serves until `shutdown` resolves; then stops leasing, waits (up to the grace period)
     /// for in-flight results, and closes every link.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), CoordinatorError> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         if let Some(listener) = self.metrics {
             let shared = self.shared.clone();

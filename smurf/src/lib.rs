@@ -9,6 +9,7 @@
 pub mod bounce;
 mod config;
 pub mod delivery;
+mod error;
 pub mod inbound;
 mod link;
 pub mod load;
@@ -21,5 +22,6 @@ pub mod web;
 
 pub use config::SmurfConfig;
 pub use delivery::DeliverySettings;
+pub use error::{LinkError, SmurfError};
 pub use link::{run_smurf, SmurfSettings};
 pub use roles::RoleServices;

@@ -5,17 +5,17 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use mailfarm_pki::wire::{write_frame, FrameReader, WireError};
 use mailfarm_pki::{Identity, COORDINATOR_NAME};
 use mailfarm_protocol::{
-    CoordinatorMessage, HelloReply, NodeRole, NodeStatus, Outcome, ProtocolError, RecipientResult,
-    SmurfLink, SmurfLinkEvent, SmurfLoad, SmurfMessage,
+    CoordinatorMessage, HelloReply, NodeRole, NodeStatus, Outcome, RecipientResult, SmurfLink,
+    SmurfLinkEvent, SmurfLoad, SmurfMessage,
 };
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::delivery::{DeliveryEngine, DeliverySettings, Job};
+use crate::error::{LinkError, SmurfError};
 use crate::roles::RoleServices;
 use crate::switch::RoleSwitch;
 use crate::template_cache::TemplateCache;
@@ -54,20 +54,20 @@ pub struct SmurfSettings {
 pub async fn run_smurf(
     settings: SmurfSettings,
     mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> Result<(), SmurfError> {
     let client_config = mailfarm_pki::client_config(&settings.identity)
-        .context("building the smurf's TLS configuration")?;
-    let bind: SocketAddr = if settings.coordinator.is_ipv6() {
-        "[::]:0".parse()?
+        .map_err(|e| SmurfError::Tls(e.to_string()))?;
+    let bind = if settings.coordinator.is_ipv6() {
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
     } else {
-        "0.0.0.0:0".parse()?
+        SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
     };
-    let mut endpoint = quinn::Endpoint::client(bind).context("opening a UDP socket")?;
+    let mut endpoint = quinn::Endpoint::client(bind).map_err(SmurfError::Socket)?;
     endpoint.set_default_client_config(client_config);
     let mut engine = DeliveryEngine::new(settings.delivery.clone());
     let mut templates =
         TemplateCache::open(settings.state_dir.as_ref().map(|d| d.join("templates")))
-            .context("opening the template cache")?;
+            .map_err(SmurfError::TemplateCache)?;
     let mut backoff = Duration::from_millis(200);
     let mut carry = Carry::default();
     let mut switch = RoleSwitch::new(settings.roles.clone());
@@ -98,13 +98,8 @@ pub async fn run_smurf(
             Ok(()) => {
                 info!(node = %settings.node, "coordinator closed the link; reconnecting");
             }
-            Err(e) => {
-                if let Some(ProtocolError::Refused(reason)) = e.downcast_ref::<ProtocolError>() {
-                    warn!(node = %settings.node, "coordinator refused this smurf: {reason}");
-                } else {
-                    warn!(node = %settings.node, "link to coordinator failed: {e:#}");
-                }
-            }
+            Err(e) if e.is_refusal() => warn!(node = %settings.node, "{e}"),
+            Err(e) => warn!(node = %settings.node, "link to coordinator failed: {e}"),
         }
         if established {
             // A working link ended (e.g. the coordinator restarted): come back promptly.
@@ -167,13 +162,18 @@ async fn serve_once(
     shutdown: &mut watch::Receiver<bool>,
     link_results: &mut LinkResults,
     carry: &mut Carry,
-) -> anyhow::Result<()> {
+) -> Result<(), LinkError> {
     let Carry { orphans } = carry;
+    let connect_error = |reason: String| LinkError::Connect {
+        addr: settings.coordinator,
+        reason,
+    };
     let connection = endpoint
-        .connect(settings.coordinator, COORDINATOR_NAME)?
+        .connect(settings.coordinator, COORDINATOR_NAME)
+        .map_err(|e| connect_error(e.to_string()))?
         .await
-        .with_context(|| format!("connecting to {}", settings.coordinator))?;
-    let (mut send, recv) = connection.open_bi().await.context("opening the stream")?;
+        .map_err(|e| connect_error(e.to_string()))?;
+    let (mut send, recv) = connection.open_bi().await?;
     link.reset();
     write_frame(
         &mut send,
@@ -187,10 +187,8 @@ async fn serve_once(
     let mut reader = FrameReader::new(recv, MAX_FRAME);
     match reader.next::<HelloReply>().await {
         Ok(Some((reply, _))) => link.on_hello_reply(reply)?,
-        Ok(None) => bail!("coordinator closed the stream before answering the hello"),
-        Err(WireError::Read(e)) => {
-            bail!("coordinator dropped the link during the hello (certificate refused?): {e}")
-        }
+        Ok(None) => return Err(LinkError::ClosedAtHello),
+        Err(WireError::Read(e)) => return Err(LinkError::DroppedAtHello(e.to_string())),
         Err(e) => return Err(e.into()),
     }
     info!(node = %settings.node, coordinator = %settings.coordinator, "joined the farm");
@@ -292,7 +290,7 @@ async fn serve_once(
                             jobs.iter().map(|job| crate::bounce::verdict(job, &policy)).collect()
                         })
                         .await
-                        .context("bounce analysis task failed")?;
+                        .map_err(|e| LinkError::Task(format!("bounce analysis task failed: {e}")))?;
                         write_frame(&mut send, &SmurfMessage::BounceVerdicts(verdicts)).await?;
                     }
                     SmurfLinkEvent::ReturnedStored(names) => switch.returned_stored(&names),
@@ -375,7 +373,7 @@ async fn hand_back(
     link: &mut SmurfLink,
     send: &mut quinn::SendStream,
     ids: Vec<u64>,
-) -> anyhow::Result<()> {
+) -> Result<(), LinkError> {
     if ids.is_empty() {
         return Ok(());
     }

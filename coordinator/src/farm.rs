@@ -33,7 +33,8 @@ pub use retries::RetryPolicy;
 use crate::flow::{domain_of, DomainFlows};
 use crate::nodes::{load_adjusted, Node};
 use crate::store::{
-    split_id, CampaignRecord, CampaignStatus, RecipientRecord, Store, StoreError, StoredState,
+    split_id, CampaignRecord, CampaignStatus, RecipientRecord, RowVerdict, Store, StoreError,
+    StoredState,
 };
 
 /// Why a farm operation failed.
@@ -224,8 +225,9 @@ impl Farm {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The durable store.
-    pub fn store(&self) -> &Store {
+    /// The durable store (the farm's own modules and tests only: callers go through the farm,
+    /// which keeps the counters in step).
+    pub(crate) fn store(&self) -> &Store {
         &self.store
     }
 
@@ -308,8 +310,36 @@ impl Farm {
         Ok(record)
     }
 
+    /// Stores a batch of ingested rows and counts them; returns each row's verdict
+    /// (duplicates count as rejected rows, suppressed addresses as suppressed).
+    pub fn ingest_rows(
+        &self,
+        seq: u32,
+        batch: &[(u32, String, Vec<String>)],
+    ) -> Result<Vec<RowVerdict>, StoreError> {
+        let verdicts = self.store.ingest_rows(seq, batch)?;
+        let count = |v: RowVerdict| verdicts.iter().filter(|&&x| x == v).count() as u64;
+        self.rows_added(
+            seq,
+            count(RowVerdict::Accepted),
+            count(RowVerdict::Duplicate),
+            count(RowVerdict::Suppressed),
+        );
+        Ok(verdicts)
+    }
+
+    /// Counts rows set aside before they reached the store (unreadable, bad address).
+    pub fn rows_rejected(&self, seq: u32, rejected: u64) {
+        self.rows_added(seq, 0, rejected, 0);
+    }
+
+    /// Adds an address to the suppression list: it is skipped in every later campaign.
+    pub fn suppress(&self, address: &str, reason: &str) -> Result<(), StoreError> {
+        self.store.suppress(address, reason)
+    }
+
     /// Counts rows just committed by ingest, and wakes the links.
-    pub fn rows_added(&self, seq: u32, accepted: u64, rejected: u64, suppressed: u64) {
+    fn rows_added(&self, seq: u32, accepted: u64, rejected: u64, suppressed: u64) {
         {
             let mut state = self.lock();
             if let Some(live) = state.campaigns.get_mut(&seq) {
@@ -336,6 +366,7 @@ impl Farm {
             live.record.suppressed = live.counters.suppressed;
             live.record.clone()
         };
+        self.store.drop_dedupe(seq)?;
         self.store.update_campaign(&record)?;
         self.check_finished(seq)
     }

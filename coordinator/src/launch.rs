@@ -187,22 +187,16 @@ pub fn launch(
                 }
             }
         }
-        let verdicts = farm.store().ingest_rows(seq, &batch)?;
-        let (mut accepted, mut suppressed) = (0, 0);
+        let verdicts = farm.ingest_rows(seq, &batch)?;
         for ((verdict, line), (_, email, _)) in verdicts.iter().zip(&lines).zip(&batch) {
-            match verdict {
-                RowVerdict::Accepted => accepted += 1,
-                RowVerdict::Suppressed => suppressed += 1,
-                RowVerdict::Duplicate => {
-                    rejected += 1;
-                    reject(RejectedRow {
-                        line: *line,
-                        reason: format!("duplicate address {email}"),
-                    })?;
-                }
+            if *verdict == RowVerdict::Duplicate {
+                reject(RejectedRow {
+                    line: *line,
+                    reason: format!("duplicate address {email}"),
+                })?;
             }
         }
-        farm.rows_added(seq, accepted, rejected, suppressed);
+        farm.rows_rejected(seq, rejected);
         batch.clear();
         lines.clear();
     }
@@ -213,7 +207,6 @@ pub fn launch(
         }
         None => None,
     };
-    farm.store().drop_dedupe(seq)?;
     farm.ingest_done(seq)?;
     let counters = farm
         .counters(&submission.id)

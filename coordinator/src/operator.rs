@@ -157,7 +157,7 @@ fn answer(request: OperatorRequest, handle: &CoordinatorHandle, name: &str) -> O
                 Err(why) => OperatorResponse::Error {
                     message: format!("{address:?} is not an address: {why}"),
                 },
-                Ok(()) => match farm().store().suppress(address.trim(), &reason) {
+                Ok(()) => match farm().suppress(address.trim(), &reason) {
                     Ok(()) => OperatorResponse::Done {
                         message: format!("{} suppressed", address.trim()),
                     },

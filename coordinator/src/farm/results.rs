@@ -120,7 +120,7 @@ impl Farm {
         };
         let ids: Vec<u64> = known.iter().map(|k| k.1).collect();
         let new_states = self.store.apply(&ids, |k, record: &mut RecipientRecord| {
-            self.record_attempt(record, &results[known[k].0], now);
+            self.retry.record_attempt(record, &results[known[k].0], now);
         })?;
         let mut attempts = Vec::with_capacity(known.len());
         let mut touched = HashSet::new();
@@ -194,28 +194,6 @@ impl Farm {
         Ok(attempts)
     }
 
-    fn record_attempt(&self, record: &mut RecipientRecord, result: &RecipientResult, now: u64) {
-        record.attempts = record.attempts.saturating_add(1);
-        if record.first_attempt_ms == 0 {
-            record.first_attempt_ms = now;
-        }
-        record.last_code = result.code;
-        record.last_text = result.text.clone();
-        record.state = match result.outcome {
-            Outcome::Delivered => StoredState::Delivered,
-            Outcome::Failed => StoredState::Failed,
-            Outcome::Deferred => {
-                match self
-                    .retry
-                    .next_retry(record.attempts, record.first_attempt_ms, now)
-                {
-                    Some(retry_at_ms) => StoredState::Deferred { retry_at_ms },
-                    None => StoredState::Failed,
-                }
-            }
-        };
-    }
-
     /// Applies results a smurf kept from an earlier link. A recipient that is still pending
     /// (queued again, or even re-leased) takes the result, so its message is not sent again;
     /// if it was re-leased, the later result of that lease is ignored.
@@ -227,7 +205,7 @@ impl Farm {
         let now = now_ms();
         let ids: Vec<u64> = results.iter().map(|r| r.id).collect();
         let new_states = self.store.apply(&ids, |i, record: &mut RecipientRecord| {
-            self.record_attempt(record, &results[i], now);
+            self.retry.record_attempt(record, &results[i], now);
         })?;
         let mut attempts = Vec::new();
         let mut touched = HashSet::new();

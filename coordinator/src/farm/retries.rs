@@ -23,6 +23,32 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// What an attempt's result does to its recipient's record: the store applies this rule
+    /// inside its transaction, and it needs nothing but the policy (no call back into the farm).
+    pub(super) fn record_attempt(
+        &self,
+        record: &mut RecipientRecord,
+        result: &RecipientResult,
+        now: u64,
+    ) {
+        record.attempts = record.attempts.saturating_add(1);
+        if record.first_attempt_ms == 0 {
+            record.first_attempt_ms = now;
+        }
+        record.last_code = result.code;
+        record.last_text = result.text.clone();
+        record.state = match result.outcome {
+            Outcome::Delivered => StoredState::Delivered,
+            Outcome::Failed => StoredState::Failed,
+            Outcome::Deferred => {
+                match self.next_retry(record.attempts, record.first_attempt_ms, now) {
+                    Some(retry_at_ms) => StoredState::Deferred { retry_at_ms },
+                    None => StoredState::Failed,
+                }
+            }
+        };
+    }
+
     /// When to retry after `attempts` attempts, with ±10 % jitter; None when the recipient is
     /// too old to retry.
     pub(super) fn next_retry(&self, attempts: u16, first_attempt_ms: u64, now: u64) -> Option<u64> {

@@ -142,8 +142,12 @@ fn limiter(rate: &Rate) -> Option<DefaultDirectRateLimiter> {
     Some(RateLimiter::direct(quota))
 }
 
+/// The one in-flight ledger: every leased recipient without a result, with the node holding
+/// it. Per-node and per-campaign figures are counted from it or kept in step with it here.
 pub(crate) struct InFlight {
     data: RecipientData,
+    /// The node it was leased to.
+    pub(crate) node: Arc<str>,
 }
 
 #[derive(Default)]

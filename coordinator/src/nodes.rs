@@ -21,7 +21,6 @@ pub(crate) struct Node {
     /// Open links of this node (a reconnect may overlap the old link's end).
     pub(crate) links: u32,
     pub(crate) window: u32,
-    pub(crate) in_flight: u64,
     pub(crate) draining: bool,
     pub(crate) role: NodeRole,
     pub(crate) state: NodeState,
@@ -272,8 +271,12 @@ impl Farm {
 
     /// Every known node with its figures.
     pub fn nodes(&self) -> Vec<NodeInfo> {
-        let mut nodes: Vec<NodeInfo> = self
-            .lock()
+        let state = self.lock();
+        let mut held: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+        for f in state.in_flight.values() {
+            *held.entry(&*f.node).or_default() += 1;
+        }
+        let mut nodes: Vec<NodeInfo> = state
             .nodes
             .iter()
             .map(|n| NodeInfo {
@@ -288,7 +291,7 @@ impl Farm {
                 version: n.version.clone(),
                 serving: n.serving.clone(),
                 problem: n.problem.clone(),
-                in_flight: n.in_flight,
+                in_flight: held.get(n.name.as_str()).copied().unwrap_or(0),
                 window: n.window,
                 draining: n.draining,
                 load: n.load.clone(),

@@ -88,7 +88,6 @@ impl Farm {
             campaigns,
             in_flight,
             flows,
-            nodes,
             next_campaign,
             ..
         } = state;
@@ -154,11 +153,15 @@ impl Farm {
             live.counters.queued = live.counters.queued.saturating_sub(take as u64);
             live.counters.in_flight += take as u64;
             let bundle = live.bundle.clone();
+            let holder: Arc<str> = Arc::from(node);
             for r in &recipients {
-                in_flight.insert(r.id, InFlight { data: r.clone() });
-            }
-            if let Some(n) = nodes.iter_mut().find(|n| n.name == node) {
-                n.in_flight += take as u64;
+                in_flight.insert(
+                    r.id,
+                    InFlight {
+                        data: r.clone(),
+                        node: holder.clone(),
+                    },
+                );
             }
             *next_campaign = seq.wrapping_add(1);
             return Some(Lease { bundle, recipients });
@@ -182,12 +185,14 @@ impl Farm {
         }
         {
             let mut state = self.lock();
-            let mut freed = 0;
             for &id in ids {
+                // Only what this node holds: a recipient re-leased elsewhere stays there.
+                if state.in_flight.get(&id).is_none_or(|f| &*f.node != node) {
+                    continue;
+                }
                 let Some(f) = state.in_flight.remove(&id) else {
                     continue;
                 };
-                freed += 1;
                 let (seq, _) = split_id(id);
                 if let Some(live) = state.campaigns.get(&seq) {
                     let domain = domain_of(&f.data, live.bundle.email_field as usize);
@@ -198,9 +203,6 @@ impl Farm {
                     live.counters.queued += 1;
                     live.ready.push_front(f.data);
                 }
-            }
-            if let Some(n) = state.nodes.iter_mut().find(|n| n.name == node) {
-                n.in_flight = n.in_flight.saturating_sub(freed);
             }
         }
         self.signal_work();

@@ -181,7 +181,6 @@ impl Farm {
                 ));
             }
             if let Some(n) = state.nodes.iter_mut().find(|n| n.name == node) {
-                n.in_flight = n.in_flight.saturating_sub(freed);
                 n.results += freed;
             }
         }

@@ -3,7 +3,8 @@
 //! reporting every outcome back to the coordinator.
 //!
 //! Roles live in their own folders: `outbound/` (the SMTP client), `inbound/` (SMTP receivers:
-//! today the capture sink, later the inbound MX role).
+//! today the capture sink, later the inbound MX role). The SMTP syntax both sides share
+//! lives below them in `smtp/`.
 
 mod config;
 pub mod delivery;
@@ -11,6 +12,7 @@ pub mod inbound;
 mod link;
 pub mod load;
 pub mod outbound;
+pub mod smtp;
 pub mod template_cache;
 
 pub use config::SmurfConfig;

@@ -20,8 +20,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::outbound::reply::EnhancedStatus;
 use crate::outbound::shaping::{BogSettings, SiteLimits, BOG_WINDOW};
+use crate::smtp::reply::EnhancedStatus;
 
 /// Share of the message rate a fresh site starts at.
 pub const RAMP_START: f64 = 0.1;

@@ -12,9 +12,9 @@ use tracing::debug;
 use super::health::{is_slow_down, Signal};
 use super::site::{Kind, Plan, Site, Target, WorkerGuard};
 use super::{Job, Shared};
-use crate::outbound::reply::Reply;
 use crate::outbound::session::{open_session, Session, SessionSettings};
 use crate::outbound::smtp::{Delivery, Phase, SmtpError};
+use crate::smtp::reply::Reply;
 
 /// Most addresses tried to open one session (across the MX hosts, in order).
 pub const MAX_OPEN_TRIES: usize = 5;
@@ -356,7 +356,7 @@ async fn open_for(plan: &Plan, shared: &Shared) -> Result<Open, OpenFailure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbound::reply::EnhancedStatus;
+    use crate::smtp::reply::EnhancedStatus;
 
     #[test]
     fn per_recipient_deferrals_do_not_count_against_the_site() {

@@ -26,9 +26,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use super::command::{self, Command, CommandError, Param};
-use super::data::{DataDecoder, DataLine};
-use super::line::{LineError, LineReader};
+use crate::smtp::command::{self, Command, CommandError, Param};
+use crate::smtp::data::{DataDecoder, DataLine};
+use crate::smtp::line::{LineError, LineReader};
 
 /// Longest command line accepted, CRLF included (RFC 5321 says 512; room is
 /// left for long SMTPUTF8 addresses and parameters).
@@ -526,7 +526,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
 
         let mut size: u64 = 0;
-        // Where the data ends and how it is unstuffed: see `super::data`.
+        // Where the data ends and how it is unstuffed: see `crate::smtp::data`.
         let mut decoder = DataDecoder::new(data_cmd_crlf);
         loop {
             let line = match tokio::time::timeout(
@@ -620,8 +620,8 @@ mod tests {
     use tokio::task::JoinHandle;
 
     use super::*;
-    use crate::outbound::reply::{read_reply, Reply};
     use crate::outbound::smtp::{ClientConfig, Delivery, SmtpClient, Timeouts};
+    use crate::smtp::reply::{read_reply, Reply};
 
     struct Running {
         addr: SocketAddr,

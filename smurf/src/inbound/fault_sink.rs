@@ -20,9 +20,9 @@
 //! time, so it is the one non-reproducible fault.
 //!
 //! Protocol parsing is shared with the capture server:
-//! [`LineReader`](super::line::LineReader) bounds every line,
-//! [`command::parse`](super::command::parse) reads commands and
-//! [`DataDecoder`](super::data::DataDecoder) finds the end of the data. The sink is lenient about MAIL parameters (it ignores all
+//! [`LineReader`](crate::smtp::line::LineReader) bounds every line,
+//! [`command::parse`](crate::smtp::command::parse) reads commands and
+//! [`DataDecoder`](crate::smtp::data::DataDecoder) finds the end of the data. The sink is lenient about MAIL parameters (it ignores all
 //! but SIZE) and bounded everywhere else: line lengths, message size,
 //! recipients per message, idle time and bad commands per session.
 

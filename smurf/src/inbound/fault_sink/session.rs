@@ -13,9 +13,9 @@ use super::{
     MESSAGE_ID_MAX,
 };
 use crate::inbound::capture::{COMMAND_LINE_MAX, DATA_LINE_MAX};
-use crate::inbound::command::{self, Command, CommandError};
-use crate::inbound::data::{DataDecoder, DataLine};
-use crate::inbound::line::{LineError, LineReader};
+use crate::smtp::command::{self, Command, CommandError};
+use crate::smtp::data::{DataDecoder, DataLine};
+use crate::smtp::line::{LineError, LineReader};
 
 /// Counts a session as open for as long as it lives (even if aborted), and
 /// holds its `max_connections` slot.

@@ -135,7 +135,6 @@ where
     H: Handler,
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let _slot = slot;
     let (session, greeting) = handler.connect(peer);
     let deadline = config.session_timeout.map(|t| Instant::now() + t);
     let mut st = State {
@@ -151,6 +150,9 @@ where
         errors: 0,
         deadline,
     };
+    // Declared after `st`, so dropped before the handler's session: whoever
+    // sees the session counted as closed can take its slot.
+    let _slot = slot;
     let mut conn = Conn::new(stream, &st.config);
     let timeout = st.config.command_timeout;
     let greeting_closes = match &greeting {

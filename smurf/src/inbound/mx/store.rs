@@ -95,14 +95,19 @@ impl MailStore {
                 sync: tx,
             })
         };
+        fs::create_dir_all(root)?;
+        let dirs = [
+            open(MailKind::Bounce)?,
+            open(MailKind::Local)?,
+            open(MailKind::Forward)?,
+        ];
         sync_dir(root)?;
+        if let Some(parent) = root.parent() {
+            sync_dir(parent)?;
+        }
         Ok(Self {
             root: root.to_path_buf(),
-            dirs: [
-                open(MailKind::Bounce)?,
-                open(MailKind::Local)?,
-                open(MailKind::Forward)?,
-            ],
+            dirs,
             seq: AtomicU64::new(0),
         })
     }

@@ -114,7 +114,10 @@ async fn hostile_clients_are_cut_off_and_memory_stays_bounded() {
     // Never QUIT, just sit there: cut off by the command timeout.
     let mut raw = greeted(addr).await;
     let took = cut_off(&mut raw, Instant::now()).await;
-    assert!(took < Duration::from_secs(3), "idle session lasted {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "idle session lasted {took:?}"
+    );
 
     // NOOP forever, each within the command timeout: cut off by the session
     // timeout (3 s).

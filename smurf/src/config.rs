@@ -24,6 +24,10 @@
 //! username = "mailfarm"
 //! password_file = "relay.password"  # its first line is the password
 //!
+//! [inbound]                        # optional: the `in` role's MX, see inbound::mx
+//! listen = "0.0.0.0:25"
+//! mail_dir = "inbound"
+//!
 //! [[dkim]]                         # any number of keys, one per From domain
 //! domain = "example.net"
 //! selector = "mf1"
@@ -94,6 +98,10 @@ pub struct SmurfConfig {
     /// DKIM signing keys.
     #[serde(default)]
     pub dkim: Vec<DkimKeyConfig>,
+    /// The `in` role's inbound MX (see [`crate::inbound::mx::InboundConfig`]).
+    /// Default: none (the role's defaults apply).
+    #[serde(default)]
+    pub inbound: Option<crate::inbound::mx::InboundConfig>,
 }
 
 /// `[resolver]`.
@@ -169,6 +177,9 @@ impl SmurfConfig {
     }
 
     fn resolve_paths(&mut self, base: &Path) {
+        if let Some(inbound) = self.inbound.as_mut() {
+            inbound.resolve_paths(base);
+        }
         self.farm_dir = base.join(&self.farm_dir);
         self.state_dir = self.state_dir.take().map(|d| base.join(d));
         if let Some(VerifyConfig::Custom { custom_roots }) = &mut self.tls.verify {

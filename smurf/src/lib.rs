@@ -3,8 +3,9 @@
 //! reporting every outcome back to the coordinator.
 //!
 //! Roles live in their own folders: `outbound/` (the SMTP client), `inbound/` (SMTP receivers:
-//! today the capture sink, later the inbound MX role), `web/` (one-click unsubscribe and the
-//! operators' dashboard).
+//! the inbound MX of the `in` role, the capture sink and the fault sink), `bounce/` (returned
+//! mail analysis), `web/` (one-click unsubscribe and the operators' dashboard). The SMTP
+//! syntax both sides share lives below them in `smtp/`; the role switch is `switch`.
 
 pub mod bounce;
 mod config;
@@ -16,6 +17,7 @@ pub mod load;
 pub mod outbound;
 pub mod returned;
 pub mod roles;
+pub mod smtp;
 pub mod switch;
 pub mod template_cache;
 pub mod web;

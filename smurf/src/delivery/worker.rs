@@ -12,10 +12,10 @@ use tracing::debug;
 use super::health::Signal;
 use super::site::{Kind, Plan, Site, Target, WorkerGuard};
 use super::{Job, Shared};
-use crate::outbound::reply::Reply;
 use crate::outbound::session::{open_session, Session, SessionSettings};
 use crate::outbound::smtp::{Delivery, Phase, SmtpError};
 use crate::outbound::throttle::{Action, ThrottleKind};
+use crate::smtp::reply::Reply;
 
 /// Most addresses tried to open one session (across the MX hosts, in order).
 pub const MAX_OPEN_TRIES: usize = 5;

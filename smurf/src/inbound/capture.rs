@@ -12,6 +12,9 @@
 //! endings). Files are written under a hidden temporary name and renamed, so
 //! a `*.eml` file is always complete. Numbering continues after the highest
 //! existing file; one server per directory at a time.
+//!
+//! The protocol is the shared server core's ([`crate::smtp::server`]); this
+//! module only decides what to do with an accepted message.
 
 use std::future::Future;
 use std::io;
@@ -21,14 +24,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::io::AsyncWriteExt;
 
-use super::command::{self, Command, CommandError, Param};
-use super::data::{DataDecoder, DataLine};
-use super::line::{LineError, LineReader};
+use crate::smtp::policy::{Answer, Envelope, Handler, Rcpt, SessionHandler};
+use crate::smtp::server::{ServerConfig, SmtpServer};
 
 /// Longest command line accepted, CRLF included (RFC 5321 says 512; room is
 /// left for long SMTPUTF8 addresses and parameters).
@@ -73,22 +72,64 @@ impl Default for CaptureConfig {
     }
 }
 
+impl CaptureConfig {
+    /// The server core's settings for these tunables.
+    fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            hostname: self.hostname.clone(),
+            max_message_size: self.max_message_size,
+            max_recipients: self.max_recipients,
+            max_sessions: Some(self.max_sessions),
+            max_sessions_per_ip: None,
+            command_line_max: COMMAND_LINE_MAX,
+            data_line_max: DATA_LINE_MAX,
+            command_timeout: self.idle_timeout,
+            data_line_timeout: self.idle_timeout,
+            data_timeout: None,
+            session_timeout: None,
+            shutdown_grace: self.shutdown_grace,
+            max_errors: self.max_errors,
+            strict: true,
+            tls: None,
+        }
+    }
+}
+
 /// State shared by all sessions of one server.
 #[derive(Debug)]
 struct Shared {
     dir: PathBuf,
-    config: CaptureConfig,
+    hostname: String,
     written: Arc<AtomicU64>,
     next_seq: AtomicU64,
     next_tmp: AtomicU64,
 }
 
+/// One session of the capture server.
+#[derive(Debug)]
+struct CaptureSession(Arc<Shared>);
+
 /// A bound capture server; call [`CaptureServer::run`] to serve.
 #[derive(Debug)]
 pub struct CaptureServer {
-    listener: TcpListener,
-    local_addr: SocketAddr,
-    shared: Arc<Shared>,
+    server: SmtpServer<Capture>,
+}
+
+/// The capture's [`Handler`]: an `Arc` of the shared state, so that sessions
+/// can write files after their server task moved on.
+#[derive(Debug)]
+struct Capture(Arc<Shared>);
+
+impl Handler for Capture {
+    type Session = CaptureSession;
+
+    fn connect(&self, _peer: SocketAddr) -> (CaptureSession, Answer) {
+        let greeting = format!("{} ESMTP mailfarm capture", self.0.hostname);
+        (
+            CaptureSession(Arc::clone(&self.0)),
+            Answer::reply(220, greeting),
+        )
+    }
 }
 
 impl CaptureServer {
@@ -107,35 +148,31 @@ impl CaptureServer {
     ) -> io::Result<Self> {
         tokio::fs::create_dir_all(&dir).await?;
         let last = highest_sequence(&dir).await?;
-        let listener = TcpListener::bind(addr).await?;
-        let local_addr = listener.local_addr()?;
-        Ok(Self {
-            listener,
-            local_addr,
-            shared: Arc::new(Shared {
-                dir,
-                config,
-                written: Arc::new(AtomicU64::new(0)),
-                next_seq: AtomicU64::new(last + 1),
-                next_tmp: AtomicU64::new(0),
-            }),
-        })
+        let shared = Arc::new(Shared {
+            dir,
+            hostname: config.hostname.clone(),
+            written: Arc::new(AtomicU64::new(0)),
+            next_seq: AtomicU64::new(last + 1),
+            next_tmp: AtomicU64::new(0),
+        });
+        let server = SmtpServer::bind(addr, config.server_config(), Capture(shared)).await?;
+        Ok(Self { server })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.server.local_addr()
     }
 
     /// The capture directory.
     pub fn dir(&self) -> &Path {
-        &self.shared.dir
+        &self.server.handler().0.dir
     }
 
     /// Number of messages written so far by this server (shared, live):
     /// take it before calling [`run`](Self::run).
     pub fn counter(&self) -> Arc<AtomicU64> {
-        Arc::clone(&self.shared.written)
+        Arc::clone(&self.server.handler().0.written)
     }
 
     /// Serves until `shutdown` resolves; then stops accepting, tells idle
@@ -143,62 +180,7 @@ impl CaptureServer {
     /// up to [`CaptureConfig::shutdown_grace`], and aborts the rest (their
     /// partial messages are discarded).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> io::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let slots = Arc::new(Semaphore::new(self.shared.config.max_sessions));
-        let mut sessions = JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                Some(done) = sessions.join_next(), if !sessions.is_empty() => {
-                    if let Err(e) = done {
-                        tracing::warn!(error = %e, "capture session task failed");
-                    }
-                }
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => match Arc::clone(&slots).try_acquire_owned() {
-                        Ok(permit) => {
-                            let shared = Arc::clone(&self.shared);
-                            let stop = stop_rx.clone();
-                            sessions.spawn(async move {
-                                let _permit = permit;
-                                if let Err(e) = serve(stream, shared, stop).await {
-                                    tracing::debug!(%peer, error = %e, "capture session ended with an error");
-                                }
-                            });
-                        }
-                        Err(_) => {
-                            sessions.spawn(async move {
-                                let mut stream = stream;
-                                let busy = stream.write_all(b"421 4.3.2 Too many connections, try again later\r\n");
-                                let _ = tokio::time::timeout(Duration::from_secs(5), busy).await;
-                            });
-                        }
-                    },
-                    Err(e) => {
-                        // EMFILE, ECONNABORTED...: not fatal for a listener.
-                        tracing::warn!(error = %e, "capture server accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-            }
-        }
-        drop(self.listener);
-        // Receivers only fail to get it if every session is already gone.
-        let _ = stop_tx.send(true);
-        let drain = async { while sessions.join_next().await.is_some() {} };
-        if tokio::time::timeout(self.shared.config.shutdown_grace, drain)
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                remaining = sessions.len(),
-                "capture sessions still open after the grace period, aborting them"
-            );
-            sessions.shutdown().await;
-        }
-        Ok(())
+        self.server.run(shutdown).await
     }
 }
 
@@ -221,7 +203,7 @@ async fn highest_sequence(dir: &Path) -> io::Result<u64> {
 }
 
 /// Deletes a temporary file unless disarmed, including when the session task
-/// is aborted mid-message.
+/// is aborted mid-write.
 struct TempFile(Option<PathBuf>);
 
 impl Drop for TempFile {
@@ -232,381 +214,53 @@ impl Drop for TempFile {
     }
 }
 
-/// The envelope being built by MAIL/RCPT.
-#[derive(Debug)]
-struct Transaction {
-    from: String,
-    rcpts: Vec<String>,
-    smtputf8: bool,
-}
-
-/// Whether the session goes on.
-enum Flow {
-    Continue,
-    Close,
-}
-
-/// Why a message was refused at the final dot.
-enum DataProblem {
-    TooBig,
-    LineTooLong,
-    Storage(io::Error),
-}
-
-struct Session<S> {
-    io: LineReader<S>,
-    out: Vec<u8>,
-    shared: Arc<Shared>,
-    greeted: bool,
-    tx: Option<Transaction>,
-    errors: u32,
-}
-
-/// Runs one SMTP session on `stream` until QUIT, disconnect, timeout, too
-/// many errors or server shutdown.
-async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: S,
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-) -> io::Result<()> {
-    let idle = shared.config.idle_timeout;
-    let mut s = Session {
-        io: LineReader::new(stream, DATA_LINE_MAX),
-        out: Vec::with_capacity(512),
-        greeted: false,
-        tx: None,
-        errors: 0,
-        shared,
-    };
-    let greeting = format!("{} ESMTP mailfarm capture", s.shared.config.hostname);
-    s.reply(220, &greeting);
-    loop {
-        // Pipelining (RFC 2920): answer a batch at once, flush only before
-        // we would wait for the client.
-        if !s.io.has_buffered_line() {
-            s.flush().await?;
-        }
-        let event = tokio::select! {
-            biased;
-            _ = stop.wait_for(|stop| *stop) => None,
-            read = tokio::time::timeout(idle, s.io.read_line_max(COMMAND_LINE_MAX)) => Some(match read {
-                Err(_) => Err(None),
-                Ok(Ok(Some(line))) => Ok((command::parse(line.bytes), line.crlf)),
-                Ok(Ok(None)) | Ok(Err(LineError::Truncated)) => return Ok(()),
-                Ok(Err(LineError::TooLong { .. })) => Err(Some(())),
-                Ok(Err(LineError::Io(e))) => return Err(e),
-            }),
-        };
-        let flow = match event {
-            None => {
-                let text = format!("4.3.2 {} Service shutting down", s.shared.config.hostname);
-                s.reply(421, &text);
-                Flow::Close
-            }
-            Some(Err(None)) => {
-                s.reply(421, "4.4.2 Error: timeout exceeded");
-                Flow::Close
-            }
-            Some(Err(Some(()))) => s.error(500, "5.5.2 Error: line too long"),
-            Some(Ok((Err(CommandError::Unrecognized), _))) => {
-                s.error(500, "5.5.2 Error: command not recognized")
-            }
-            Some(Ok((Err(CommandError::Syntax(hint)), _))) => {
-                s.error(501, &format!("5.5.4 Syntax: {hint}"))
-            }
-            Some(Ok((Ok(cmd), crlf))) => s.handle(cmd, crlf).await?,
-        };
-        if let Flow::Close = flow {
-            s.flush().await?;
-            let _ = tokio::time::timeout(idle, s.io.get_mut().shutdown()).await;
-            return Ok(());
-        }
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    fn reply(&mut self, code: u16, text: &str) {
-        self.out
-            .extend_from_slice(format!("{code} {text}\r\n").as_bytes());
+impl SessionHandler for CaptureSession {
+    fn rcpt(&mut self, _envelope: &Envelope, _rcpt: Rcpt<'_>) -> Answer {
+        Answer::reply(250, "2.1.5 Ok")
     }
 
-    /// Replies with an error and counts it; too many close the session.
-    fn error(&mut self, code: u16, text: &str) -> Flow {
-        self.reply(code, text);
-        self.errors += 1;
-        if self.errors >= self.shared.config.max_errors {
-            self.reply(421, "4.7.0 Error: too many errors");
-            return Flow::Close;
-        }
-        Flow::Continue
-    }
-
-    async fn flush(&mut self) -> io::Result<()> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
-        let stream = self.io.get_mut();
-        let write = async {
-            stream.write_all(&self.out).await?;
-            stream.flush().await
-        };
-        match tokio::time::timeout(self.shared.config.idle_timeout, write).await {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "client not reading",
-                ))
+    async fn message(&mut self, envelope: &Envelope, content: Vec<u8>) -> Answer {
+        let shared = &self.0;
+        match store(shared, envelope, &content).await {
+            Ok(name) => {
+                shared.written.fetch_add(1, Ordering::Relaxed);
+                Answer::reply(250, format!("2.0.0 Ok: queued as {name}"))
             }
-        }
-        self.out.clear();
-        Ok(())
-    }
-
-    async fn handle(&mut self, cmd: Command, crlf: bool) -> io::Result<Flow> {
-        let config = &self.shared.config;
-        Ok(match cmd {
-            Command::Ehlo(client) => {
-                self.greeted = true;
-                self.tx = None;
-                let text = format!(
-                    "250-{} Hello {client}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n\
-                     250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES\r\n",
-                    config.hostname, config.max_message_size
-                );
-                self.out.extend_from_slice(text.as_bytes());
-                Flow::Continue
-            }
-            Command::Helo(_) => {
-                self.greeted = true;
-                self.tx = None;
-                let text = config.hostname.clone();
-                self.reply(250, &text);
-                Flow::Continue
-            }
-            Command::Mail { path, params } => self.mail(path, &params),
-            Command::Rcpt { path, params } => self.rcpt(path, &params),
-            Command::Data => match self.tx.take() {
-                None => self.error(503, "5.5.1 Error: need MAIL command"),
-                Some(tx) if tx.rcpts.is_empty() => {
-                    self.tx = Some(tx);
-                    self.error(503, "5.5.1 Error: need RCPT command")
-                }
-                Some(tx) => self.data(tx, crlf).await?,
-            },
-            Command::Rset => {
-                self.tx = None;
-                self.reply(250, "2.0.0 Ok");
-                Flow::Continue
-            }
-            Command::Noop => {
-                self.reply(250, "2.0.0 Ok");
-                Flow::Continue
-            }
-            Command::Vrfy => {
-                self.reply(252, "2.0.0 Cannot VRFY user, but will accept message");
-                Flow::Continue
-            }
-            Command::Help => {
-                self.reply(
-                    214,
-                    "2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP VRFY HELP QUIT",
-                );
-                Flow::Continue
-            }
-            Command::Quit => {
-                self.reply(221, "2.0.0 Bye");
-                Flow::Close
-            }
-            Command::NotImplemented(verb) => {
-                self.error(502, &format!("5.5.1 Error: {verb} not implemented"))
-            }
-        })
-    }
-
-    fn mail(&mut self, from: String, params: &[Param]) -> Flow {
-        if !self.greeted {
-            return self.error(503, "5.5.1 Error: send HELO/EHLO first");
-        }
-        if self.tx.is_some() {
-            return self.error(503, "5.5.1 Error: nested MAIL command");
-        }
-        let max = self.shared.config.max_message_size;
-        let mut smtputf8 = false;
-        for p in params {
-            match (p.keyword.as_str(), p.value.as_deref()) {
-                ("SIZE", Some(v)) => match v.parse::<u64>() {
-                    Ok(n) if n > max => {
-                        return self.error(552, "5.3.4 Error: message size exceeds fixed limit")
-                    }
-                    Ok(_) => {}
-                    Err(_) => return self.error(501, "5.5.4 Error: bad SIZE parameter"),
-                },
-                ("BODY", Some(v))
-                    if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") => {}
-                ("BODY", _) => return self.error(501, "5.5.4 Error: bad BODY parameter"),
-                ("SMTPUTF8", None) => smtputf8 = true,
-                (keyword, _) => {
-                    return self.error(
-                        555,
-                        &format!("5.5.4 Error: unsupported parameter {keyword}"),
-                    )
-                }
-            }
-        }
-        if !from.is_ascii() && !smtputf8 {
-            return self.error(553, "5.6.7 Error: non-ASCII sender requires SMTPUTF8");
-        }
-        self.tx = Some(Transaction {
-            from,
-            rcpts: Vec::new(),
-            smtputf8,
-        });
-        self.reply(250, "2.1.0 Ok");
-        Flow::Continue
-    }
-
-    fn rcpt(&mut self, to: String, params: &[Param]) -> Flow {
-        let max = self.shared.config.max_recipients;
-        let Some(tx) = self.tx.as_mut() else {
-            return self.error(503, "5.5.1 Error: need MAIL command");
-        };
-        if let Some(p) = params.first() {
-            let text = format!("5.5.4 Error: unsupported parameter {}", p.keyword);
-            return self.error(555, &text);
-        }
-        if to.is_empty() {
-            return self.error(501, "5.1.3 Error: bad recipient address syntax");
-        }
-        if !to.is_ascii() && !tx.smtputf8 {
-            return self.error(553, "5.6.7 Error: non-ASCII recipient requires SMTPUTF8");
-        }
-        if tx.rcpts.len() >= max {
-            self.reply(452, "4.5.3 Error: too many recipients");
-            return Flow::Continue;
-        }
-        tx.rcpts.push(to);
-        self.reply(250, "2.1.5 Ok");
-        Flow::Continue
-    }
-
-    /// The DATA phase: 354, read until `<CRLF>.<CRLF>`, store, reply.
-    async fn data(&mut self, tx: Transaction, data_cmd_crlf: bool) -> io::Result<Flow> {
-        self.reply(354, "End data with <CR><LF>.<CR><LF>");
-        self.flush().await?;
-        let shared = Arc::clone(&self.shared);
-        let config = &shared.config;
-        let tmp_path = shared.dir.join(format!(
-            ".capture-{}-{}.tmp",
-            std::process::id(),
-            shared.next_tmp.fetch_add(1, Ordering::Relaxed)
-        ));
-        let mut guard = TempFile(Some(tmp_path.clone()));
-        let mut problem = None;
-        let mut file = match tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp_path)
-            .await
-        {
-            Ok(f) => Some(BufWriter::with_capacity(64 * 1024, f)),
             Err(e) => {
-                problem = Some(DataProblem::Storage(e));
-                None
-            }
-        };
-        let mut header = format!("Return-Path: <{}>\r\n", tx.from);
-        for rcpt in &tx.rcpts {
-            header.push_str(&format!("X-Mailfarm-Envelope-To: <{rcpt}>\r\n"));
-        }
-        if let Some(f) = file.as_mut() {
-            if let Err(e) = f.write_all(header.as_bytes()).await {
-                problem = Some(DataProblem::Storage(e));
-            }
-        }
-
-        let mut size: u64 = 0;
-        // Where the data ends and how it is unstuffed: see `super::data`.
-        let mut decoder = DataDecoder::new(data_cmd_crlf);
-        loop {
-            let line = match tokio::time::timeout(
-                config.idle_timeout,
-                self.io.read_line_max(DATA_LINE_MAX),
-            )
-            .await
-            {
-                Err(_) => {
-                    self.reply(421, "4.4.2 Error: timeout exceeded");
-                    return Ok(Flow::Close);
-                }
-                // Client gone mid-message: drop it (the guard removes the file).
-                Ok(Ok(None)) | Ok(Err(LineError::Truncated)) => return Ok(Flow::Close),
-                Ok(Err(LineError::Io(e))) => return Err(e),
-                Ok(Err(LineError::TooLong { .. })) => {
-                    problem.get_or_insert(DataProblem::LineTooLong);
-                    decoder.skipped_line();
-                    continue;
-                }
-                Ok(Ok(Some(line))) => line,
-            };
-            let content = match decoder.line(line) {
-                DataLine::End => break,
-                DataLine::Content(content) => content,
-            };
-            size += content.len() as u64 + 2;
-            if size > config.max_message_size {
-                problem.get_or_insert(DataProblem::TooBig);
-            }
-            if problem.is_none() {
-                if let Some(f) = file.as_mut() {
-                    let written = match f.write_all(content).await {
-                        Ok(()) => f.write_all(b"\r\n").await,
-                        Err(e) => Err(e),
-                    };
-                    if let Err(e) = written {
-                        problem = Some(DataProblem::Storage(e));
-                    }
-                }
-            }
-        }
-
-        if problem.is_none() {
-            if let Some(mut f) = file.take() {
-                if let Err(e) = f.flush().await {
-                    problem = Some(DataProblem::Storage(e));
-                }
-            }
-        }
-        drop(file);
-        match problem {
-            Some(DataProblem::TooBig) => Ok(self.error(552, "5.3.4 Error: message file too big")),
-            Some(DataProblem::LineTooLong) => Ok(self.error(
-                554,
-                &format!("5.6.0 Error: message line longer than {DATA_LINE_MAX} bytes"),
-            )),
-            Some(DataProblem::Storage(e)) => {
                 tracing::warn!(error = %e, dir = %shared.dir.display(), "cannot store captured message");
-                self.reply(451, "4.3.0 Error: local error writing the message");
-                Ok(Flow::Continue)
-            }
-            None => {
-                let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
-                let name = format!("{seq:08}.eml");
-                match tokio::fs::rename(&tmp_path, shared.dir.join(&name)).await {
-                    Ok(()) => {
-                        guard.0 = None;
-                        shared.written.fetch_add(1, Ordering::Relaxed);
-                        self.reply(250, &format!("2.0.0 Ok: queued as {name}"));
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot rename captured message");
-                        self.reply(451, "4.3.0 Error: local error writing the message");
-                    }
-                }
-                Ok(Flow::Continue)
+                Answer::reply(451, "4.3.0 Error: local error writing the message")
             }
         }
     }
+}
+
+/// Writes one message under a temporary name, then renames it to its
+/// sequence number; returns the file name.
+async fn store(shared: &Shared, envelope: &Envelope, content: &[u8]) -> io::Result<String> {
+    let tmp_path = shared.dir.join(format!(
+        ".capture-{}-{}.tmp",
+        std::process::id(),
+        shared.next_tmp.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut guard = TempFile(Some(tmp_path.clone()));
+    let mut header = format!("Return-Path: <{}>\r\n", envelope.from);
+    for rcpt in &envelope.rcpts {
+        header.push_str(&format!("X-Mailfarm-Envelope-To: <{rcpt}>\r\n"));
+    }
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp_path)
+        .await?;
+    file.write_all(header.as_bytes()).await?;
+    file.write_all(content).await?;
+    file.flush().await?;
+    drop(file);
+    let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
+    let name = format!("{seq:08}.eml");
+    tokio::fs::rename(&tmp_path, shared.dir.join(&name)).await?;
+    guard.0 = None;
+    Ok(name)
 }
 
 #[cfg(test)]
@@ -614,14 +268,16 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use rand::{Rng, SeedableRng};
-    use tokio::io::{duplex, AsyncWriteExt};
+    use tokio::io::{duplex, AsyncRead, AsyncWrite, AsyncWriteExt};
     use tokio::net::TcpStream;
-    use tokio::sync::oneshot;
-    use tokio::task::JoinHandle;
+    use tokio::sync::{oneshot, watch};
+    use tokio::task::{JoinHandle, JoinSet};
 
     use super::*;
-    use crate::outbound::reply::{read_reply, Reply};
     use crate::outbound::smtp::{ClientConfig, Delivery, SmtpClient, Timeouts};
+    use crate::smtp::line::LineReader;
+    use crate::smtp::reply::{read_reply, Reply};
+    use crate::smtp::session::serve_stream;
 
     struct Running {
         addr: SocketAddr,
@@ -1082,16 +738,21 @@ mod tests {
     #[tokio::test]
     async fn random_junk_never_panics() {
         let dir = tempfile::tempdir().unwrap();
-        let shared = Arc::new(Shared {
-            dir: dir.path().to_path_buf(),
-            config: CaptureConfig {
+        let config = Arc::new(
+            CaptureConfig {
                 max_errors: 1000,
                 ..CaptureConfig::default()
-            },
+            }
+            .server_config(),
+        );
+        let handler = Arc::new(Capture(Arc::new(Shared {
+            dir: dir.path().to_path_buf(),
+            hostname: "mailfarm-capture".into(),
             written: Arc::new(AtomicU64::new(0)),
             next_seq: AtomicU64::new(1),
             next_tmp: AtomicU64::new(0),
-        });
+        })));
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
         let prefixes: [&[u8]; 8] = [
             b"EHLO x\r\n",
@@ -1106,7 +767,13 @@ mod tests {
         for round in 0..40 {
             let (client_io, server_io) = duplex(1 << 16);
             let (_stop_tx, stop_rx) = watch::channel(false);
-            let session = tokio::spawn(serve(server_io, Arc::clone(&shared), stop_rx));
+            let session = tokio::spawn(serve_stream(
+                server_io,
+                peer,
+                Arc::clone(&config),
+                Arc::clone(&handler),
+                stop_rx,
+            ));
             let mut input = Vec::new();
             while input.len() < 20_000 {
                 if rng.gen_bool(0.3) {

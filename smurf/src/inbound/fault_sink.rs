@@ -19,12 +19,12 @@
 //! connections at once makes the attempt counts race.) The throttle depends on
 //! time, so it is the one non-reproducible fault.
 //!
-//! Protocol parsing is shared with the capture server:
-//! [`LineReader`](super::line::LineReader) bounds every line,
-//! [`command::parse`](super::command::parse) reads commands and
-//! [`DataDecoder`](super::data::DataDecoder) finds the end of the data. The sink is lenient about MAIL parameters (it ignores all
-//! but SIZE) and bounded everywhere else: line lengths, message size,
-//! recipients per message, idle time and bad commands per session.
+//! The protocol is the shared server core's ([`crate::smtp::server`], as for
+//! the capture receiver and the inbound MX); this module holds the plan's
+//! decisions and [`session`] applies them. The sink runs the core in its
+//! lenient mode (MAIL parameters other than SIZE are ignored) and bounded
+//! everywhere else: line lengths, message size, recipients per message, idle
+//! time and bad commands per session.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -34,13 +34,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
+use crate::smtp::server::{ServerConfig, SmtpServer};
 
 pub mod provider;
 mod session;
+
+use session::Sink;
 
 /// Name in the default greeting and the EHLO reply.
 pub const HOSTNAME: &str = "mailfarm-fault-sink";
@@ -298,9 +297,7 @@ fn unit(h: u64) -> f64 {
 /// A bound fault sink; call [`FaultSink::run`] to serve.
 #[derive(Debug)]
 pub struct FaultSink {
-    listener: TcpListener,
-    local_addr: SocketAddr,
-    shared: Arc<Shared>,
+    server: SmtpServer<Sink>,
 }
 
 impl FaultSink {
@@ -310,8 +307,6 @@ impl FaultSink {
     /// not positive, or a greeting with a line break.
     pub async fn bind(addr: SocketAddr, plan: FaultPlan) -> io::Result<Self> {
         validate(&plan).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let listener = TcpListener::bind(addr).await?;
-        let local_addr = listener.local_addr()?;
         let bucket = plan.throttle_rate.map(|rate| {
             let capacity = throttle_burst(rate);
             Mutex::new(Bucket {
@@ -321,110 +316,71 @@ impl FaultSink {
                 last: Instant::now(),
             })
         });
-        Ok(Self {
-            listener,
-            local_addr,
-            shared: Arc::new(Shared {
-                plan: plan.clone(),
-                stats: Arc::new(SinkStats::default()),
-                attempts: Mutex::new(HashMap::new()),
-                bucket,
-                provider_rate: plan
-                    .provider_rate
-                    .map(|r| Arc::new(provider::ProviderRate::new(r))),
-            }),
-        })
+        let config = server_config(&plan);
+        let provider_rate = plan
+            .provider_rate
+            .map(|r| Arc::new(provider::ProviderRate::new(r)));
+        let shared = Arc::new(Shared {
+            plan,
+            stats: Arc::new(SinkStats::default()),
+            attempts: Mutex::new(HashMap::new()),
+            bucket,
+            provider_rate,
+        });
+        let server = SmtpServer::bind(addr, config, Sink(shared)).await?;
+        Ok(Self { server })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.server.local_addr()
     }
 
     /// The provider-style rate limit (`--rate`), to read its refusals or change it while the
     /// sink runs; `None` without one.
     pub fn provider_rate(&self) -> Option<Arc<provider::ProviderRate>> {
-        self.shared.provider_rate.clone()
+        self.server.handler().0.provider_rate.clone()
     }
 
     /// The live statistics: take them before calling [`run`](Self::run).
     pub fn stats(&self) -> Arc<SinkStats> {
-        Arc::clone(&self.shared.stats)
+        Arc::clone(&self.server.handler().0.stats)
     }
 
     /// Serves until `shutdown` resolves; then stops accepting, tells idle
     /// sessions to close (421), lets sessions busy with a message finish for
     /// up to [`SHUTDOWN_GRACE`] and aborts the rest.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> io::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let slots = self
-            .shared
-            .plan
-            .max_connections
-            .map(|n| Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS))));
-        let mut sessions = JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                Some(done) = sessions.join_next(), if !sessions.is_empty() => {
-                    if let Err(e) = done {
-                        tracing::warn!(error = %e, "fault sink session task failed");
-                    }
-                }
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let shared = Arc::clone(&self.shared);
-                        shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-                        let permit = match &slots {
-                            None => Ok(None),
-                            Some(slots) => Arc::clone(slots).try_acquire_owned().map(Some),
-                        };
-                        match permit {
-                            Ok(permit) => {
-                                let stop = stop_rx.clone();
-                                sessions.spawn(async move {
-                                    if let Err(e) = session::serve(stream, shared, stop, permit).await {
-                                        tracing::debug!(%peer, error = %e, "fault sink session ended with an error");
-                                    }
-                                });
-                            }
-                            Err(_) => {
-                                shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-                                sessions.spawn(async move {
-                                    let mut stream = stream;
-                                    tokio::time::sleep(shared.plan.reply_delay).await;
-                                    let busy = stream.write_all(provider::CONNECTIONS_REPLY);
-                                    let _ = tokio::time::timeout(IDLE_TIMEOUT, busy).await;
-                                    let _ = tokio::time::timeout(IDLE_TIMEOUT, stream.shutdown()).await;
-                                });
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "fault sink accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-            }
-        }
-        drop(self.listener);
-        let _ = stop_tx.send(true);
-        let drain = async { while sessions.join_next().await.is_some() {} };
-        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
-            tracing::warn!(
-                remaining = sessions.len(),
-                "fault sink sessions still open after the grace period, aborting them"
-            );
-            sessions.shutdown().await;
-        }
-        Ok(())
+        self.server.run(shutdown).await
+    }
+}
+
+/// The server core's settings for a plan.
+fn server_config(plan: &FaultPlan) -> ServerConfig {
+    ServerConfig {
+        hostname: HOSTNAME.to_owned(),
+        max_message_size: MAX_MESSAGE_SIZE,
+        max_recipients: MAX_RECIPIENTS,
+        max_sessions: plan.max_connections,
+        max_sessions_per_ip: None,
+        command_line_max: super::capture::COMMAND_LINE_MAX,
+        data_line_max: super::capture::DATA_LINE_MAX,
+        command_timeout: IDLE_TIMEOUT,
+        data_line_timeout: IDLE_TIMEOUT,
+        data_timeout: None,
+        session_timeout: None,
+        shutdown_grace: SHUTDOWN_GRACE,
+        max_errors: MAX_ERRORS,
+        strict: false,
+        tls: None,
     }
 }
 
 /// Why a plan cannot be served.
 fn validate(plan: &FaultPlan) -> Result<(), String> {
+    if let Some(rate) = plan.provider_rate.filter(|r| !(r.is_finite() && *r >= 1.0)) {
+        return Err(format!("provider_rate must be at least 1, not {rate}"));
+    }
     for (name, ratio) in [
         ("tempfail_ratio", plan.tempfail_ratio),
         ("permfail_ratio", plan.permfail_ratio),
@@ -436,9 +392,6 @@ fn validate(plan: &FaultPlan) -> Result<(), String> {
     }
     if plan.tempfail_ratio + plan.permfail_ratio > 1.0 {
         return Err("tempfail_ratio + permfail_ratio must not exceed 1".into());
-    }
-    if let Some(rate) = plan.provider_rate.filter(|r| !(r.is_finite() && *r >= 1.0)) {
-        return Err(format!("provider_rate must be at least 1, not {rate}"));
     }
     if let Some(rate) = plan.throttle_rate {
         if !(rate.is_finite() && rate > 0.0) {

@@ -4,10 +4,13 @@
 
 pub mod dkim;
 pub mod mx;
-pub mod reply;
 pub mod route;
 pub mod session;
 pub mod shaping;
 pub mod smtp;
 pub mod throttle;
 pub mod tls;
+
+/// Reply parsing moved to [`crate::smtp::reply`], below both roles; this path
+/// stays for existing callers.
+pub use crate::smtp::reply;

@@ -309,9 +309,9 @@ mod tests {
     use tokio_rustls::TlsAcceptor;
 
     use super::*;
-    use crate::inbound::line::LineReader;
     use crate::outbound::tls::testing::{pki, TestPki};
     use crate::outbound::tls::TlsVerify;
+    use crate::smtp::line::LineReader;
 
     /// The scripted server side of one connection.
     struct Fake<S> {

@@ -20,10 +20,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::reply::{
+use crate::smtp::line::LineReader;
+use crate::smtp::reply::{
     read_reply, Capabilities, EnhancedStatus, ProtocolError, ReadReplyError, Reply, MAX_REPLY_LINE,
 };
-use crate::inbound::line::LineReader;
 
 /// Size of the slices the message body is written in; each slice gets the
 /// "data block" timeout.

@@ -19,7 +19,7 @@ use super::lock;
 /// SES's reply beyond the rate, at the end of DATA.
 pub const RATE_REPLY: (u16, &str) = (454, "Throttling failure: Maximum sending rate exceeded.");
 /// The greeting refusal beyond the connection limit (Postfix's words).
-pub const CONNECTIONS_REPLY: &[u8] = b"421 4.7.0 Error: too many connections\r\n";
+pub const CONNECTIONS_REFUSAL: (u16, &str) = (421, "4.7.0 Error: too many connections");
 
 /// The window the rate is counted over.
 const WINDOW: Duration = Duration::from_secs(1);

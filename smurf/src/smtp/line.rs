@@ -9,8 +9,8 @@
 //! discarded by the following read, so a server can answer `500 line too long`
 //! and carry on.
 //!
-//! It lives under `inbound` because the receiver is its main user (the capture
-//! server now, an inbound MX later); the outbound client reuses it.
+//! It lives in [`crate::smtp`] because both sides use it: the receivers for
+//! commands and message lines, the outbound client for replies.
 
 use std::io;
 

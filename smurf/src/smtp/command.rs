@@ -125,6 +125,18 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
     }
 }
 
+/// Whether a `RCPT TO:` or `MAIL FROM:` line carries a source route
+/// (`<@a,@b:user@c>`), which [`parse`] removes: receivers that must never
+/// relay refuse such paths.
+pub fn has_source_route(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let rest = line[colon + 1..].trim_ascii_start();
+    let rest = rest.strip_prefix(b"<").unwrap_or(rest);
+    rest.first() == Some(&b'@')
+}
+
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
     head.eq_ignore_ascii_case(prefix)
@@ -244,6 +256,15 @@ mod tests {
             parse(b"STARTTLS").unwrap(),
             Command::NotImplemented("STARTTLS".into())
         );
+    }
+
+    #[test]
+    fn source_routes_are_seen() {
+        assert!(has_source_route(b"RCPT TO:<@a,@b:user@c>"));
+        assert!(has_source_route(b"RCPT TO: @a:user@c"));
+        assert!(!has_source_route(b"RCPT TO:<user@c>"));
+        assert!(!has_source_route(b"RCPT TO:<\"@a:b\"@c>"));
+        assert!(!has_source_route(b"QUIT"));
     }
 
     #[test]

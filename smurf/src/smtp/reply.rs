@@ -1,7 +1,7 @@
 //! SMTP replies as seen by the client: parsing (RFC 5321 §4.2), enhanced
 //! status codes (RFC 3463) and EHLO capabilities (RFC 5321 §4.1.1.1).
 //!
-//! Kept apart from the session logic in [`super::smtp`] because reply
+//! Kept apart from the session logic in [`crate::outbound::smtp`] because reply
 //! classification is what the rest of the engine (bounce handling, retry
 //! scheduling, reporting) consumes, and because a server's replies are
 //! untrusted input that must be parsed with hard limits.
@@ -10,7 +10,7 @@ use std::fmt;
 
 use tokio::io::AsyncRead;
 
-use crate::inbound::line::{LineError, LineReader};
+use super::line::{LineError, LineReader};
 
 /// Longest reply line accepted from a server, CRLF included. RFC 5321 allows
 /// 512; real servers stay well below this.

@@ -24,9 +24,11 @@
 //! username = "mailfarm"
 //! password_file = "relay.password"  # its first line is the password
 //!
-//! [inbound]                        # optional: the `in` role's MX, see inbound::mx
-//! listen = "0.0.0.0:25"
-//! mail_dir = "inbound"
+//! [inbound]                        # needed to take the `in` role (`farm assign NODE in`)
+//! listen = "0.0.0.0:25"            # the MX address while the node is `in`; closed otherwise
+//! mail_dir = "inbound"             # default: STATE_DIR/inbound (or ./inbound without state_dir)
+//! tls_cert = "mx.pem"              # optional STARTTLS certificate chain and key
+//! tls_key = "mx.key"
 //!
 //! [[dkim]]                         # any number of keys, one per From domain
 //! domain = "example.net"
@@ -177,6 +179,13 @@ impl SmurfConfig {
     }
 
     fn resolve_paths(&mut self, base: &Path) {
+        if let (Some(inbound), Some(state)) = (self.inbound.as_mut(), &self.state_dir) {
+            // Each node keeps its received mail under its own state folder unless told
+            // otherwise, so nodes sharing a config folder never share a mail store.
+            if inbound.mail_dir == Path::new("inbound") {
+                inbound.mail_dir = state.join("inbound");
+            }
+        }
         if let Some(inbound) = self.inbound.as_mut() {
             inbound.resolve_paths(base);
         }
@@ -312,7 +321,7 @@ impl SmurfConfig {
             delivery,
             state_dir: self.state_dir.clone(),
             initial_role: self.role,
-            roles: crate::RoleServices::default(),
+            roles: crate::RoleServices::new(self.inbound.clone()),
         })
     }
 }

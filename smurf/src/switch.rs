@@ -41,7 +41,7 @@ impl RoleSwitch {
     /// A node holding `out` until told otherwise, with what its roles need.
     pub fn new(services: RoleServices) -> Self {
         let (records_tx, records_rx) = mpsc::unbounded_channel();
-        let outbox = ReturnedOutbox::new(services.returned_dir.clone());
+        let outbox = ReturnedOutbox::new(services.returned_dir());
         Self {
             outbox,
             held: NodeRole::Out,

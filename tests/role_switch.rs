@@ -6,79 +6,11 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use mailfarm_testkit::{mailfarm, recipients_csv, require, write_campaign, ProcessFarm, SmtpSink};
+use mailfarm_testkit::{recipients_csv, require, write_campaign, ProcessFarm, SmtpSink};
 
 const RECIPIENTS: usize = 20_000;
-
-fn farm_cmd(farm: &ProcessFarm, args: &[&str]) -> std::process::Output {
-    mailfarm()
-        .arg("farm")
-        .args(args)
-        .arg("--farm")
-        .arg(&farm.dir)
-        .arg("--coordinator")
-        .arg(farm.addr.to_string())
-        .output()
-        .unwrap()
-}
-
-fn nodes(farm: &ProcessFarm) -> Vec<serde_json::Value> {
-    let out = farm_cmd(farm, &["nodes", "--json"]);
-    assert!(out.status.success(), "farm nodes: {out:?}");
-    serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn node(farm: &ProcessFarm, name: &str) -> serde_json::Value {
-    let all = nodes(farm);
-    let found = all.iter().find(|n| n["node"] == name).cloned();
-    found.unwrap_or_else(|| panic!("no node {name}: {all:?}"))
-}
-
-/// Waits until `name` holds `role` and is active; returns its view.
-fn wait_role(farm: &ProcessFarm, name: &str, role: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let n = node(farm, name);
-        if n["role"] == role && n["state"] == "active" && n["connected"] == true {
-            return n;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} never active as {role}: {n}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn assign(farm: &ProcessFarm, name: &str, role: &str) {
-    let out = farm_cmd(farm, &["assign", name, role]);
-    assert!(out.status.success(), "assign {name} {role}: {out:?}");
-}
-
-fn campaign_json(farm: &ProcessFarm, id: &str) -> serde_json::Value {
-    let out = farm.campaign(&["status", id, "--json"]);
-    assert!(out.status.success(), "status: {out:?}");
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    list[0].clone()
-}
-
-fn wait_delivered(farm: &ProcessFarm, id: &str, at_least: u64) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let c = campaign_json(farm, id);
-        if c["delivered"].as_u64().unwrap() >= at_least || c["finished"] == true {
-            return c;
-        }
-        assert!(Instant::now() < deadline, "stuck: {c}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn smurfs_change_roles_mid_campaign_without_losing_or_doubling_mail() {
@@ -108,24 +40,26 @@ fn smurfs_change_roles_mid_campaign_without_losing_or_doubling_mail() {
     ]);
     assert!(out.status.success(), "launch: {out:?}");
     for name in ["smurf-1", "smurf-2", "smurf-3"] {
-        wait_role(&farm, name, "out");
+        farm.wait_role(name, "out");
     }
 
     // smurf-2 goes in, smurf-3 goes web, while the campaign sends.
-    wait_delivered(&farm, "roles", 2_000);
-    assign(&farm, "smurf-2", "in");
-    assign(&farm, "smurf-3", "web");
-    let inbound = wait_role(&farm, "smurf-2", "in");
+    farm.wait_campaign("roles", Duration::from_secs(300), |c| {
+        c["delivered"].as_u64().unwrap() >= 2_000
+    });
+    farm.assign("smurf-2", "in");
+    farm.assign("smurf-3", "web");
+    let inbound = farm.wait_role("smurf-2", "in");
     let serving: SocketAddr = inbound["serving"].as_str().unwrap().parse().unwrap();
-    let web = node(&farm, "smurf-3");
+    let web = farm.node_json("smurf-3");
     assert_eq!(web["role"], "web", "{web}");
 
     // smurf-1 is now the last `out` node: taking it away is refused without --force.
-    let refused = farm_cmd(&farm, &["assign", "smurf-1", "in"]);
+    let refused = farm.farm_cmd(&["assign", "smurf-1", "in"]);
     assert!(!refused.status.success(), "{refused:?}");
     let why = String::from_utf8_lossy(&refused.stderr);
     assert!(why.contains("last `out` node"), "{why}");
-    assert_eq!(node(&farm, "smurf-1")["role"], "out");
+    assert_eq!(farm.node_json("smurf-1")["role"], "out");
 
     // smurf-2 takes real mail while it is `in`.
     let mail = std::process::Command::new(&swaks)
@@ -141,21 +75,21 @@ fn smurfs_change_roles_mid_campaign_without_losing_or_doubling_mail() {
 
     // The assignments are durable: kill -9 the coordinator; the roles come back.
     farm.crash_and_restart_coordinator();
-    let inbound = wait_role(&farm, "smurf-2", "in");
-    assert_eq!(node(&farm, "smurf-3")["role"], "web");
-    let farm_view = farm_cmd(&farm, &["watch", "--json", "--count", "2"]);
+    let inbound = farm.wait_role("smurf-2", "in");
+    assert_eq!(farm.node_json("smurf-3")["role"], "web");
+    let farm_view = farm.farm_cmd(&["watch", "--json", "--count", "2"]);
     assert!(farm_view.status.success(), "{farm_view:?}");
 
     // And back to out: its inbound address stops answering.
-    assign(&farm, "smurf-2", "out");
-    wait_role(&farm, "smurf-2", "out");
+    farm.assign("smurf-2", "out");
+    farm.wait_role("smurf-2", "out");
     let old: SocketAddr = inbound["serving"].as_str().unwrap().parse().unwrap();
     assert!(
         std::net::TcpStream::connect_timeout(&old, Duration::from_secs(2)).is_err(),
         "a node that is not `in` must refuse SMTP connections"
     );
 
-    let end = wait_delivered(&farm, "roles", RECIPIENTS as u64);
+    let end = farm.wait_campaign("roles", Duration::from_secs(600), |c| c["finished"] == true);
     assert_eq!(end["finished"], true, "{end}");
     assert_eq!(end["delivered"], RECIPIENTS as u64, "{end}");
 

@@ -15,6 +15,7 @@ pub mod fault_sink;
 pub mod peers;
 pub mod postfix;
 pub mod process;
+mod roles;
 
 pub use farm::{
     assert_permanent_dns_failure, domains_csv, mailfarm, mailfarm_binary, number, recipients_csv,

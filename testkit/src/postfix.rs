@@ -114,6 +114,12 @@ impl Postfix {
     /// Writes the configuration, starts Postfix and waits until both smtpd
     /// listeners accept connections.
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Like [`Postfix::start`], with `extra` lines appended to main.cf (a later setting
+    /// overrides an earlier one; `@DIR@` is the instance's folder).
+    pub fn start_with(extra: &str) -> Self {
         check_prerequisites();
         // Short path: Postfix's UNIX sockets live under the queue directory.
         let dir = tempfile::Builder::new()
@@ -145,7 +151,7 @@ impl Postfix {
         let dir_str = root.to_str().expect("temporary path is not UTF-8");
         fs::write(
             config_dir.join("main.cf"),
-            MAIN_CF.replace("@DIR@", dir_str),
+            format!("{MAIN_CF}{extra}\n").replace("@DIR@", dir_str),
         )
         .expect("writing main.cf");
         fs::write(

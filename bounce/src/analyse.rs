@@ -377,6 +377,15 @@ impl Parts {
                 parts.report_text = strip_html(&h);
             }
         }
+        if parts.report_text.trim().is_empty() {
+            // Broken MIME (a boundary parameter on an unfolded line): read the raw body.
+            if let Some(root) = message.parts.first() {
+                let raw = message.raw_message();
+                let start = (root.offset_body as usize).min(raw.len());
+                let end = (root.offset_end as usize).clamp(start, raw.len());
+                parts.report_text = String::from_utf8_lossy(&raw[start..end]).into_owned();
+            }
+        }
         parts
     }
 
@@ -510,8 +519,11 @@ fn from_dsn(analysis: &mut Analysis, status_text: &str, parts: &Parts) {
         }
     }
     if !failed.is_empty() {
+        // A report with failed and delayed recipients lists both; `failures()` keeps the
+        // failed ones.
         analysis.kind = Kind::Bounce;
         analysis.recipients = failed;
+        analysis.recipients.extend(delayed);
     } else if !delayed.is_empty() {
         analysis.kind = Kind::Delay;
         analysis.recipients = delayed;
@@ -595,3 +607,4 @@ fn from_text(
     }
     analysis.kind = Kind::Bounce;
 }
+

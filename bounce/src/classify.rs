@@ -71,11 +71,6 @@ impl Status {
         }
         None
     }
-
-    /// True for `X.0.0`, which says nothing but the class.
-    pub fn is_generic(self) -> bool {
-        self.subject == 0 && self.detail == 0
-    }
 }
 
 impl std::fmt::Display for Status {
@@ -266,6 +261,8 @@ const RULES: &[(Reason, &[&str])] = &[
             "is not active",
             "mailbox not active",
             "account frozen",
+            "is frozen",
+            "mailbox frozen",
             "is deactivated",
             "deactivated",
         ],
@@ -1063,6 +1060,7 @@ pub(crate) fn classify(
     // A "user unknown" answered to DATA, after the server accepted the recipient at RCPT,
     // is the recipient's filter speaking, not a dead address.
     let address_evidence = at_rcpt
+        || DEFINITIVE_UNKNOWN.iter().any(|p| normalised.contains(p))
         || status.is_some_and(|s| s.subject == 1)
         || (rcpt_stage(&normalised) && !after_data(&normalised));
     let reason = if reason == Reason::UserUnknown && !address_evidence {
@@ -1075,6 +1073,22 @@ pub(crate) fn classify(
         hard: reason.is_hard(permanent),
     }
 }
+
+/// Wording that names a directory lookup of the address, which no content filter says: enough
+/// on its own for "user unknown" to mean a dead address.
+const DEFINITIVE_UNKNOWN: &[&str] = &[
+    "recipient name is not recognized",
+    "not listed in public name",
+    "not listed in domino directory",
+    "mailbox unavailable",
+    "recipient not found by smtp address lookup",
+    "email account that you tried to reach does not exist",
+    "address not present in directory",
+    "does not exist",
+    "doesn't exist",
+    "doesn't have a",
+    "no mailbox here by that name",
+];
 
 /// True when the text says the reply answered RCPT TO.
 fn rcpt_stage(normalised: &str) -> bool {

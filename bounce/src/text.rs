@@ -151,11 +151,41 @@ fn ignorable_line(lower: &str) -> bool {
         "id <",
     ];
     PREFIXES.iter().any(|p| lower.starts_with(p))
+        || lower.contains('\u{1b}')
+        || lower.contains("please contact")
+        || lower.contains("contact your")
+        || lower.contains("contact the")
+        || lower.contains("contact us")
+        || lower.contains("for further assistance")
+        || lower.contains("for assistance")
         || lower.contains("envelope-from")
         || lower.contains("mail from:<")
         || lower.contains("message-id")
         || lower.contains("sent by")
         || lower.contains("original sender")
+}
+
+/// The first line mentioning each candidate recipient, in order.
+fn first_mentions(lines: &[&str], exclude: &[String], skip_to_lines: bool) -> Vec<(usize, String)> {
+    let mut firsts: Vec<(usize, String)> = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let lower = line.trim().to_ascii_lowercase();
+        if ignorable_line(&lower)
+            || (skip_to_lines && (lower.starts_with("to:") || lower.starts_with("cc:")))
+        {
+            continue;
+        }
+        for addr in address::find_all(line) {
+            if exclude.iter().any(|e| address::same(e, &addr)) || address::is_system(&addr) {
+                continue;
+            }
+            if firsts.iter().any(|(_, a)| address::same(a, &addr)) {
+                continue;
+            }
+            firsts.push((i, addr));
+        }
+    }
+    firsts
 }
 
 /// One failed recipient found in a report text, with the text that goes with it.
@@ -170,22 +200,11 @@ pub(crate) struct TextRecipient {
 /// are not recipients (the sender, the bounce's own addresses).
 pub(crate) fn recipients(report: &str, exclude: &[String]) -> Vec<TextRecipient> {
     let lines: Vec<&str> = report.lines().collect();
-    // (line index, address) of each recipient's first mention.
-    let mut firsts: Vec<(usize, String)> = Vec::new();
-    for (i, line) in lines.iter().enumerate() {
-        let lower = line.trim().to_ascii_lowercase();
-        if ignorable_line(&lower) {
-            continue;
-        }
-        for addr in address::find_all(line) {
-            if exclude.iter().any(|e| address::same(e, &addr)) || address::is_system(&addr) {
-                continue;
-            }
-            if firsts.iter().any(|(_, a)| address::same(a, &addr)) {
-                continue;
-            }
-            firsts.push((i, addr));
-        }
+    // (line index, address) of each recipient's first mention. Lines quoting the original's
+    // To/Cc name recipients only when nothing else does (Exchange's "Your message To: ...").
+    let mut firsts = first_mentions(&lines, exclude, true);
+    if firsts.is_empty() {
+        firsts = first_mentions(&lines, exclude, false);
     }
     let mut out = Vec::with_capacity(firsts.len());
     for (n, (start, addr)) in firsts.iter().enumerate() {

@@ -163,7 +163,18 @@ pub fn analyse(raw: &[u8]) -> Analysis {
         crate::arf::fill(&mut analysis, report, &parts);
         return analysis;
     }
-    if let Some(status_text) = &parts.delivery_status {
+    // DSN fields pasted into the text (no message/delivery-status part, or MIME that did not
+    // parse) are read the same way.
+    let embedded = parts.delivery_status.is_none() && {
+        let lower = parts.report_text.to_ascii_lowercase();
+        lower.contains("final-recipient:") && lower.contains("status:")
+    };
+    let status_text = if embedded {
+        Some(&parts.report_text)
+    } else {
+        parts.delivery_status.as_ref()
+    };
+    if let Some(status_text) = status_text {
         from_dsn(&mut analysis, status_text, &parts);
         if analysis.kind != Kind::NotBounce || !parts.report_text.is_empty() {
             if analysis.kind != Kind::NotBounce {

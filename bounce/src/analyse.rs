@@ -214,7 +214,11 @@ pub fn analyse(raw: &[u8]) -> Analysis {
         });
         return analysis;
     }
-    if parts.complaint_recipient.is_some() || subject.to_ascii_lowercase().starts_with("complaint about message from") {
+    if parts.complaint_recipient.is_some()
+        || subject
+            .to_ascii_lowercase()
+            .starts_with("complaint about message from")
+    {
         // Microsoft JMRP: the complained-about message is attached, no feedback-report part.
         crate::arf::fill(&mut analysis, "Feedback-Type: abuse", &parts);
         return analysis;
@@ -226,7 +230,12 @@ pub fn analyse(raw: &[u8]) -> Analysis {
     {
         let to: Vec<String> = message
             .to()
-            .map(|t| t.iter().filter_map(|a| a.address()).filter_map(address::clean).collect())
+            .map(|t| {
+                t.iter()
+                    .filter_map(|a| a.address())
+                    .filter_map(address::clean)
+                    .collect()
+            })
             .unwrap_or_default();
         from_text(&mut analysis, &parts, &from, &to, failed_header.as_deref());
     }
@@ -618,4 +627,3 @@ fn from_text(
     }
     analysis.kind = Kind::Bounce;
 }
-

@@ -107,6 +107,18 @@ pub(crate) fn find_reply_code(text: &str) -> Option<u16> {
 
 /// Wording rules, in priority order. Phrases are lower case with single spaces.
 const RULES: &[(Reason, &[&str])] = &[
+    // A local delivery program's failure, whatever words it prints after.
+    (
+        Reason::MailerError,
+        &[
+            "procmail:",
+            "mailer error",
+            "command died",
+            "x-unix",
+            "pipe to |",
+            "unknown mailer error",
+        ],
+    ),
     (
         Reason::NotAccept,
         &[
@@ -173,6 +185,9 @@ const RULES: &[(Reason, &[&str])] = &[
     (
         Reason::MailboxFull,
         &[
+            "recipient's mailbox exceeded",
+            "messages in recipient's mailbox",
+            "mailbox exceeded",
             "mailbox full",
             "mailbox is full",
             "mailbox has exceeded",
@@ -441,6 +456,8 @@ const RULES: &[(Reason, &[&str])] = &[
     (
         Reason::BadReputation,
         &[
+            "user complaints",
+            "unexpected volume",
             "poor reputation",
             "bad reputation",
             "low reputation",
@@ -453,6 +470,8 @@ const RULES: &[(Reason, &[&str])] = &[
     (
         Reason::Rejected,
         &[
+            "address is not verified",
+            "identities failed the check",
             "groups.google.com",
             "sender address rejected",
             "sender rejected",
@@ -505,6 +524,10 @@ const RULES: &[(Reason, &[&str])] = &[
     (
         Reason::SpamDetected,
         &[
+            "blacklisted url",
+            "url in message",
+            "uribl",
+            "surbl",
             "spam message",
             "message is spam",
             "identified as spam",
@@ -571,6 +594,9 @@ const RULES: &[(Reason, &[&str])] = &[
     (
         Reason::FailedStartTls,
         &[
+            "not support tls",
+            "support starttls",
+            "tls (state",
             "starttls",
             "tls handshake",
             "tls negotiation",
@@ -649,6 +675,9 @@ const RULES: &[(Reason, &[&str])] = &[
     (
         Reason::SecurityError,
         &[
+            "auth capability",
+            "send mail as",
+            "customfromdenied",
             "authentication required",
             "authentication is required",
             "must authenticate",
@@ -692,6 +721,8 @@ const RULES: &[(Reason, &[&str])] = &[
     (
         Reason::Expired,
         &[
+            "still undelivered",
+            "message still undelivered",
             "delivery time expired",
             "retry timeout exceeded",
             "retry time not reached",
@@ -989,6 +1020,9 @@ pub(crate) fn reason_from_status(status: Status) -> Option<Reason> {
         (3, 2) => Reason::NotAccept,
         (3, 4) => Reason::MesgTooBig,
         (3, _) => Reason::SystemError,
+        // 5.4.1 is, in practice, Microsoft's refusal of a recipient or sender it will not
+        // take ("Access denied"), not "no answer from host".
+        (4, 1) if !temporary => Reason::Rejected,
         (4, 1) | (4, 2) | (4, 3) | (4, 6) | (4, 0) => Reason::NetworkError,
         (4, 4) if temporary => Reason::NetworkError,
         (4, 4) => Reason::HostUnknown,
@@ -1086,8 +1120,8 @@ const DEFINITIVE_UNKNOWN: &[&str] = &[
     "address not present in directory",
     "does not exist",
     "doesn't exist",
-    "doesn't have a",
     "no mailbox here by that name",
+    "recipient address rejected: access denied",
 ];
 
 /// True when the text says the reply answered RCPT TO.
@@ -1101,9 +1135,14 @@ fn rcpt_stage(normalised: &str) -> bool {
 /// command", Exim "after end of data"). Not a Sendmail transcript's ">>> DATA": with
 /// pipelining, RCPT replies arrive after it.
 fn after_data(normalised: &str) -> bool {
-    ["end of data", "after data", "to data command", "after the data"]
-        .iter()
-        .any(|p| normalised.contains(p))
+    [
+        "end of data",
+        "after data",
+        "to data command",
+        "after the data",
+    ]
+    .iter()
+    .any(|p| normalised.contains(p))
 }
 
 /// Classifies a synchronous SMTP reply, such as a 5xx a sender node got at RCPT or DATA time,

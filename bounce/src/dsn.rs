@@ -82,7 +82,10 @@ pub(crate) fn parse(text: &str) -> DsnMessage {
     }
     for block in blocks {
         let finals = block.iter().filter(|(n, _)| n == "final-recipient").count();
-        let originals = block.iter().filter(|(n, _)| n == "original-recipient").count();
+        let originals = block
+            .iter()
+            .filter(|(n, _)| n == "original-recipient")
+            .count();
         if finals == 0 && originals == 0 {
             if let Some((_, v)) = block.iter().find(|(n, _)| n == "reporting-mta") {
                 msg.reporting_mta = Some(strip_type(v));

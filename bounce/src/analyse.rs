@@ -435,6 +435,15 @@ impl Parts {
     }
 }
 
+/// The last `max` bytes of `text` (at a character boundary).
+fn tail(text: &str, max: usize) -> &str {
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
 /// Crude HTML to text: drops tags, keeps line structure at block tags.
 fn strip_html(html: &str) -> String {
     let mut out = String::with_capacity(html.len());
@@ -602,7 +611,10 @@ fn from_text(
     let first_line = found
         .first()
         .map(|f| f.diagnostic.lines().next().unwrap_or_default().to_owned());
-    let preamble = text::preamble(report, first_line.as_deref()).to_owned();
+    let preamble = text::preamble(report, first_line.as_deref());
+    // The sentence that matters sits right above the addresses; a bounded tail keeps hostile
+    // input linear.
+    let preamble = tail(preamble, 2048).to_owned();
     for f in found {
         let mut status = Status::find(&f.diagnostic);
         let mut reply_code = find_reply_code(&f.diagnostic);

@@ -5,6 +5,9 @@
 
 use crate::address;
 
+/// Most recipients read from one DSN (bounds the work on hostile input).
+const MAX_RECIPIENTS: usize = 1000;
+
 /// What a DSN says about one recipient.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DsnRecipient {
@@ -122,6 +125,10 @@ pub(crate) fn parse(text: &str) -> DsnMessage {
         }
         if current.has_address() {
             msg.recipients.push(current);
+        }
+        if msg.recipients.len() >= MAX_RECIPIENTS {
+            msg.recipients.truncate(MAX_RECIPIENTS);
+            break;
         }
     }
     msg

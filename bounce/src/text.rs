@@ -165,6 +165,10 @@ fn ignorable_line(lower: &str) -> bool {
         || lower.contains("original sender")
 }
 
+/// Most recipients read from one report text (real reports list a handful; this bounds the
+/// work on hostile input).
+const MAX_RECIPIENTS: usize = 1000;
+
 /// The first line mentioning each candidate recipient, in order.
 fn first_mentions(lines: &[&str], exclude: &[String], skip_to_lines: bool) -> Vec<(usize, String)> {
     let mut firsts: Vec<(usize, String)> = Vec::new();
@@ -183,6 +187,9 @@ fn first_mentions(lines: &[&str], exclude: &[String], skip_to_lines: bool) -> Ve
                 continue;
             }
             firsts.push((i, addr));
+            if firsts.len() >= MAX_RECIPIENTS {
+                return firsts;
+            }
         }
     }
     firsts

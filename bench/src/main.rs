@@ -142,20 +142,22 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let outcome =
-        match &cli.command {
-            Command::Throughput(o) => throughput::throughput(o)
-                .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
-            Command::Ingest(o) => ingest::ingest(o)
-                .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
-            Command::Durability(o) => durability::durability(o)
-                .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
-            Command::Bounce(o) => bounce::bounce(o)
-                .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
-            Command::Mx(o) => {
-                mx::mx(o).and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref()))
-            }
-        };
+    let outcome = match &cli.command {
+        Command::Throughput(o) => throughput::throughput(o)
+            .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
+        Command::Ingest(o) => {
+            ingest::ingest(o).and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref()))
+        }
+        Command::Durability(o) => durability::durability(o)
+            .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
+        Command::Mx(o) => {
+            mx::mx(o).and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref()))
+        }
+        Command::Bounce(o) => {
+            let report = bounce::bounce(o);
+            report.and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref()))
+        }
+    };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

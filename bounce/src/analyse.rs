@@ -522,7 +522,16 @@ fn from_dsn(analysis: &mut Analysis, status_text: &str, parts: &Parts) {
         };
         let status = status.or_else(|| Status::find(&diagnostic));
         let reply_code = find_reply_code(&diagnostic).or_else(|| find_reply_code(&context));
-        let mut verdict = classify::classify(status, reply_code, &context, false);
+        // The remote server's own words (Diagnostic-Code) come first: the reporting MTA's
+        // summary around them may say something else (Sendmail writes "User unknown" under a
+        // block-list refusal).
+        let mut verdict = if rcpt.diagnostic.is_some() && classify::has_strong_wording(&diagnostic)
+        {
+            let at_rcpt = classify::says_rcpt_stage(&context);
+            classify::classify(status, reply_code, &diagnostic, at_rcpt)
+        } else {
+            classify::classify(status, reply_code, &context, false)
+        };
         if action == Action::Failed && status.is_some_and(|s| s.class == 4) {
             // Given up after retrying: a temporary failure that became final.
             verdict.hard = false;

@@ -276,6 +276,7 @@ const RULES: &[(Reason, &[&str])] = &[
             "is not active",
             "mailbox not active",
             "account frozen",
+            "is inactive",
             "is frozen",
             "mailbox frozen",
             "is deactivated",
@@ -1002,6 +1003,17 @@ pub(crate) fn reason_from_text(normalised: &str) -> Option<(Reason, bool)> {
         }
     }
     best.map(|i| (RULES[i % WEAK_OFFSET].0, i >= WEAK_OFFSET))
+}
+
+/// True when the text holds a specific (not weak) wording rule.
+pub(crate) fn has_strong_wording(text: &str) -> bool {
+    reason_from_text(&normalise(text)).is_some_and(|(_, weak)| !weak)
+}
+
+/// True when the text says the reply answered RCPT TO (and not DATA).
+pub(crate) fn says_rcpt_stage(text: &str) -> bool {
+    let n = normalise(text);
+    rcpt_stage(&n) && !after_data(&n)
 }
 
 /// The reason an RFC 3463 enhanced status code says on its own, if it is specific enough.

@@ -83,6 +83,9 @@ pub struct Analysis {
     pub subject: Option<String>,
     /// The MTA that wrote the report (DSN `Reporting-MTA`), when known.
     pub reporting_mta: Option<String>,
+    /// True when the MIME parser could not read the message at all (it is then
+    /// [`Kind::NotBounce`]); worth counting.
+    pub malformed: bool,
 }
 
 impl Analysis {
@@ -95,6 +98,7 @@ impl Analysis {
             envelope_recipients: Vec::new(),
             subject: None,
             reporting_mta: None,
+            malformed: false,
         }
     }
 
@@ -150,8 +154,14 @@ pub fn analyse(raw: &[u8]) -> Analysis {
         raw
     };
     let raw = skip_mbox_from_line(raw);
-    let Some(message) = MessageParser::default().parse(raw) else {
-        return Analysis::empty(Kind::NotBounce);
+    let message = match parse_guarded(raw, false) {
+        Ok(Some(message)) => message,
+        Ok(None) => return Analysis::empty(Kind::NotBounce),
+        Err(Malformed) => {
+            let mut analysis = Analysis::empty(Kind::NotBounce);
+            analysis.malformed = true;
+            return analysis;
+        }
     };
     let mut analysis = Analysis::empty(Kind::NotBounce);
     analysis.subject = message.subject().map(str::to_owned);
@@ -240,6 +250,25 @@ pub fn analyse(raw: &[u8]) -> Analysis {
         from_text(&mut analysis, &parts, &from, &to, failed_header.as_deref());
     }
     analysis
+}
+
+/// mail-parser gave up on the bytes with a panic.
+struct Malformed;
+
+/// Runs mail-parser, turning a panic inside it into an error. mail-parser 0.11 documents that
+/// it never panics, but fuzzing found inputs where it does ("Invalid part ID, could not find
+/// multipart"; the input is kept in tests/data). The panic message still reaches the panic
+/// hook (stderr); the message is then reported as not a bounce with `malformed` set.
+fn parse_guarded(raw: &[u8], headers_only: bool) -> Result<Option<Message<'_>>, Malformed> {
+    std::panic::catch_unwind(|| {
+        let parser = MessageParser::default();
+        if headers_only {
+            parser.parse_headers(raw)
+        } else {
+            parser.parse(raw)
+        }
+    })
+    .map_err(|_| Malformed)
 }
 
 /// True for text with bare CRs as line ends (old Mac files), which mail-parser does not split.
@@ -377,7 +406,7 @@ impl Parts {
                     parts.feedback = Some(String::from_utf8_lossy(part.contents()).into_owned());
                 }
                 (_, "text" | "message", "rfc822-headers" | "rfc822" | "global-headers") => {
-                    if let Some(inner) = MessageParser::default().parse_headers(part.contents()) {
+                    if let Ok(Some(inner)) = parse_guarded(part.contents(), true) {
                         parts.original(&inner);
                     }
                 }

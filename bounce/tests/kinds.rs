@@ -225,3 +225,19 @@ fn random_bytes_never_panic() {
         }
     }
 }
+
+/// An input on which mail-parser 0.11.9 panics ("Invalid part ID, could not find multipart"),
+/// found by the fuzz target: `analyse` must survive it and say the message is malformed.
+#[test]
+fn mail_parser_panic_is_contained() {
+    let raw = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/mail-parser-panic.eml"
+    ))
+    .unwrap_or_default();
+    assert!(raw.len() > 1000);
+    let a = analyse(&raw);
+    assert!(a.malformed);
+    assert_eq!(a.kind, Kind::NotBounce);
+    assert_eq!(inspect_message("p", 1, &raw)[0].reason, None);
+}

@@ -3,9 +3,17 @@
 //! classifier. None may panic.
 #![no_main]
 
+use std::sync::Once;
+
 use libfuzzer_sys::fuzz_target;
 
+static HOOK: Once = Once::new();
+
 fuzz_target!(|data: &[u8]| {
+    // libfuzzer-sys aborts in its panic hook, before any unwinding. `analyse` catches panics
+    // inside mail-parser on purpose (see `parse_guarded`), so the hook must let those unwind;
+    // any other panic still escapes this closure, and libfuzzer-sys aborts on it.
+    HOOK.call_once(|| std::panic::set_hook(Box::new(|info| eprintln!("{info}"))));
     let analysis = mailfarm_bounce::analyse(data);
     let _ = mailfarm_bounce::lines_for("fuzz", 1, &analysis);
     for message in mailfarm_bounce::split_mbox(data) {

@@ -186,10 +186,8 @@ pub fn analyse(raw: &[u8]) -> Analysis {
     };
     if let Some(status_text) = status_text {
         from_dsn(&mut analysis, status_text, &parts);
-        if analysis.kind != Kind::NotBounce || !parts.report_text.is_empty() {
-            if analysis.kind != Kind::NotBounce {
-                return analysis;
-            }
+        if analysis.kind != Kind::NotBounce {
+            return analysis;
         }
     }
     let from = message

@@ -25,6 +25,7 @@ mod error;
 mod inspect;
 mod mbox;
 mod reason;
+mod rules;
 mod text;
 mod verp;
 

@@ -40,7 +40,11 @@ fn inspect_prints_one_json_line_per_result() {
         .arg(&missing)
         .output()
         .expect("run mailfarm");
-    assert_eq!(out.status.code(), Some(1), "a missing file makes the status 1");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a missing file makes the status 1"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.eml"));
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()

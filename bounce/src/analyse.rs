@@ -334,7 +334,7 @@ fn is_auto_reply(message: &Message<'_>) -> bool {
     {
         return true;
     }
-    let subject = message.subject().unwrap_or_default().to_ascii_lowercase();
+    let subject = message.subject().unwrap_or_default().to_lowercase();
     [
         "auto:",
         "automatic reply",
@@ -347,6 +347,11 @@ fn is_auto_reply(message: &Message<'_>) -> bool {
         "away from",
         "abwesenheit",
         "absence",
+        "réponse automatique",
+        "automatische antwort",
+        "respuesta automática",
+        "risposta automatica",
+        "resposta automática",
     ]
     .iter()
     .any(|w| subject.contains(w))
@@ -674,4 +679,13 @@ fn from_text(
         });
     }
     analysis.kind = Kind::Bounce;
+    if text::is_delay_warning(analysis.subject.as_deref().unwrap_or_default(), report)
+        && analysis.recipients.iter().all(|r| !r.hard)
+    {
+        // A warning that delivery is late (no DSN part to say so field by field).
+        analysis.kind = Kind::Delay;
+        for r in &mut analysis.recipients {
+            r.action = Some(Action::Delayed);
+        }
+    }
 }

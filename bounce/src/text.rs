@@ -97,6 +97,33 @@ const BOUNCE_PHRASES: &[&str] = &[
     "delivery to the following",
 ];
 
+/// Sentences of delay warnings (Exim, Sendmail, Exchange), which are not failures.
+const DELAY_PHRASES: &[&str] = &[
+    "has not yet been delivered",
+    "have not yet been delivered",
+    "delivery attempts will continue",
+    "no action is required on your part",
+    "will continue to try",
+    "will keep trying",
+    "still being retried",
+    "is still in the queue",
+    "this is only a temporary failure report",
+    "delivery has been delayed",
+    "message delayed",
+    "delayed mail",
+    "delivery delayed",
+];
+
+/// True when a report text (or the subject) says delivery is only late.
+pub(crate) fn is_delay_warning(subject: &str, report: &str) -> bool {
+    let subject = subject.to_ascii_lowercase();
+    let lower = report.to_ascii_lowercase();
+    DELAY_PHRASES
+        .iter()
+        .any(|p| lower.contains(p) || subject.contains(p))
+        || subject.starts_with("warning: message")
+}
+
 /// True when a report text reads like a failure report.
 pub(crate) fn body_is_bounce(report: &str) -> bool {
     let lower = report.to_ascii_lowercase();

@@ -241,3 +241,21 @@ fn mail_parser_panic_is_contained() {
     assert_eq!(a.kind, Kind::NotBounce);
     assert_eq!(inspect_message("p", 1, &raw)[0].reason, None);
 }
+
+#[test]
+fn exim_text_delay_warning_is_a_delay() {
+    let raw = "From: Mail Delivery System <Mailer-Daemon@mx.example>\n\
+        To: someone@sender.example\nSubject: Warning: message 1abcde-000001-Xy delayed 24 hours\n\n\
+        This message was created automatically by mail delivery software.\n\
+        A message that you sent has not yet been delivered to one or more of its\n\
+        recipients after more than 24 hours on the queue on mx.example.\n\n\
+          late@dest.example\n    Delay reason: SMTP error from remote mail server after RCPT TO:<late@dest.example>:\n\
+            451 4.7.1 Greylisted, try again later\n\n\
+        No action is required on your part. Delivery attempts will continue for\n\
+        some time, and this warning may be repeated at intervals.\n";
+    let a = analyse(raw.as_bytes());
+    assert_eq!(a.kind, Kind::Delay);
+    assert_eq!(a.recipients[0].recipient, "late@dest.example");
+    assert_eq!(a.recipients[0].action, Some(Action::Delayed));
+    assert_eq!(a.failures().count(), 0);
+}

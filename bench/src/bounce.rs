@@ -53,6 +53,9 @@ pub struct BounceReport {
     pub cpu_seconds: f64,
     /// Messages analysed per second of wall time, one thread.
     pub messages_per_sec: f64,
+    /// Messages analysed per second of this process's CPU time: the rate the code runs at when
+    /// other work on the machine takes part of the wall time.
+    pub messages_per_cpu_sec: f64,
     /// Megabytes (10^6) analysed per second.
     pub megabytes_per_sec: f64,
     /// Mean time per message, in microseconds.
@@ -156,6 +159,7 @@ pub fn bounce(opts: &Bounce) -> anyhow::Result<BounceReport> {
         seconds,
         cpu_seconds,
         messages_per_sec,
+        messages_per_cpu_sec: analysed / cpu_seconds.max(1e-9),
         megabytes_per_sec: bytes as f64 * f64::from(opts.rounds) / seconds.max(1e-9) / 1e6,
         micros_per_message: seconds * 1e6 / analysed.max(1.0),
         kinds,
@@ -199,6 +203,12 @@ impl BounceReport {
             self.micros_per_message,
             self.megabytes_per_sec,
             thousands(self.target)
+        )?;
+        writeln!(
+            out,
+            "            {} messages per CPU second (the rate when the thread has a core to \
+             itself)",
+            thousands(self.messages_per_cpu_sec)
         )?;
         for p in &self.problems {
             writeln!(out, "PROBLEM     {p}")?;

@@ -190,6 +190,11 @@ pub fn analyse(raw: &[u8]) -> Analysis {
             return analysis;
         }
     }
+    if parts.report_text.contains("\"notificationType\"")
+        && crate::ses::fill(&mut analysis, &parts.report_text)
+    {
+        return analysis;
+    }
     let from = message
         .from()
         .and_then(|a| a.first())

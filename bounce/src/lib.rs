@@ -26,6 +26,7 @@ mod inspect;
 mod mbox;
 mod reason;
 mod rules;
+mod ses;
 mod text;
 mod verp;
 

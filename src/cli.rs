@@ -50,6 +50,9 @@ enum Command {
     Campaign(CampaignCommand),
     /// Run a fault-injecting SMTP sink, to try a farm against misbehaving servers.
     Sink(crate::sink::SinkArgs),
+    /// Look into bounce messages (see `bounce inspect --help`).
+    #[command(subcommand)]
+    Bounce(crate::bounce_inspect::BounceCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -307,6 +310,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Coordinator { config } => run_coordinator(&config).await,
         Command::Sink(args) => crate::sink::run(args, shutdown_signal()).await,
+        Command::Bounce(command) => crate::bounce_inspect::run(command),
         Command::Smurf {
             config,
             coordinator,

@@ -1,6 +1,7 @@
 //! `mailfarm`: the one binary of the farm. Subcommands run the daemons (coordinator, smurf),
 //! manage the farm's certificates, and launch and follow campaigns.
 
+mod bounce_inspect;
 mod cli;
 mod farm_cmd;
 mod local;

@@ -1,8 +1,10 @@
 //! `mailfarm-bench`: measures mailfarm end to end against a real SMTP receiver and puts the
 //! numbers next to Postfix's own SMTP blaster on the same receiver; measures how fast a launch
 //! ingests a large recipient list; what durable coordinator state costs in throughput; and
-//! what MX routing over real DNS with farm-wide shaping costs next to relay mode.
+//! what MX routing over real DNS with farm-wide shaping costs next to relay mode; and how fast
+//! the bounce analysis reads real bounces.
 
+mod bounce;
 mod csvgen;
 mod durability;
 mod farm_run;
@@ -50,7 +52,19 @@ enum Command {
     /// MX routing over real DNS with farm-wide shaping, next to relay mode.
     #[command(long_about = MX_HELP)]
     Mx(mx::Mx),
+    /// Bounce analysis (parse and classify) over a corpus of real bounces, one thread.
+    #[command(long_about = BOUNCE_HELP)]
+    Bounce(bounce::Bounce),
 }
+
+/// Long help of `bounce`.
+const BOUNCE_HELP: &str = "\
+Bounce analysis (parse and classify) over a corpus of real bounces, one thread.
+
+Reads every file of the corpus (default: the Sisimai corpus in ../shared/corpora/sisimai; mbox \
+files are split) into memory, runs mailfarm_bounce::analyse once over all of it untimed, then \
+--rounds times timed on this thread alone. Reports messages/s, microseconds per message, MB/s \
+and the CPU time, and a problem when the rate is below --target.";
 
 /// Long help of `throughput`.
 const THROUGHPUT_HELP: &str = "\
@@ -137,6 +151,10 @@ fn main() -> ExitCode {
             .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
         Command::Mx(o) => {
             mx::mx(o).and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref()))
+        }
+        Command::Bounce(o) => {
+            let report = bounce::bounce(o);
+            report.and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref()))
         }
     };
     match outcome {

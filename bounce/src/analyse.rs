@@ -83,6 +83,9 @@ pub struct Analysis {
     pub subject: Option<String>,
     /// The MTA that wrote the report (DSN `Reporting-MTA`), when known.
     pub reporting_mta: Option<String>,
+    /// True when the MIME parser could not read the message at all (it is then
+    /// [`Kind::NotBounce`]); worth counting.
+    pub malformed: bool,
 }
 
 impl Analysis {
@@ -95,6 +98,7 @@ impl Analysis {
             envelope_recipients: Vec::new(),
             subject: None,
             reporting_mta: None,
+            malformed: false,
         }
     }
 
@@ -150,8 +154,14 @@ pub fn analyse(raw: &[u8]) -> Analysis {
         raw
     };
     let raw = skip_mbox_from_line(raw);
-    let Some(message) = MessageParser::default().parse(raw) else {
-        return Analysis::empty(Kind::NotBounce);
+    let message = match parse_guarded(raw, false) {
+        Ok(Some(message)) => message,
+        Ok(None) => return Analysis::empty(Kind::NotBounce),
+        Err(Malformed) => {
+            let mut analysis = Analysis::empty(Kind::NotBounce);
+            analysis.malformed = true;
+            return analysis;
+        }
     };
     let mut analysis = Analysis::empty(Kind::NotBounce);
     analysis.subject = message.subject().map(str::to_owned);
@@ -163,13 +173,27 @@ pub fn analyse(raw: &[u8]) -> Analysis {
         crate::arf::fill(&mut analysis, report, &parts);
         return analysis;
     }
-    if let Some(status_text) = &parts.delivery_status {
+    // DSN fields pasted into the text (no message/delivery-status part, or MIME that did not
+    // parse) are read the same way.
+    let embedded = parts.delivery_status.is_none() && {
+        let lower = parts.report_text.to_ascii_lowercase();
+        lower.contains("final-recipient:") && lower.contains("status:")
+    };
+    let status_text = if embedded {
+        Some(&parts.report_text)
+    } else {
+        parts.delivery_status.as_ref()
+    };
+    if let Some(status_text) = status_text {
         from_dsn(&mut analysis, status_text, &parts);
-        if analysis.kind != Kind::NotBounce || !parts.report_text.is_empty() {
-            if analysis.kind != Kind::NotBounce {
-                return analysis;
-            }
+        if analysis.kind != Kind::NotBounce {
+            return analysis;
         }
+    }
+    if parts.report_text.contains("\"notificationType\"")
+        && crate::ses::fill(&mut analysis, &parts.report_text)
+    {
+        return analysis;
     }
     let from = message
         .from()
@@ -229,6 +253,25 @@ pub fn analyse(raw: &[u8]) -> Analysis {
         from_text(&mut analysis, &parts, &from, &to, failed_header.as_deref());
     }
     analysis
+}
+
+/// mail-parser gave up on the bytes with a panic.
+struct Malformed;
+
+/// Runs mail-parser, turning a panic inside it into an error. mail-parser 0.11 documents that
+/// it never panics, but fuzzing found inputs where it does ("Invalid part ID, could not find
+/// multipart"; the input is kept in tests/data). The panic message still reaches the panic
+/// hook (stderr); the message is then reported as not a bounce with `malformed` set.
+fn parse_guarded(raw: &[u8], headers_only: bool) -> Result<Option<Message<'_>>, Malformed> {
+    std::panic::catch_unwind(|| {
+        let parser = MessageParser::default();
+        if headers_only {
+            parser.parse_headers(raw)
+        } else {
+            parser.parse(raw)
+        }
+    })
+    .map_err(|_| Malformed)
 }
 
 /// True for text with bare CRs as line ends (old Mac files), which mail-parser does not split.
@@ -296,7 +339,7 @@ fn is_auto_reply(message: &Message<'_>) -> bool {
     {
         return true;
     }
-    let subject = message.subject().unwrap_or_default().to_ascii_lowercase();
+    let subject = message.subject().unwrap_or_default().to_lowercase();
     [
         "auto:",
         "automatic reply",
@@ -309,6 +352,11 @@ fn is_auto_reply(message: &Message<'_>) -> bool {
         "away from",
         "abwesenheit",
         "absence",
+        "réponse automatique",
+        "automatische antwort",
+        "respuesta automática",
+        "risposta automatica",
+        "resposta automática",
     ]
     .iter()
     .any(|w| subject.contains(w))
@@ -366,7 +414,7 @@ impl Parts {
                     parts.feedback = Some(String::from_utf8_lossy(part.contents()).into_owned());
                 }
                 (_, "text" | "message", "rfc822-headers" | "rfc822" | "global-headers") => {
-                    if let Some(inner) = MessageParser::default().parse_headers(part.contents()) {
+                    if let Ok(Some(inner)) = parse_guarded(part.contents(), true) {
                         parts.original(&inner);
                     }
                 }
@@ -384,6 +432,15 @@ impl Parts {
         if parts.report_text.trim().is_empty() {
             if let Some(h) = html {
                 parts.report_text = strip_html(&h);
+            }
+        }
+        if parts.report_text.trim().is_empty() {
+            // Broken MIME (a boundary parameter on an unfolded line): read the raw body.
+            if let Some(root) = message.parts.first() {
+                let raw = message.raw_message();
+                let start = (root.offset_body as usize).min(raw.len());
+                let end = (root.offset_end as usize).clamp(start, raw.len());
+                parts.report_text = String::from_utf8_lossy(&raw[start..end]).into_owned();
             }
         }
         parts
@@ -413,6 +470,15 @@ impl Parts {
             .and_then(address::clean)
             .or_else(|| self.original_return_path.take());
     }
+}
+
+/// The last `max` bytes of `text` (at a character boundary).
+fn tail(text: &str, max: usize) -> &str {
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
 }
 
 /// Crude HTML to text: drops tags, keeps line structure at block tags.
@@ -493,7 +559,16 @@ fn from_dsn(analysis: &mut Analysis, status_text: &str, parts: &Parts) {
         };
         let status = status.or_else(|| Status::find(&diagnostic));
         let reply_code = find_reply_code(&diagnostic).or_else(|| find_reply_code(&context));
-        let mut verdict = classify::classify(status, reply_code, &context, false);
+        // The remote server's own words (Diagnostic-Code) come first: the reporting MTA's
+        // summary around them may say something else (Sendmail writes "User unknown" under a
+        // block-list refusal).
+        let mut verdict = if rcpt.diagnostic.is_some() && classify::has_strong_wording(&diagnostic)
+        {
+            let at_rcpt = classify::says_rcpt_stage(&context);
+            classify::classify(status, reply_code, &diagnostic, at_rcpt)
+        } else {
+            classify::classify(status, reply_code, &context, false)
+        };
         if action == Action::Failed && status.is_some_and(|s| s.class == 4) {
             // Given up after retrying: a temporary failure that became final.
             verdict.hard = false;
@@ -519,8 +594,11 @@ fn from_dsn(analysis: &mut Analysis, status_text: &str, parts: &Parts) {
         }
     }
     if !failed.is_empty() {
+        // A report with failed and delayed recipients lists both; `failures()` keeps the
+        // failed ones.
         analysis.kind = Kind::Bounce;
         analysis.recipients = failed;
+        analysis.recipients.extend(delayed);
     } else if !delayed.is_empty() {
         analysis.kind = Kind::Delay;
         analysis.recipients = delayed;
@@ -579,7 +657,10 @@ fn from_text(
     let first_line = found
         .first()
         .map(|f| f.diagnostic.lines().next().unwrap_or_default().to_owned());
-    let preamble = text::preamble(report, first_line.as_deref()).to_owned();
+    let preamble = text::preamble(report, first_line.as_deref());
+    // The sentence that matters sits right above the addresses; a bounded tail keeps hostile
+    // input linear.
+    let preamble = tail(preamble, 2048).to_owned();
     for f in found {
         let mut status = Status::find(&f.diagnostic);
         let mut reply_code = find_reply_code(&f.diagnostic);
@@ -603,4 +684,13 @@ fn from_text(
         });
     }
     analysis.kind = Kind::Bounce;
+    if text::is_delay_warning(analysis.subject.as_deref().unwrap_or_default(), report)
+        && analysis.recipients.iter().all(|r| !r.hard)
+    {
+        // A warning that delivery is late (no DSN part to say so field by field).
+        analysis.kind = Kind::Delay;
+        for r in &mut analysis.recipients {
+            r.action = Some(Action::Delayed);
+        }
+    }
 }

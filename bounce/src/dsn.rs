@@ -5,6 +5,9 @@
 
 use crate::address;
 
+/// Most recipients read from one DSN (bounds the work on hostile input).
+const MAX_RECIPIENTS: usize = 1000;
+
 /// What a DSN says about one recipient.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DsnRecipient {
@@ -65,46 +68,68 @@ fn fields(text: &str) -> Vec<(String, String, bool)> {
     out
 }
 
-/// Parses the text of a delivery-status part.
+/// Parses the text of a delivery-status part. Blocks are separated by blank lines; a block
+/// naming a recipient (Final-Recipient or Original-Recipient, in any order with the other
+/// fields) is one recipient, or several when it names several without blank lines between.
 pub(crate) fn parse(text: &str) -> DsnMessage {
     let mut msg = DsnMessage::default();
-    let mut current: Option<DsnRecipient> = None;
-    for (name, value, after_blank) in fields(text) {
-        let starts_recipient = match name.as_str() {
-            "final-recipient" => current
-                .as_ref()
-                .is_none_or(|c| c.final_recipient.is_some() || (after_blank && c.has_address())),
-            "original-recipient" => current
-                .as_ref()
-                .is_none_or(|c| c.original_recipient.is_some() || (after_blank && c.has_address())),
-            _ => false,
-        };
-        if starts_recipient {
-            if let Some(done) = current.take() {
-                msg.recipients.push(done);
-            }
-            current = Some(DsnRecipient::default());
+    let all = fields(text);
+    let mut blocks: Vec<Vec<(String, String)>> = Vec::new();
+    for (name, value, after_blank) in all {
+        if after_blank || blocks.is_empty() {
+            blocks.push(Vec::new());
         }
-        let Some(rcpt) = current.as_mut() else {
-            if name == "reporting-mta" {
-                msg.reporting_mta = Some(strip_type(&value));
-            }
-            continue;
-        };
-        match name.as_str() {
-            "final-recipient" | "x-actual-recipient" if rcpt.final_recipient.is_none() => {
-                rcpt.final_recipient = Some(value)
-            }
-            "original-recipient" => rcpt.original_recipient = Some(value),
-            "action" => rcpt.action = Some(value.to_ascii_lowercase()),
-            "status" => rcpt.status = Some(value),
-            "remote-mta" => rcpt.remote_mta = Some(strip_type(&value)),
-            "diagnostic-code" => rcpt.diagnostic = Some(strip_type(&value)),
-            _ => {}
+        if let Some(block) = blocks.last_mut() {
+            block.push((name, value));
         }
     }
-    if let Some(done) = current {
-        msg.recipients.push(done);
+    for block in blocks {
+        let finals = block.iter().filter(|(n, _)| n == "final-recipient").count();
+        let originals = block
+            .iter()
+            .filter(|(n, _)| n == "original-recipient")
+            .count();
+        if finals == 0 && originals == 0 {
+            if let Some((_, v)) = block.iter().find(|(n, _)| n == "reporting-mta") {
+                msg.reporting_mta = Some(strip_type(v));
+            }
+            continue;
+        }
+        // The field that starts each recipient when a block holds several.
+        let splitter = if finals >= originals {
+            "final-recipient"
+        } else {
+            "original-recipient"
+        };
+        let mut current = DsnRecipient::default();
+        let mut seen_splitter = false;
+        for (name, value) in block {
+            if name == splitter {
+                if seen_splitter && finals.max(originals) > 1 {
+                    msg.recipients.push(std::mem::take(&mut current));
+                }
+                seen_splitter = true;
+            }
+            match name.as_str() {
+                "final-recipient" => current.final_recipient = Some(value),
+                "x-actual-recipient" if current.final_recipient.is_none() => {
+                    current.final_recipient = Some(value)
+                }
+                "original-recipient" => current.original_recipient = Some(value),
+                "action" => current.action = Some(value.to_ascii_lowercase()),
+                "status" => current.status = Some(value),
+                "remote-mta" => current.remote_mta = Some(strip_type(&value)),
+                "diagnostic-code" => current.diagnostic = Some(strip_type(&value)),
+                _ => {}
+            }
+        }
+        if current.has_address() {
+            msg.recipients.push(current);
+        }
+        if msg.recipients.len() >= MAX_RECIPIENTS {
+            msg.recipients.truncate(MAX_RECIPIENTS);
+            break;
+        }
     }
     msg
 }
@@ -155,5 +180,8 @@ mod tests {
         let text = "Final-Recipient: rfc822; a@x.example\nStatus: 5.0.0\n\
             Final-Recipient: rfc822; b@x.example\nStatus: 5.0.0\n";
         assert_eq!(parse(text).recipients.len(), 2);
+        let fields_first = "Action: failed\nStatus: 5.0.0\nFinal-recipient: rfc822;c@x.example\n";
+        let dsn = parse(fields_first);
+        assert_eq!(dsn.recipients[0].action.as_deref(), Some("failed"));
     }
 }

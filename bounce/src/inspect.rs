@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::analyse::{analyse, Analysis, Kind};
+use crate::analyse::{analyse, Action, Analysis, Kind};
 use crate::error::BounceError;
 use crate::mbox::split_mbox;
 use crate::reason::Reason;
@@ -31,6 +31,8 @@ pub struct InspectLine {
     pub reason: Option<Reason>,
     /// Hard bounce or not.
     pub hard_bounce: bool,
+    /// The DSN action of the recipient (`failed`, `delayed`), when it has one.
+    pub action: Option<Action>,
     /// ARF feedback type, for complaints.
     pub feedback_type: Option<String>,
     /// Campaign named by the VERP return path, when there is one.
@@ -60,6 +62,7 @@ pub fn lines_for(file: &str, index: usize, analysis: &Analysis) -> Vec<InspectLi
         reply_code: None,
         reason: None,
         hard_bounce: false,
+        action: None,
         feedback_type: analysis.feedback_type.clone(),
         campaign: verp.as_ref().map(|v| v.campaign.clone()),
         recipient_id: verp.as_ref().map(|v| v.recipient_id),
@@ -77,6 +80,7 @@ pub fn lines_for(file: &str, index: usize, analysis: &Analysis) -> Vec<InspectLi
             reply_code: r.reply_code,
             reason: Some(r.reason),
             hard_bounce: r.hard,
+            action: r.action,
             ..base.clone()
         })
         .collect()

@@ -25,6 +25,8 @@ mod error;
 mod inspect;
 mod mbox;
 mod reason;
+mod rules;
+mod ses;
 mod text;
 mod verp;
 

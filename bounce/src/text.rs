@@ -97,6 +97,33 @@ const BOUNCE_PHRASES: &[&str] = &[
     "delivery to the following",
 ];
 
+/// Sentences of delay warnings (Exim, Sendmail, Exchange), which are not failures.
+const DELAY_PHRASES: &[&str] = &[
+    "has not yet been delivered",
+    "have not yet been delivered",
+    "delivery attempts will continue",
+    "no action is required on your part",
+    "will continue to try",
+    "will keep trying",
+    "still being retried",
+    "is still in the queue",
+    "this is only a temporary failure report",
+    "delivery has been delayed",
+    "message delayed",
+    "delayed mail",
+    "delivery delayed",
+];
+
+/// True when a report text (or the subject) says delivery is only late.
+pub(crate) fn is_delay_warning(subject: &str, report: &str) -> bool {
+    let subject = subject.to_ascii_lowercase();
+    let lower = report.to_ascii_lowercase();
+    DELAY_PHRASES
+        .iter()
+        .any(|p| lower.contains(p) || subject.contains(p))
+        || subject.starts_with("warning: message")
+}
+
 /// True when a report text reads like a failure report.
 pub(crate) fn body_is_bounce(report: &str) -> bool {
     let lower = report.to_ascii_lowercase();
@@ -151,11 +178,48 @@ fn ignorable_line(lower: &str) -> bool {
         "id <",
     ];
     PREFIXES.iter().any(|p| lower.starts_with(p))
+        || lower.contains('\u{1b}')
+        || lower.contains("please contact")
+        || lower.contains("contact your")
+        || lower.contains("contact the")
+        || lower.contains("contact us")
+        || lower.contains("for further assistance")
+        || lower.contains("for assistance")
         || lower.contains("envelope-from")
         || lower.contains("mail from:<")
         || lower.contains("message-id")
         || lower.contains("sent by")
         || lower.contains("original sender")
+}
+
+/// Most recipients read from one report text (real reports list a handful; this bounds the
+/// work on hostile input).
+const MAX_RECIPIENTS: usize = 1000;
+
+/// The first line mentioning each candidate recipient, in order.
+fn first_mentions(lines: &[&str], exclude: &[String], skip_to_lines: bool) -> Vec<(usize, String)> {
+    let mut firsts: Vec<(usize, String)> = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let lower = line.trim().to_ascii_lowercase();
+        if ignorable_line(&lower)
+            || (skip_to_lines && (lower.starts_with("to:") || lower.starts_with("cc:")))
+        {
+            continue;
+        }
+        for addr in address::find_all(line) {
+            if exclude.iter().any(|e| address::same(e, &addr)) || address::is_system(&addr) {
+                continue;
+            }
+            if firsts.iter().any(|(_, a)| address::same(a, &addr)) {
+                continue;
+            }
+            firsts.push((i, addr));
+            if firsts.len() >= MAX_RECIPIENTS {
+                return firsts;
+            }
+        }
+    }
+    firsts
 }
 
 /// One failed recipient found in a report text, with the text that goes with it.
@@ -170,22 +234,11 @@ pub(crate) struct TextRecipient {
 /// are not recipients (the sender, the bounce's own addresses).
 pub(crate) fn recipients(report: &str, exclude: &[String]) -> Vec<TextRecipient> {
     let lines: Vec<&str> = report.lines().collect();
-    // (line index, address) of each recipient's first mention.
-    let mut firsts: Vec<(usize, String)> = Vec::new();
-    for (i, line) in lines.iter().enumerate() {
-        let lower = line.trim().to_ascii_lowercase();
-        if ignorable_line(&lower) {
-            continue;
-        }
-        for addr in address::find_all(line) {
-            if exclude.iter().any(|e| address::same(e, &addr)) || address::is_system(&addr) {
-                continue;
-            }
-            if firsts.iter().any(|(_, a)| address::same(a, &addr)) {
-                continue;
-            }
-            firsts.push((i, addr));
-        }
+    // (line index, address) of each recipient's first mention. Lines quoting the original's
+    // To/Cc name recipients only when nothing else does (Exchange's "Your message To: ...").
+    let mut firsts = first_mentions(&lines, exclude, true);
+    if firsts.is_empty() {
+        firsts = first_mentions(&lines, exclude, false);
     }
     let mut out = Vec::with_capacity(firsts.len());
     for (n, (start, addr)) in firsts.iter().enumerate() {

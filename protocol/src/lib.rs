@@ -16,12 +16,14 @@
 //!    per-recipient field values, never more than the smurf's window. The smurf answers with
 //!    [`RecipientResult`]s, which give the credit back.
 
+mod duration;
 mod error;
 mod frame;
 mod messages;
 mod rate;
 mod session;
 
+pub use duration::{parse_duration, DurationError};
 pub use error::{FrameError, ProtocolError};
 pub use frame::{decode_message, encode_frame, FrameDecoder, DEFAULT_MAX_FRAME, FRAME_HEADER_LEN};
 pub use messages::{

@@ -5,7 +5,6 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use mailfarm_protocol::{CampaignCounters, CampaignSubmission, ContentHash, TemplateBundle};
-use mailfarm_templates::{MessageSettings, MessageTemplate, TemplateSources, VerpSigner};
 
 use crate::campaign::{valid_campaign_id, CsvRow, CsvRows, RejectedRow};
 use crate::farm::{now_ms, Farm};
@@ -85,26 +84,6 @@ pub fn launch(
     }
     let mut rows = CsvRows::open(csv)?;
     let header = rows.header().clone();
-    let sources = TemplateSources {
-        subject: submission.subject.clone(),
-        text: submission.text.clone(),
-        html: submission.html.clone(),
-    };
-    let settings = MessageSettings {
-        campaign_id: submission.id.clone(),
-        from: submission.from.clone(),
-        reply_to: submission.reply_to.clone(),
-        list_id: submission.list_id.clone(),
-        bounce_domain: submission.bounce_domain.clone(),
-        list_unsubscribe: submission.list_unsubscribe.clone(),
-    };
-    // Compile here too, so a broken template fails the launch instead of every recipient.
-    MessageTemplate::compile(
-        &sources,
-        settings,
-        header.field_names.clone(),
-        VerpSigner::new(verp_key),
-    )?;
     let mut bundle = TemplateBundle {
         hash: ContentHash([0; 32]),
         campaign_id: submission.id.clone(),
@@ -121,6 +100,8 @@ pub fn launch(
         verp_key: verp_key.to_vec(),
         delivery: submission.delivery,
     };
+    // Compile here too, so a broken template fails the launch instead of every recipient.
+    mailfarm_templates::compile_bundle(&bundle)?;
     bundle.hash = bundle_hash(&bundle)?;
     let record = farm
         .create_campaign(CampaignRecord {

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mailfarm_protocol::{ContentHash, TemplateBundle};
-use mailfarm_templates::{MessageSettings, MessageTemplate, TemplateSources, VerpSigner};
 use tracing::warn;
 
 use crate::delivery::CompiledCampaign;
@@ -23,23 +22,7 @@ fn hex(hash: &ContentHash) -> String {
 }
 
 fn compile(bundle: TemplateBundle) -> Result<CompiledCampaign, mailfarm_templates::TemplateError> {
-    let template = MessageTemplate::compile(
-        &TemplateSources {
-            subject: bundle.subject.clone(),
-            text: bundle.text.clone(),
-            html: bundle.html.clone(),
-        },
-        MessageSettings {
-            campaign_id: bundle.campaign_id.clone(),
-            from: bundle.from.clone(),
-            reply_to: bundle.reply_to.clone(),
-            list_id: bundle.list_id.clone(),
-            bounce_domain: bundle.bounce_domain.clone(),
-            list_unsubscribe: bundle.list_unsubscribe.clone(),
-        },
-        bundle.field_names.clone(),
-        VerpSigner::new(&bundle.verp_key),
-    )?;
+    let template = mailfarm_templates::compile_bundle(&bundle)?;
     Ok(CompiledCampaign { bundle, template })
 }
 

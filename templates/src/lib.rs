@@ -14,12 +14,14 @@
 #![warn(missing_docs)]
 
 pub mod address;
+mod bundle;
 mod error;
 mod fields;
 mod mime;
 mod render;
 mod verp;
 
+pub use bundle::compile_bundle;
 pub use error::{
     RenderError, TemplateError, VerpError, HTML_FILE, SUBJECT_FILE, TEXT_FILE, UNSUBSCRIBE_FILE,
 };

@@ -1,6 +1,8 @@
 //! `mailfarm`: the one binary of the farm. Subcommands run the daemons (coordinator, smurf),
 //! manage the farm's certificates, and launch and follow campaigns.
 
+#![warn(clippy::unwrap_used)]
+
 mod cli;
 mod local;
 mod progress;

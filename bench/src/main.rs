@@ -3,6 +3,8 @@
 //! ingests a large recipient list; what durable coordinator state costs in throughput; and
 //! what MX routing over real DNS with farm-wide shaping costs next to relay mode.
 
+#![warn(clippy::unwrap_used)]
+
 mod csvgen;
 mod durability;
 mod farm_run;

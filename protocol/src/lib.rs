@@ -16,6 +16,8 @@
 //!    per-recipient field values, never more than the smurf's window. The smurf answers with
 //!    [`RecipientResult`]s, which give the credit back.
 
+#![warn(clippy::unwrap_used)]
+
 mod duration;
 mod error;
 mod frame;

@@ -5,6 +5,8 @@
 //! Roles live in their own folders: `outbound/` (the SMTP client), `inbound/` (SMTP receivers:
 //! today the capture sink, later the inbound MX role).
 
+#![warn(clippy::unwrap_used)]
+
 mod config;
 pub mod delivery;
 pub mod inbound;

@@ -11,7 +11,7 @@
 //! text part and HTML-escaped in the HTML part. The helper `{{urlencode x}}` percent-encodes a
 //! value for a URL.
 
-#![warn(missing_docs)]
+#![warn(clippy::unwrap_used)]
 
 pub mod address;
 mod bundle;

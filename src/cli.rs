@@ -49,6 +49,13 @@ enum Command {
     Campaign(CampaignCommand),
     /// Run a fault-injecting SMTP sink, to try a farm against misbehaving servers.
     Sink(crate::sink::SinkArgs),
+    /// Write the man pages (one per command and subcommand) into a folder, e.g.
+    /// `mailfarm man --out /usr/local/share/man/man1` to install them for `man mailfarm`.
+    Man {
+        /// Folder for the pages (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -230,6 +237,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }) => remote::simple(&remote, OperatorRequest::Suppress { address, reason }).await,
         Command::Coordinator { config } => run_coordinator(&config).await,
         Command::Sink(args) => crate::sink::run(args, shutdown_signal()).await,
+        Command::Man { out } => crate::man::write_pages(&out),
         Command::Smurf {
             config,
             coordinator,

@@ -5,6 +5,7 @@
 
 mod cli;
 mod local;
+mod man;
 mod progress;
 mod remote;
 mod sink;

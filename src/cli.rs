@@ -26,7 +26,9 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Manage the farm's certificate authority and node certificates.
+    /// Manage the farm: create its certificates and configs (init), list the connected smurfs
+    /// (nodes), take one out of service and back (drain, undrain), and keep addresses from
+    /// ever being sent to (suppress).
     #[command(subcommand)]
     Farm(FarmCommand),
     /// Run the coordinator daemon.

@@ -21,9 +21,10 @@ pub enum LaunchError {
     /// The campaign id is malformed or taken.
     #[error("campaign id: {0}")]
     Id(String),
-    /// A template does not compile or uses a field the CSV lacks.
+    /// A template does not compile or uses a field the CSV lacks. The template error is the
+    /// message, not a source, so an error chain (`{:#}`) does not print it twice.
     #[error("template: {0}")]
-    Template(#[from] mailfarm_templates::TemplateError),
+    Template(mailfarm_templates::TemplateError),
     /// The recipient list is unusable as a whole.
     #[error(transparent)]
     Recipients(#[from] crate::campaign::IngestError),
@@ -36,6 +37,12 @@ pub enum LaunchError {
     /// The rejects report could not be written.
     #[error("writing the rejects report: {0}")]
     Rejects(std::io::Error),
+}
+
+impl From<mailfarm_templates::TemplateError> for LaunchError {
+    fn from(error: mailfarm_templates::TemplateError) -> Self {
+        LaunchError::Template(error)
+    }
 }
 
 /// Outcome of a successful launch.
@@ -202,4 +209,36 @@ pub fn launch(
         rejects: shown,
         rejects_file,
     })
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    #[test]
+    fn a_template_error_is_said_once() {
+        let bundle = TemplateBundle {
+            hash: ContentHash([0; 32]),
+            campaign_id: "c".into(),
+            subject: "Hi {{town}}".into(),
+            text: "x".into(),
+            html: None,
+            from: "a@b.example".into(),
+            reply_to: None,
+            list_id: "l.b.example".into(),
+            bounce_domain: "b.example".into(),
+            list_unsubscribe: None,
+            field_names: vec!["email".into()],
+            email_field: 0,
+            verp_key: vec![1; 32],
+            delivery: mailfarm_protocol::DeliveryTarget {
+                relay: None,
+                connections: 1,
+            },
+        };
+        let error = LaunchError::from(mailfarm_templates::compile_bundle(&bundle).unwrap_err());
+        let chain = format!("{:#}", anyhow::Error::from(error));
+        assert_eq!(chain.matches("unknown field").count(), 1, "{chain}");
+        assert!(chain.starts_with("template: subject:1:"), "{chain}");
+    }
 }

@@ -26,8 +26,9 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Set up and run the farm: certificates (init), nodes and their roles (nodes, assign,
-    /// drain, undrain), live counters (watch), the suppression list (suppress).
+    /// Set up and run the farm: certificates and configs (init), nodes and their roles
+    /// (nodes, assign, drain, undrain), live counters (watch), throttled sites (sites), and
+    /// addresses never to be sent to again (suppress).
     #[command(subcommand)]
     Farm(FarmCommand),
     /// Run the coordinator daemon.
@@ -53,6 +54,13 @@ enum Command {
     /// Look into bounce messages (see `bounce inspect --help`).
     #[command(subcommand)]
     Bounce(crate::bounce_inspect::BounceCommand),
+    /// Write the man pages (one per command and subcommand) into a folder, e.g.
+    /// `mailfarm man --out /usr/local/share/man/man1` to install them for `man mailfarm`.
+    Man {
+        /// Folder for the pages (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -311,6 +319,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Coordinator { config } => run_coordinator(&config).await,
         Command::Sink(args) => crate::sink::run(args, shutdown_signal()).await,
         Command::Bounce(command) => crate::bounce_inspect::run(command),
+        Command::Man { out } => crate::man::write_pages(&out),
         Command::Smurf {
             config,
             coordinator,

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use mailfarm::embedded::{EmbeddedFarm, EmbeddedOptions};
-use mailfarm_coordinator::load_campaign_dir;
+use mailfarm_coordinator::{load_campaign_dir, CoordinatorHandle};
+use mailfarm_protocol::CampaignSubmission;
 use mailfarm_smurf::inbound::capture::CaptureServer;
 
 use crate::progress::{print_summary, Follower};
@@ -53,7 +54,23 @@ pub async fn launch_local(
     options.relay_override = relay_override;
     let farm = EmbeddedFarm::start(options).await?;
     let handle = farm.handle().clone();
+    // Whatever happens, the smurfs are stopped before the coordinator: a failed launch prints
+    // its error and nothing else (no smurf retrying against a closing endpoint).
+    let outcome = follow(&handle, submission, csv).await;
+    farm.shutdown().await;
+    let _ = stop_capture.send(());
+    if let Some(task) = capture_task {
+        let _ = task.await;
+    }
+    outcome
+}
 
+/// Launches the campaign on the embedded coordinator and follows it to the end.
+async fn follow(
+    handle: &CoordinatorHandle,
+    submission: CampaignSubmission,
+    csv: std::fs::File,
+) -> anyhow::Result<ExitCode> {
     let id = submission.id.clone();
     let launched = handle
         .launch(submission, std::io::BufReader::new(csv))
@@ -73,11 +90,5 @@ pub async fn launch_local(
     };
     follower.finish();
     print_summary(&counters, &handle.farm().top_reasons(&id, 5));
-
-    farm.shutdown().await;
-    let _ = stop_capture.send(());
-    if let Some(task) = capture_task {
-        let _ = task.await;
-    }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,10 +1,13 @@
 //! `mailfarm`: the one binary of the farm. Subcommands run the daemons (coordinator, smurf),
 //! manage the farm's certificates, and launch and follow campaigns.
 
+#![warn(clippy::unwrap_used)]
+
 mod bounce_inspect;
 mod cli;
 mod farm_cmd;
 mod local;
+mod man;
 mod progress;
 mod remote;
 mod sink;

@@ -4,6 +4,8 @@
 //! what MX routing over real DNS with farm-wide shaping costs next to relay mode; and how fast
 //! the bounce analysis reads real bounces.
 
+#![warn(clippy::unwrap_used)]
+
 mod bounce;
 mod csvgen;
 mod durability;

@@ -2,6 +2,8 @@
 //! kernel, the peak memory of this process, and the CPU time of this process, of reaped
 //! children and of a running child.
 
+#![allow(unsafe_code)] // getrusage and sysconf through libc; every block has its SAFETY note.
+
 use std::time::Duration;
 
 use anyhow::Context;

@@ -174,6 +174,12 @@ impl std::fmt::Display for RejectedRow {
 /// Problems that make the whole recipient list unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
+    /// The file has nothing in it, not even a header row.
+    #[error(
+        "recipients.csv is empty: it needs a header row naming the columns, one of them `email`, \
+         then one row per recipient"
+    )]
+    Empty,
     /// The header row is missing or unreadable.
     #[error("recipients.csv: no readable header row: {0}")]
     Header(String),
@@ -237,6 +243,9 @@ impl<R: std::io::Read> CsvRows<R> {
             .headers()
             .map_err(|e| IngestError::Header(e.to_string()))?
             .clone();
+        if headers.is_empty() {
+            return Err(IngestError::Empty);
+        }
         let mut field_names: Vec<String> = headers.iter().map(|h| h.trim().to_owned()).collect();
         let mut seen_columns = HashSet::new();
         for name in &field_names {
@@ -379,6 +388,15 @@ mod tests {
         // Whatever ingest lets through, rendering accepts.
         for (_, email, _) in &ok {
             assert!(mailfarm_templates::address::check_recipient(email).is_ok());
+        }
+    }
+
+    #[test]
+    fn an_empty_file_is_called_empty() {
+        for empty in [&b""[..], b"\n", b"\r\n\r\n"] {
+            let err = CsvRows::open(empty).err().expect("refused");
+            assert!(matches!(err, IngestError::Empty), "{err}");
+            assert!(err.to_string().contains("is empty"), "{err}");
         }
     }
 

@@ -15,7 +15,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context;
 use mailfarm_pki::{FarmFiles, Identity};
@@ -59,26 +58,9 @@ fn default_state_dir() -> PathBuf {
     PathBuf::from("state")
 }
 
-/// Parses `"30s"`, `"5m"`, `"2h"`, `"3d"`, `"250ms"`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?}: missing unit (ms, s, m, h, d)"))?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: not a whole number"))?;
-    let unit_ms = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(format!("{text:?}: unit must be ms, s, m, h or d")),
-    };
-    Ok(Duration::from_millis(n.saturating_mul(unit_ms)))
-}
+/// Parses a duration (`"30s"`, `"1.5m"`, `"2h"`, `"3d"`, `"250ms"`): the farm-wide parser,
+/// re-exported here for the config's users.
+pub use mailfarm_protocol::parse_duration;
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 4433))
@@ -157,5 +139,45 @@ impl CoordinatorConfig {
             policy.max_age = parse_duration(age).map_err(|e| format!("retry_max_age: {e}"))?;
         }
         Ok(policy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn config(schedule: &[&str], max_age: &str) -> CoordinatorConfig {
+        let schedule: Vec<String> = schedule.iter().map(|s| format!("{s:?}")).collect();
+        toml::from_str(&format!(
+            "retry_schedule = [{}]\nretry_max_age = {max_age:?}\n",
+            schedule.join(", ")
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn retry_durations_take_days_and_fractions() {
+        let policy = config(&["1.5m", "2h", "1h30m"], "0.5d")
+            .retry_policy()
+            .unwrap();
+        assert_eq!(
+            policy.schedule,
+            [
+                Duration::from_secs(90),
+                Duration::from_secs(7200),
+                Duration::from_secs(5400)
+            ]
+        );
+        assert_eq!(policy.max_age, Duration::from_secs(43_200));
+    }
+
+    #[test]
+    fn a_bad_duration_names_the_setting() {
+        let err = config(&["5 parsecs"], "3d").retry_policy().unwrap_err();
+        assert!(err.starts_with("retry_schedule: \"5 parsecs\""), "{err}");
+        let err = config(&["5m"], "soon").retry_policy().unwrap_err();
+        assert!(err.starts_with("retry_max_age:"), "{err}");
     }
 }

@@ -469,6 +469,20 @@ impl Farm {
         Some(self.with_bounces(snapshot))
     }
 
+    /// Whether a campaign that can still send uses the template `hash` (false once it finished,
+    /// or was cancelled and has nothing in flight, and for hashes no campaign has): smurfs are
+    /// told to forget the others.
+    pub fn template_live(&self, hash: &mailfarm_protocol::ContentHash) -> bool {
+        self.lock().campaigns.values().any(|l| {
+            l.bundle.hash == *hash
+                && match l.record.status {
+                    CampaignStatus::Finished => false,
+                    CampaignStatus::Cancelled => l.counters.in_flight > 0,
+                    CampaignStatus::Running | CampaignStatus::Paused => true,
+                }
+        })
+    }
+
     /// Counters of every campaign, in launch order.
     pub fn all_counters(&self) -> Vec<CampaignCounters> {
         let now = now_ms();

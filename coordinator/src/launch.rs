@@ -5,7 +5,6 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use mailfarm_protocol::{CampaignCounters, CampaignSubmission, ContentHash, TemplateBundle};
-use mailfarm_templates::{MessageSettings, MessageTemplate, TemplateSources, VerpSigner};
 
 use crate::campaign::{valid_campaign_id, CsvRow, CsvRows, RejectedRow};
 use crate::farm::{now_ms, Farm};
@@ -22,9 +21,10 @@ pub enum LaunchError {
     /// The campaign id is malformed or taken.
     #[error("campaign id: {0}")]
     Id(String),
-    /// A template does not compile or uses a field the CSV lacks.
+    /// A template does not compile or uses a field the CSV lacks. The template error is the
+    /// message, not a source, so an error chain (`{:#}`) does not print it twice.
     #[error("template: {0}")]
-    Template(#[from] mailfarm_templates::TemplateError),
+    Template(mailfarm_templates::TemplateError),
     /// The recipient list is unusable as a whole.
     #[error(transparent)]
     Recipients(#[from] crate::campaign::IngestError),
@@ -37,6 +37,12 @@ pub enum LaunchError {
     /// The rejects report could not be written.
     #[error("writing the rejects report: {0}")]
     Rejects(std::io::Error),
+}
+
+impl From<mailfarm_templates::TemplateError> for LaunchError {
+    fn from(error: mailfarm_templates::TemplateError) -> Self {
+        LaunchError::Template(error)
+    }
 }
 
 /// Outcome of a successful launch.
@@ -85,27 +91,6 @@ pub fn launch(
     }
     let mut rows = CsvRows::open(csv)?;
     let header = rows.header().clone();
-    let sources = TemplateSources {
-        subject: submission.subject.clone(),
-        text: submission.text.clone(),
-        html: submission.html.clone(),
-    };
-    let settings = MessageSettings {
-        campaign_id: submission.id.clone(),
-        from: submission.from.clone(),
-        reply_to: submission.reply_to.clone(),
-        list_id: submission.list_id.clone(),
-        bounce_domain: submission.bounce_domain.clone(),
-        list_unsubscribe: submission.list_unsubscribe.clone(),
-        unsubscribe_base_url: submission.unsubscribe_base_url.clone(),
-    };
-    // Compile here too, so a broken template fails the launch instead of every recipient.
-    MessageTemplate::compile(
-        &sources,
-        settings,
-        header.field_names.clone(),
-        VerpSigner::new(verp_key),
-    )?;
     let mut bundle = TemplateBundle {
         hash: ContentHash([0; 32]),
         campaign_id: submission.id.clone(),
@@ -123,6 +108,8 @@ pub fn launch(
         delivery: submission.delivery,
         unsubscribe_base_url: submission.unsubscribe_base_url,
     };
+    // Compile here too, so a broken template fails the launch instead of every recipient.
+    mailfarm_templates::compile_bundle(&bundle)?;
     bundle.hash = bundle_hash(&bundle)?;
     let record = farm
         .create_campaign(CampaignRecord {
@@ -216,4 +203,36 @@ pub fn launch(
         rejects: shown,
         rejects_file,
     })
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    #[test]
+    fn a_template_error_is_said_once() {
+        let bundle = TemplateBundle {
+            hash: ContentHash([0; 32]),
+            campaign_id: "c".into(),
+            subject: "Hi {{town}}".into(),
+            text: "x".into(),
+            html: None,
+            from: "a@b.example".into(),
+            reply_to: None,
+            list_id: "l.b.example".into(),
+            bounce_domain: "b.example".into(),
+            list_unsubscribe: None,
+            field_names: vec!["email".into()],
+            email_field: 0,
+            verp_key: vec![1; 32],
+            delivery: mailfarm_protocol::DeliveryTarget {
+                relay: None,
+                connections: 1,
+            },
+        };
+        let error = LaunchError::from(mailfarm_templates::compile_bundle(&bundle).unwrap_err());
+        let chain = format!("{:#}", anyhow::Error::from(error));
+        assert_eq!(chain.matches("unknown field").count(), 1, "{chain}");
+        assert!(chain.starts_with("template: subject:1:"), "{chain}");
+    }
 }

@@ -2,6 +2,8 @@
 //! campaign's template once to each smurf, then streams only per-recipient data to the smurfs
 //! over mutually authenticated QUIC and collects their results.
 
+#![warn(clippy::unwrap_used)]
+
 mod accounting;
 pub mod campaign;
 mod client;

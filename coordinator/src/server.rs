@@ -568,6 +568,9 @@ async fn feed_smurf(
     let mut was_idle_draining = false;
     loop {
         work.borrow_and_update();
+        for forget in link.forget_ended(|hash| shared.farm.template_live(hash)) {
+            write_frame(send, &forget).await?;
+        }
         while link.credit() > 0 {
             let Some(lease) = shared
                 .farm

@@ -6,6 +6,8 @@
 //! impersonate the coordinator. The role and name of a node are written in its certificate as a
 //! DNS name: `coordinator.mailfarm`, `NAME.smurf.mailfarm`, `NAME.operator.mailfarm`.
 
+#![warn(clippy::unwrap_used)]
+
 pub mod dashboard;
 mod init;
 mod tls;

@@ -16,6 +16,9 @@
 //!    per-recipient field values, never more than the smurf's window. The smurf answers with
 //!    [`RecipientResult`]s, which give the credit back.
 
+#![warn(clippy::unwrap_used)]
+
+mod duration;
 mod bounces;
 mod error;
 mod frame;
@@ -29,6 +32,7 @@ pub mod throttle;
 pub use bounces::{
     BounceJob, BounceVerdict, BouncedRecipient, ReturnKind, ReturnedMail, MAX_RETURNED_BYTES,
 };
+pub use duration::{parse_duration, DurationError};
 pub use error::{FrameError, ProtocolError};
 pub use frame::{decode_message, encode_frame, FrameDecoder, DEFAULT_MAX_FRAME, FRAME_HEADER_LEN};
 pub use messages::{

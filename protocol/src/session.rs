@@ -164,6 +164,25 @@ impl CoordinatorLink {
         self.templates_held.remove(hash);
     }
 
+    /// Forgets every held template whose campaign has ended (`is_live` says false) and returns
+    /// the [`CoordinatorMessage::Forget`]s that tell the smurf to drop them and their files.
+    pub fn forget_ended(
+        &mut self,
+        mut is_live: impl FnMut(&ContentHash) -> bool,
+    ) -> Vec<CoordinatorMessage> {
+        let mut ended: Vec<ContentHash> = self
+            .templates_held
+            .iter()
+            .filter(|hash| !is_live(hash))
+            .copied()
+            .collect();
+        ended.sort();
+        for hash in &ended {
+            self.templates_held.remove(hash);
+        }
+        ended.into_iter().map(CoordinatorMessage::Forget).collect()
+    }
+
     /// Stops new work on this link (the smurf said goodbye or the coordinator is draining).
     pub fn close(&mut self) {
         self.closing = true;
@@ -504,6 +523,26 @@ mod tests {
             .unwrap();
         assert_eq!(smurf.owed(), 8);
         assert_eq!(coordinator.credit(), 2);
+    }
+
+    #[test]
+    fn ended_templates_are_forgotten_once_and_shipped_again_if_needed() {
+        let (mut coordinator, mut smurf) = welcomed_pair(10);
+        let (old, live) = (bundle(1), bundle(2));
+        for b in [&old, &live] {
+            for m in coordinator.dispatch(b, recipients(0..1)).unwrap() {
+                smurf.on_message(m).unwrap();
+            }
+        }
+        let forget = coordinator.forget_ended(|hash| *hash == live.hash);
+        assert_eq!(forget, vec![CoordinatorMessage::Forget(old.hash)]);
+        assert!(!coordinator.holds(&old.hash));
+        assert!(coordinator.holds(&live.hash));
+        let event = smurf.on_message(forget[0].clone()).unwrap();
+        assert_eq!(event, SmurfLinkEvent::Forget(old.hash));
+        assert!(coordinator
+            .forget_ended(|hash| *hash == live.hash)
+            .is_empty());
     }
 
     #[test]

@@ -48,12 +48,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use mailfarm_pki::{FarmFiles, Identity};
 use mailfarm_protocol::NodeRole;
+use mailfarm_protocol::parse_duration;
 use serde::Deserialize;
 
 use crate::delivery::DeliverySettings;
 use crate::outbound::dkim::{DkimKeyConfig, DkimSigner};
 use crate::outbound::mx::ResolverSettings;
-use crate::outbound::shaping::{parse_duration, parse_tls_policy};
+use crate::outbound::shaping::parse_tls_policy;
 use crate::outbound::smtp::Credentials;
 use crate::outbound::tls::{TlsClient, TlsVerify};
 use crate::SmurfSettings;
@@ -215,7 +216,7 @@ impl SmurfConfig {
             problems.push("smtp_port must be at least 1".to_owned());
         }
         if let Some(timeout) = &self.resolver.timeout {
-            if parse_duration(timeout).is_none_or(|d| d.is_zero()) {
+            if parse_duration(timeout).ok().is_none_or(|d| d.is_zero()) {
                 problems.push(format!(
                     "resolver.timeout {timeout:?} is not a duration such as \"5s\""
                 ));
@@ -261,7 +262,12 @@ impl SmurfConfig {
             nameserver: self.resolver.nameserver,
             ..ResolverSettings::default()
         };
-        if let Some(timeout) = self.resolver.timeout.as_deref().and_then(parse_duration) {
+        if let Some(timeout) = self
+            .resolver
+            .timeout
+            .as_deref()
+            .and_then(|t| parse_duration(t).ok())
+        {
             delivery.resolver.timeout = timeout;
         }
         if let Some(policy) = self.tls.policy.as_deref().and_then(parse_tls_policy) {

@@ -7,6 +7,8 @@
 //! mail analysis), `web/` (one-click unsubscribe and the operators' dashboard). The SMTP
 //! syntax both sides share lives below them in `smtp/`; the role switch is `switch`.
 
+#![warn(clippy::unwrap_used)]
+
 pub mod bounce;
 mod config;
 pub mod delivery;

@@ -3,11 +3,11 @@
 //! to it only once even if the smurf was restarted (e.g. upgraded) mid-campaign.
 
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mailfarm_protocol::{ContentHash, TemplateBundle};
-use mailfarm_templates::{MessageSettings, MessageTemplate, TemplateSources, VerpSigner};
 use tracing::warn;
 
 use crate::delivery::CompiledCampaign;
@@ -23,25 +23,22 @@ fn hex(hash: &ContentHash) -> String {
 }
 
 fn compile(bundle: TemplateBundle) -> Result<CompiledCampaign, mailfarm_templates::TemplateError> {
-    let template = MessageTemplate::compile(
-        &TemplateSources {
-            subject: bundle.subject.clone(),
-            text: bundle.text.clone(),
-            html: bundle.html.clone(),
-        },
-        MessageSettings {
-            campaign_id: bundle.campaign_id.clone(),
-            from: bundle.from.clone(),
-            reply_to: bundle.reply_to.clone(),
-            list_id: bundle.list_id.clone(),
-            bounce_domain: bundle.bounce_domain.clone(),
-            list_unsubscribe: bundle.list_unsubscribe.clone(),
-            unsubscribe_base_url: bundle.unsubscribe_base_url.clone(),
-        },
-        bundle.field_names.clone(),
-        VerpSigner::new(&bundle.verp_key),
-    )?;
+    let template = mailfarm_templates::compile_bundle(&bundle)?;
     Ok(CompiledCampaign { bundle, template })
+}
+
+/// Writes `bytes` to a new file only its owner can read: a bundle holds the farm's VERP key.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 fn load_one(path: &Path) -> Result<CompiledCampaign, String> {
@@ -61,6 +58,9 @@ impl TemplateCache {
         let mut compiled = HashMap::new();
         if let Some(dir) = &dir {
             std::fs::create_dir_all(dir)?;
+            // The bundles hold the VERP key: the folder and its files are the owner's alone
+            // (this also tightens files written by older versions with default permissions).
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
             for entry in std::fs::read_dir(dir)? {
                 let path = entry?.path();
                 if path.extension().and_then(|e| e.to_str()) != Some("bundle") {
@@ -68,6 +68,7 @@ impl TemplateCache {
                 }
                 match load_one(&path) {
                     Ok(campaign) => {
+                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
                         compiled.insert(campaign.bundle.hash, Arc::new(campaign));
                     }
                     Err(e) => {
@@ -96,7 +97,7 @@ impl TemplateCache {
         if let (Some(dir), Ok(bytes)) = (&self.dir, encoded) {
             let path = dir.join(format!("{}.bundle", hex(&hash)));
             let tmp = dir.join(format!("{}.tmp", hex(&hash)));
-            if let Err(e) = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path))
+            if let Err(e) = write_private(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &path))
             {
                 warn!(path = %path.display(), "cannot persist template: {e}");
             }
@@ -116,5 +117,62 @@ impl TemplateCache {
         if let Some(dir) = &self.dir {
             let _ = std::fs::remove_file(dir.join(format!("{}.bundle", hex(hash))));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use mailfarm_protocol::DeliveryTarget;
+
+    use super::*;
+
+    fn bundle() -> TemplateBundle {
+        TemplateBundle {
+            hash: ContentHash([9; 32]),
+            campaign_id: "c1".into(),
+            subject: "Hi".into(),
+            text: "Hello {{first_name}}".into(),
+            html: None,
+            from: "news@acme.example".into(),
+            reply_to: None,
+            list_id: "l.acme.example".into(),
+            bounce_domain: "b.acme.example".into(),
+            list_unsubscribe: None,
+            field_names: vec!["email".into(), "first_name".into()],
+            email_field: 0,
+            verp_key: vec![1; 32],
+            delivery: DeliveryTarget {
+                relay: None,
+                connections: 1,
+            },
+        }
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn bundle_files_are_private_and_go_with_forget() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("templates");
+        let mut cache = TemplateCache::open(Some(dir.clone())).unwrap();
+        let b = bundle();
+        cache.insert(b.clone()).unwrap();
+        let file = dir.join(format!("{}.bundle", hex(&b.hash)));
+        assert_eq!(mode(&file), 0o600, "a bundle holds the VERP key");
+        assert_eq!(mode(&dir), 0o700);
+
+        // A file left world-readable by an older version is tightened when loaded.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut cache = TemplateCache::open(Some(dir.clone())).unwrap();
+        assert_eq!(cache.held(), vec![b.hash]);
+        assert_eq!(mode(&file), 0o600);
+
+        cache.remove(&b.hash);
+        assert!(!file.exists());
+        assert!(cache.held().is_empty());
     }
 }

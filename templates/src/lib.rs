@@ -11,9 +11,10 @@
 //! text part and HTML-escaped in the HTML part. The helper `{{urlencode x}}` percent-encodes a
 //! value for a URL.
 
-#![warn(missing_docs)]
+#![warn(clippy::unwrap_used)]
 
 pub mod address;
+mod bundle;
 mod error;
 mod fields;
 mod mime;
@@ -21,6 +22,7 @@ mod render;
 mod unsubscribe;
 mod verp;
 
+pub use bundle::compile_bundle;
 pub use error::{
     RenderError, TemplateError, UnsubscribeError, VerpError, HTML_FILE, SUBJECT_FILE, TEXT_FILE,
     UNSUBSCRIBE_FILE,

@@ -11,6 +11,7 @@ use mail_builder::headers::raw::Raw;
 use mail_builder::headers::text::Text;
 use mail_builder::headers::url::URL;
 use mail_builder::MessageBuilder;
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use crate::address::check_address;
 
@@ -123,6 +124,19 @@ pub(crate) fn clean_body(text: String) -> String {
     out
 }
 
+/// Bytes percent-encoded in a URL inside `<>`: controls, space, non-ASCII (always) and `<>"\^`{|}`.
+const NOT_IN_ANGLE_URL: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'<')
+    .add(b'>')
+    .add(b'"')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
 /// Makes a rendered List-Unsubscribe value safe for the header: checks the scheme and
 /// percent-encodes every byte that may not appear in a URL inside `<>` (spaces, controls,
 /// non-ASCII, `<>"` ...). Returns the URL and whether it is https (one-click capable).
@@ -136,17 +150,7 @@ pub(crate) fn unsubscribe_url(rendered: &str) -> Result<(String, bool), &'static
     if !(https || lower_prefix("http://") || lower_prefix("mailto:")) {
         return Err("must start with https://, http:// or mailto:");
     }
-    let mut out = String::with_capacity(url.len());
-    for &b in url.as_bytes() {
-        if (0x21..=0x7e).contains(&b) && !b"<>\"\\^`{|}".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            const HEX: &[u8; 16] = b"0123456789ABCDEF";
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 15)]));
-        }
-    }
+    let out = utf8_percent_encode(url, NOT_IN_ANGLE_URL).to_string();
     if out.len() > MAX_URL_LEN {
         return Err("longer than 900 bytes");
     }

@@ -10,6 +10,7 @@ use handlebars::{
     no_escape, Context, Handlebars, Helper, HelperDef, JsonRender, RenderContext,
     RenderErrorReason, ScopedJson, Template,
 };
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use rand::Rng;
 use serde_json::{Map, Value};
 
@@ -523,17 +524,13 @@ impl HelperDef for UrlEncode {
             .into());
         }
         let text = param.value().render();
-        let mut out = String::with_capacity(text.len() * 3);
-        for &b in text.as_bytes() {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                out.push(char::from(b));
-            } else {
-                const HEX: &[u8; 16] = b"0123456789ABCDEF";
-                out.push('%');
-                out.push(char::from(HEX[usize::from(b >> 4)]));
-                out.push(char::from(HEX[usize::from(b & 15)]));
-            }
-        }
+        // RFC 3986 unreserved characters stay; every other byte is percent-encoded.
+        const ENCODED: &AsciiSet = &NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'.')
+            .remove(b'_')
+            .remove(b'~');
+        let out = utf8_percent_encode(&text, ENCODED).to_string();
         Ok(ScopedJson::Derived(Value::String(out)))
     }
 }

@@ -45,9 +45,13 @@ pub fn mailfarm_binary() -> PathBuf {
 
 /// A running farm of real processes: `mailfarm coordinator` and `mailfarm smurf`s.
 pub struct ProcessFarm {
+    /// The farm folder (`farm init`, configs, state).
     pub dir: PathBuf,
+    /// The coordinator process.
     pub coordinator: Daemon,
+    /// The coordinator's QUIC address.
     pub addr: SocketAddr,
+    /// The smurf processes, in start order.
     pub smurfs: Vec<Daemon>,
 }
 

@@ -10,9 +10,13 @@ use crate::process::Daemon;
 
 /// `mailfarm sink` (our fault-injecting receiver) as a process, recording what it accepted.
 pub struct FaultSinkProcess {
+    /// The `mailfarm sink` process.
     pub daemon: Daemon,
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// File of accepted messages: `Message-ID recipient` per line.
     pub record: PathBuf,
+    /// File of accepted messages per Unix second.
     pub per_second: PathBuf,
 }
 

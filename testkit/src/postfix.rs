@@ -362,8 +362,11 @@ fn write_certificates(config_dir: &Path) -> PathBuf {
 
 /// Postfix's smtp-sink accepting everything and dumping each transaction into `dir`.
 pub struct SmtpSink {
+    /// The smtp-sink process.
     pub daemon: Daemon,
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// Where it dumps each transaction.
     pub dir: PathBuf,
 }
 

@@ -8,9 +8,13 @@ use std::time::{Duration, Instant};
 
 /// A child process whose output lines are collected in the background.
 pub struct Daemon {
+    /// Name used in panics and echoed output.
     pub name: String,
+    /// The process.
     pub child: Child,
+    /// Lines it printed on stdout so far.
     pub stdout: Arc<Mutex<Vec<String>>>,
+    /// Lines it printed on stderr so far.
     pub stderr: Arc<Mutex<Vec<String>>>,
 }
 

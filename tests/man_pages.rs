@@ -1,0 +1,45 @@
+//! `mailfarm man --out DIR` writes one man page per command and subcommand, generated from
+//! the clap definition.
+
+use mailfarm_testkit::mailfarm;
+
+#[test]
+fn every_subcommand_has_a_man_page() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("man1");
+    let run = mailfarm()
+        .args(["man", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{run:?}");
+    for page in [
+        "mailfarm",
+        "mailfarm-farm",
+        "mailfarm-farm-init",
+        "mailfarm-farm-nodes",
+        "mailfarm-farm-drain",
+        "mailfarm-farm-undrain",
+        "mailfarm-farm-suppress",
+        "mailfarm-coordinator",
+        "mailfarm-smurf",
+        "mailfarm-campaign",
+        "mailfarm-campaign-launch",
+        "mailfarm-campaign-status",
+        "mailfarm-campaign-watch",
+        "mailfarm-campaign-list",
+        "mailfarm-campaign-pause",
+        "mailfarm-campaign-resume",
+        "mailfarm-campaign-cancel",
+        "mailfarm-sink",
+        "mailfarm-man",
+    ] {
+        let path = out.join(format!("{page}.1"));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(text.contains(".TH "), "{page}: not a roff man page");
+    }
+    let launch = std::fs::read_to_string(out.join("mailfarm-campaign-launch.1")).unwrap();
+    assert!(launch.contains("local"), "options are documented");
+    assert!(!out.join("mailfarm-help.1").exists(), "no page for `help`");
+}

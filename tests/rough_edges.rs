@@ -1,0 +1,88 @@
+//! Rough edges a newcomer meets on a first try, each checked the way they would see it: the
+//! `mailfarm` binary's output.
+
+use std::path::Path;
+use std::process::Output;
+
+use mailfarm_testkit::{mailfarm, write_campaign};
+
+/// `campaign launch DIR --local 2 --capture OUTBOX`.
+fn launch_local(campaign: &Path, outbox: &Path) -> Output {
+    mailfarm()
+        .args(["campaign", "launch"])
+        .arg(campaign)
+        .args(["--local", "2", "--capture"])
+        .arg(outbox)
+        .output()
+        .unwrap()
+}
+
+fn campaign(dir: &Path, csv: &str) -> std::path::PathBuf {
+    let campaign = dir.join("c");
+    write_campaign(&campaign, "rough", "127.0.0.1:25".parse().unwrap(), csv);
+    campaign
+}
+
+#[test]
+fn a_failed_local_launch_prints_its_error_once_and_nothing_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Many rows, so the embedded smurfs are up and linked when the launch fails.
+    let mut csv = String::from("email,first_name,code\n");
+    for i in 0..20_000 {
+        csv.push_str(&format!("r{i}@x.example,N{i},{i}\n"));
+    }
+    let campaign = campaign(tmp.path(), &csv);
+    std::fs::write(campaign.join("body.txt.hbs"), "Hello {{town}}\n").unwrap();
+    let out = launch_local(&campaign, &tmp.path().join("outbox"));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "only the capture line and the error:\n{stderr}"
+    );
+    assert!(lines[0].starts_with("capturing messages into "), "{stderr}");
+    assert!(lines[1].starts_with("error: template: "), "{stderr}");
+    assert_eq!(
+        lines[1].matches("unknown field").count(),
+        1,
+        "the template error is said once: {stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty());
+}
+
+#[test]
+fn an_empty_recipients_file_is_called_empty() {
+    let tmp = tempfile::tempdir().unwrap();
+    let campaign = campaign(tmp.path(), "");
+    let out = launch_local(&campaign, &tmp.path().join("outbox"));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("recipients.csv is empty") && stderr.contains("header row"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("columns: )"), "{stderr}");
+}
+
+#[test]
+fn farm_help_describes_every_farm_subcommand() {
+    let top = mailfarm().arg("--help").output().unwrap();
+    let top = String::from_utf8_lossy(&top.stdout);
+    let farm_line = top
+        .lines()
+        .find(|l| l.trim_start().starts_with("farm "))
+        .unwrap_or_else(|| panic!("no farm line in:\n{top}"));
+    let farm = mailfarm().args(["farm", "--help"]).output().unwrap();
+    let farm = String::from_utf8_lossy(&farm.stdout);
+    let about = farm.lines().next().unwrap_or_default();
+    for sub in ["init", "nodes", "drain", "undrain", "suppress"] {
+        assert!(
+            about.contains(sub),
+            "`farm --help` does not mention {sub}: {about}"
+        );
+        assert!(farm.contains(&format!("  {sub} ")), "{farm}");
+    }
+    assert!(farm_line.contains("nodes"), "{farm_line}");
+}

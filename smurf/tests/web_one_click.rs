@@ -407,3 +407,73 @@ async fn plain_http_off_loopback_is_refused() {
     assert!(matches!(err, WebError::PlainHttpNotLoopback(_)), "{err}");
     assert!(err.to_string().contains("certificate"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undo_resubscribes_within_the_window_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tx, rx) = watch::channel(DashboardSnapshot::default());
+    let server = WebServer::start(config(dir.path(), "127.0.0.1:0", None), rx)
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let one_click = "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 26\r\n\r\n\
+                     List-Unsubscribe=One-Click";
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let (_, url) = rendered_list_unsubscribe(&format!("http://{addr}"), 9);
+    let path = path_of(&url).to_owned();
+    let reply = exchange(
+        &mut conn,
+        &format!("POST {path} HTTP/1.1\r\nHost: x\r\n{one_click}"),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.body.contains("id=\"undo\""), "offers the undo");
+    // Reopening the link shows the confirmation with the undo, still without changing anything.
+    let reply = exchange(
+        &mut conn,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"),
+    )
+    .await;
+    assert!(
+        reply.body.contains("You are unsubscribed"),
+        "{}",
+        reply.body
+    );
+    let undo = format!("POST {path}/undo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+    let reply = exchange(&mut conn, &undo).await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.body.contains("subscribed again"), "{}", reply.body);
+    let pending = server.journal().pending();
+    assert_eq!(pending.len(), 2);
+    assert_eq!(pending[1].action, Action::Resubscribe);
+    let reply = exchange(&mut conn, &undo).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(server.journal().pending().len(), 2, "undo is idempotent");
+    server.shutdown().await;
+
+    // With the window passed, the undo is refused and changes nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let (_tx, rx) = watch::channel(DashboardSnapshot::default());
+    let mut expired = config(dir.path(), "127.0.0.1:0", None);
+    expired.undo_window = Duration::ZERO;
+    let server = WebServer::start(expired, rx).await.unwrap();
+    let addr = server.local_addr();
+    let (_, url) = rendered_list_unsubscribe(&format!("http://{addr}"), 9);
+    let path = path_of(&url).to_owned();
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let reply = exchange(
+        &mut conn,
+        &format!("POST {path} HTTP/1.1\r\nHost: x\r\n{one_click}"),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let reply = exchange(
+        &mut conn,
+        &format!("POST {path}/undo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(reply.status, 410);
+    assert_eq!(server.journal().pending().len(), 1);
+    server.shutdown().await;
+}

@@ -1,7 +1,8 @@
 //! `mailfarm-bench`: measures mailfarm end to end against a real SMTP receiver and puts the
 //! numbers next to Postfix's own SMTP blaster on the same receiver; measures how fast a launch
 //! ingests a large recipient list; what durable coordinator state costs in throughput; and
-//! what MX routing over real DNS with farm-wide shaping costs next to relay mode.
+//! what MX routing over real DNS with farm-wide shaping costs next to relay mode; and how many
+//! one-click unsubscribes per second the web role takes durably.
 
 mod csvgen;
 mod dns;
@@ -19,6 +20,7 @@ mod sink;
 mod source;
 mod sys;
 mod throughput;
+mod unsubscribe;
 mod workload;
 
 use std::path::Path;
@@ -51,7 +53,28 @@ enum Command {
     /// MX routing over real DNS with farm-wide shaping, next to relay mode.
     #[command(long_about = MX_HELP)]
     Mx(mx::Mx),
+    /// One-click unsubscribe POSTs per second into the web role's durable journal, and none
+    /// lost to kill -9.
+    #[command(long_about = UNSUBSCRIBE_HELP)]
+    Unsubscribe(unsubscribe::Unsubscribe),
+    /// The web role as a child process for `unsubscribe` (internal).
+    #[command(hide = true)]
+    UnsubscribeServer(unsubscribe::UnsubscribeServer),
 }
+
+/// Long help of `unsubscribe`.
+const UNSUBSCRIBE_HELP: &str = "\
+One-click unsubscribe POSTs per second into the web role's durable journal, and none lost to \
+kill -9.
+
+Starts the web role (plain HTTP on 127.0.0.1, durable journal in a fresh folder under --tmp) \
+as a child process, and sends --requests RFC 8058 one-click POSTs (body \
+List-Unsubscribe=One-Click), one per distinct recipient with a real signed token, over \
+--connections keep-alive connections. Every 200 comes after the unsubscribe was written and \
+fsynced (group commit). Reports POSTs/s, latency percentiles and the server's CPU time. The \
+server is then killed with SIGKILL and its journal reopened: every recipient answered 200 must \
+be there. A second burst is interrupted by SIGKILL once 40% were answered, with requests in \
+flight, and checked the same way. Exits non-zero when a 200 was lost.";
 
 /// Long help of `throughput`.
 const THROUGHPUT_HELP: &str = "\
@@ -139,6 +162,9 @@ fn main() -> ExitCode {
         Command::Mx(o) => {
             mx::mx(o).and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref()))
         }
+        Command::Unsubscribe(o) => unsubscribe::unsubscribe(o)
+            .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
+        Command::UnsubscribeServer(o) => unsubscribe::serve(o),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

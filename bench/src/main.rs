@@ -1,8 +1,9 @@
 //! `mailfarm-bench`: measures mailfarm end to end against a real SMTP receiver and puts the
 //! numbers next to Postfix's own SMTP blaster on the same receiver; measures how fast a launch
 //! ingests a large recipient list; what durable coordinator state costs in throughput; and
-//! what MX routing over real DNS with farm-wide shaping costs next to relay mode; and how fast
-//! the bounce analysis reads real bounces.
+//! what MX routing over real DNS with farm-wide shaping costs next to relay mode; how fast
+//! the bounce analysis reads real bounces; and how many one-click unsubscribes per second the
+//! web role takes durably.
 
 #![warn(clippy::unwrap_used)]
 
@@ -22,6 +23,7 @@ mod sink;
 mod source;
 mod sys;
 mod throughput;
+mod unsubscribe;
 mod workload;
 
 use std::path::Path;
@@ -57,6 +59,13 @@ enum Command {
     /// Bounce analysis (parse and classify) over a corpus of real bounces, one thread.
     #[command(long_about = BOUNCE_HELP)]
     Bounce(bounce::Bounce),
+    /// One-click unsubscribe POSTs per second into the web role's durable journal, and none
+    /// lost to kill -9.
+    #[command(long_about = UNSUBSCRIBE_HELP)]
+    Unsubscribe(unsubscribe::Unsubscribe),
+    /// The web role as a child process for `unsubscribe` (internal).
+    #[command(hide = true)]
+    UnsubscribeServer(unsubscribe::UnsubscribeServer),
 }
 
 /// Long help of `bounce`.
@@ -67,6 +76,20 @@ Reads every file of the corpus (default: the Sisimai corpus in ../shared/corpora
 files are split) into memory, runs mailfarm_bounce::analyse once over all of it untimed, then \
 --rounds times timed on this thread alone. Reports messages/s, microseconds per message, MB/s \
 and the CPU time, and a problem when the rate is below --target.";
+
+/// Long help of `unsubscribe`.
+const UNSUBSCRIBE_HELP: &str = "\
+One-click unsubscribe POSTs per second into the web role's durable journal, and none lost to \
+kill -9.
+
+Starts the web role (plain HTTP on 127.0.0.1, durable journal in a fresh folder under --tmp) \
+as a child process, and sends --requests RFC 8058 one-click POSTs (body \
+List-Unsubscribe=One-Click), one per distinct recipient with a real signed token, over \
+--connections keep-alive connections. Every 200 comes after the unsubscribe was written and \
+fsynced (group commit). Reports POSTs/s, latency percentiles and the server's CPU time. The \
+server is then killed with SIGKILL and its journal reopened: every recipient answered 200 must \
+be there. A second burst is interrupted by SIGKILL once 40% were answered, with requests in \
+flight, and checked the same way. Exits non-zero when a 200 was lost.";
 
 /// Long help of `throughput`.
 const THROUGHPUT_HELP: &str = "\
@@ -158,6 +181,9 @@ fn main() -> ExitCode {
             let report = bounce::bounce(o);
             report.and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref()))
         }
+        Command::Unsubscribe(o) => unsubscribe::unsubscribe(o)
+            .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
+        Command::UnsubscribeServer(o) => unsubscribe::serve(o),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -99,6 +99,13 @@ pub struct Standing {
 
 type Key = (String, u64);
 
+/// One queued append: what to write and where to answer.
+type Append = (
+    Action,
+    UnsubscribeTarget,
+    oneshot::Sender<Result<u64, String>>,
+);
+
 struct State {
     acked: u64,
     last_seq: u64,
@@ -362,15 +369,7 @@ impl Writer {
         }
     }
 
-    fn commit(
-        &mut self,
-        appends: Vec<(
-            Action,
-            UnsubscribeTarget,
-            oneshot::Sender<Result<u64, String>>,
-        )>,
-        line: &mut String,
-    ) {
+    fn commit(&mut self, appends: Vec<Append>, line: &mut String) {
         let first_seq = self.lock().last_seq + 1;
         let at_ms = now_ms();
         let mut buffer = Vec::with_capacity(appends.len() * 80);

@@ -279,19 +279,27 @@ async fn not_found() -> Response {
     )
 }
 
-/// Verifies a token, counting and answering a bad one.
-fn verify(state: &AppState, token: &str) -> Result<UnsubscribeTarget, Response> {
-    state.signer.verify_url_token(token).map_err(|error| {
-        state.counters.bad_token(&error);
-        html(
-            StatusCode::BAD_REQUEST,
-            pages::error_page(
-                "This unsubscribe link is not valid",
-                "The link may have been cut or changed. Nothing was changed. Use the link \
+/// Verifies a token, counting a bad one; `None` for a bad token (answer [`bad_token_page`]).
+fn verify(state: &AppState, token: &str) -> Option<UnsubscribeTarget> {
+    match state.signer.verify_url_token(token) {
+        Ok(target) => Some(target),
+        Err(error) => {
+            state.counters.bad_token(&error);
+            None
+        }
+    }
+}
+
+/// The answer to a bad token: 400 and a plain page.
+fn bad_token_page() -> Response {
+    html(
+        StatusCode::BAD_REQUEST,
+        pages::error_page(
+            "This unsubscribe link is not valid",
+            "The link may have been cut or changed. Nothing was changed. Use the link \
                  exactly as it is in the message, or reply to the message to ask to be removed.",
-            ),
-        )
-    })
+        ),
+    )
 }
 
 fn list_name(target: &UnsubscribeTarget) -> &str {
@@ -306,9 +314,8 @@ async fn unsubscribe_page(
     State(state): State<Arc<AppState>>,
     Path(token): Path<String>,
 ) -> Response {
-    let target = match verify(&state, &token) {
-        Ok(target) => target,
-        Err(response) => return response,
+    let Some(target) = verify(&state, &token) else {
+        return bad_token_page();
     };
     Counters::bump(&state.counters.pages_shown);
     let standing = state
@@ -336,9 +343,8 @@ async fn one_click(
     Path(token): Path<String>,
     body: Bytes,
 ) -> Response {
-    let target = match verify(&state, &token) {
-        Ok(target) => target,
-        Err(response) => return response,
+    let Some(target) = verify(&state, &token) else {
+        return bad_token_page();
     };
     if !is_one_click(&body) {
         return html(
@@ -372,9 +378,8 @@ async fn one_click(
 }
 
 async fn undo(State(state): State<Arc<AppState>>, Path(token): Path<String>) -> Response {
-    let target = match verify(&state, &token) {
-        Ok(target) => target,
-        Err(response) => return response,
+    let Some(target) = verify(&state, &token) else {
+        return bad_token_page();
     };
     let list = list_name(&target).to_owned();
     let standing = state

@@ -22,7 +22,7 @@ fn smurfs_change_roles_mid_campaign_without_losing_or_doubling_mail() {
         3,
         64,
         "",
-        "[inbound]\nlisten = \"127.0.0.1:0\"\n",
+        "[inbound]\nlisten = \"127.0.0.1:0\"\n[web]\nlisten = \"127.0.0.1:0\"\n",
     );
     let campaign = tmp.path().join("campaign");
     write_campaign(
@@ -51,8 +51,9 @@ fn smurfs_change_roles_mid_campaign_without_losing_or_doubling_mail() {
     farm.assign("smurf-3", "web");
     let inbound = farm.wait_role("smurf-2", "in");
     let serving: SocketAddr = inbound["serving"].as_str().unwrap().parse().unwrap();
-    let web = farm.node_json("smurf-3");
-    assert_eq!(web["role"], "web", "{web}");
+    let web = farm.wait_role("smurf-3", "web");
+    let web_addr: SocketAddr = web["serving"].as_str().unwrap().parse().unwrap();
+    assert!(std::net::TcpStream::connect(web_addr).is_ok(), "{web}");
 
     // smurf-1 is now the last `out` node: taking it away is refused without --force.
     let refused = farm.farm_cmd(&["assign", "smurf-1", "in"]);

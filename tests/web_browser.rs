@@ -7,14 +7,12 @@
 //! `<target>/screenshots/` (copies in docs/web/). Missing chromium, chromedriver or selenium
 //! fails the test.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{mailfarm, require, ProcessFarm, SmtpSink};
 use mailfarm_smurf::web::{Action, CampaignCounters, DashboardSnapshot, WebConfig, WebServer};
 use mailfarm_templates::{derive_unsubscribe_key, UnsubscribeSigner};
+use mailfarm_testkit::{mailfarm, require, ProcessFarm, SmtpSink};
 use tokio::sync::watch;
 
 fn screenshots_dir() -> PathBuf {
@@ -60,7 +58,7 @@ fn newsletter(dir: &Path, id: &str, relay: &str, base: &str, rows: usize) {
 
 fn counters_of(farm: &ProcessFarm, id: &str) -> CampaignCounters {
     let status = farm.status(id);
-    let n = |k: &str| common::number(&status, k);
+    let n = |k: &str| mailfarm_testkit::number(&status, k);
     CampaignCounters {
         id: id.into(),
         status: status.get("state").cloned().unwrap_or_default(),

@@ -25,7 +25,7 @@ mod leasing;
 mod results;
 mod retries;
 
-pub use bounces::{BounceLine, BOUNCE_WINDOW};
+pub use bounces::{BounceLine, UnsubscribeLine, BOUNCE_WINDOW};
 pub use leasing::{Lease, LeaseHold};
 pub use results::Attempt;
 pub use retries::RetryPolicy;
@@ -168,6 +168,11 @@ pub(crate) struct FarmState {
     pub(crate) inbound: InboundCounters,
     /// Returned messages leased to `bounce` nodes.
     pub(crate) bounces: bounces::BounceLeases,
+    /// Every suppressed address (lower case): checked when leasing, so an address suppressed
+    /// while its campaign runs is skipped.
+    pub(crate) suppressed: HashSet<String>,
+    /// Recipients skipped at lease time, to be marked in the store.
+    pub(crate) pending_skips: Vec<u64>,
 }
 
 /// Shared handle on the coordinator's state.
@@ -217,6 +222,8 @@ impl Farm {
             throttle: crate::throttle::ThrottleBook::default(),
         };
         farm.load_nodes()?;
+        let suppressed = farm.store.suppressed_addresses()?;
+        farm.lock().suppressed = suppressed.into_iter().collect();
         Ok(farm)
     }
 
@@ -337,9 +344,34 @@ impl Farm {
         self.rows_added(seq, 0, rejected, 0);
     }
 
-    /// Adds an address to the suppression list: it is skipped in every later campaign.
+    /// Adds an address to the suppression list: it is skipped in every later campaign, and
+    /// in running ones from now on.
     pub fn suppress(&self, address: &str, reason: &str) -> Result<(), StoreError> {
-        self.store.suppress(address, reason)
+        self.store.suppress(address, reason)?;
+        self.note_suppressed([address.trim().to_ascii_lowercase()]);
+        Ok(())
+    }
+
+    /// Records addresses just suppressed in the store, for leasing.
+    pub(crate) fn note_suppressed(&self, addresses: impl IntoIterator<Item = String>) {
+        let mut state = self.lock();
+        for address in addresses {
+            state.suppressed.insert(address.trim().to_ascii_lowercase());
+        }
+    }
+
+    /// Marks the recipients skipped at lease time in the store (the retry ticker calls it).
+    pub fn flush_skips(&self) -> Result<u64, StoreError> {
+        let ids = std::mem::take(&mut self.lock().pending_skips);
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let skipped = self.store.skip_recipients(&ids)?;
+        let seqs: HashSet<u32> = ids.iter().map(|&id| split_id(id).0).collect();
+        for seq in seqs {
+            self.check_finished(seq)?;
+        }
+        Ok(skipped)
     }
 
     /// Counts rows just committed by ingest, and wakes the links.

@@ -242,7 +242,7 @@ impl std::io::Read for ChunkReader {
 pub(crate) fn launched_response(result: Result<Launched, LaunchError>) -> OperatorResponse {
     match result {
         Ok(launched) => OperatorResponse::Launched {
-            counters: launched.counters,
+            counters: Box::new(launched.counters),
             rejects: launched.rejects.iter().map(ToString::to_string).collect(),
             rejects_file: launched.rejects_file.map(|p| p.display().to_string()),
         },

@@ -313,9 +313,11 @@ impl Coordinator {
                         _ = stop.wait_for(|s| *s) => break,
                     }
                     let farm_shared = shared.clone();
-                    let due =
-                        tokio::task::spawn_blocking(move || farm_shared.farm.release_due_retries())
-                            .await;
+                    let due = tokio::task::spawn_blocking(move || {
+                        farm_shared.farm.flush_skips()?;
+                        farm_shared.farm.release_due_retries()
+                    })
+                    .await;
                     match due {
                         Ok(Ok(n)) if n > 0 => {
                             debug!(count = n, "deferred recipients due for retry")
@@ -563,6 +565,7 @@ async fn feed_smurf(
     .await?;
     let mut roles = shared.farm.nodes_signal();
     let mut bounce_credit = role_link::BounceCredit::default();
+    let mut view_tick = tokio::time::interval(Duration::from_secs(1));
     let mut told = ToldNode::default();
     told.update(node, send, shared).await?;
     let mut was_idle_draining = false;
@@ -632,6 +635,9 @@ async fn feed_smurf(
                 Ok(Some((SmurfMessage::Returned(mails), _))) => {
                     role_link::on_returned(mails, send, shared).await?;
                 }
+                Ok(Some((SmurfMessage::Unsubscribes(events), _))) => {
+                    role_link::on_unsubscribes(node, events, send, shared).await?;
+                }
                 Ok(Some((SmurfMessage::BounceVerdicts(verdicts), _))) => {
                     bounce_credit.on_verdicts(node, verdicts, shared).await?;
                 }
@@ -653,6 +659,7 @@ async fn feed_smurf(
                 Err(e) => return Err(e.into()),
             },
             _ = work.changed() => {}
+            _ = view_tick.tick() => role_link::send_farm_view(node, send, shared).await?,
             _ = roles.changed() => {
                 roles.borrow_and_update();
                 told.update(node, send, shared).await?;
@@ -691,17 +698,18 @@ impl ToldNode {
         send: &mut quinn::SendStream,
         shared: &Arc<Shared>,
     ) -> anyhow::Result<()> {
-        let assignment = shared.farm.assignment(node);
-        if self.assignment.as_ref() != Some(&assignment) {
-            write_frame(send, &CoordinatorMessage::Assign(assignment.clone())).await?;
-            self.assignment = Some(assignment);
-        }
+        // The policy first: a role starting on the assignment finds the farm's keys in it.
         let policy = shared
             .farm
             .inbound_policy(&shared.verp_key, &shared.inbound_local_addresses);
         if self.policy.as_ref() != Some(&policy) {
             write_frame(send, &CoordinatorMessage::InboundPolicy(policy.clone())).await?;
             self.policy = Some(policy);
+        }
+        let assignment = shared.farm.assignment(node);
+        if self.assignment.as_ref() != Some(&assignment) {
+            write_frame(send, &CoordinatorMessage::Assign(assignment.clone())).await?;
+            self.assignment = Some(assignment);
         }
         Ok(())
     }

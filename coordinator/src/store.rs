@@ -518,6 +518,57 @@ impl Store {
         txn.commit().map_err(dberr)
     }
 
+    /// Takes an address off the suppression list (an unsubscribe undone).
+    pub fn unsuppress(&self, address: &str) -> Result<(), StoreError> {
+        let txn = self.write()?;
+        {
+            let mut table = txn.open_table(SUPPRESSION).map_err(dberr)?;
+            table
+                .remove(address.to_lowercase().as_str())
+                .map_err(dberr)?;
+        }
+        txn.commit().map_err(dberr)
+    }
+
+    /// Every suppressed address (lower case).
+    pub fn suppressed_addresses(&self) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_read().map_err(dberr)?;
+        let table = txn.open_table(SUPPRESSION).map_err(dberr)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(dberr)? {
+            let (address, _) = entry.map_err(dberr)?;
+            out.push(address.value().to_owned());
+        }
+        Ok(out)
+    }
+
+    /// Marks pending recipients skipped (their address was suppressed while the campaign ran);
+    /// returns how many were still pending.
+    pub fn skip_recipients(&self, ids: &[u64]) -> Result<u64, StoreError> {
+        let txn = self.write()?;
+        let mut skipped = 0;
+        {
+            let mut recipients = txn.open_table(RECIPIENTS).map_err(dberr)?;
+            for &id in ids {
+                let Some(value) = recipients.get(id).map_err(dberr)? else {
+                    continue;
+                };
+                let mut record: RecipientRecord = postcard::from_bytes(value.value())?;
+                drop(value);
+                if record.state != StoredState::Pending {
+                    continue;
+                }
+                record.state = StoredState::Skipped;
+                recipients
+                    .insert(id, postcard::to_allocvec(&record)?.as_slice())
+                    .map_err(dberr)?;
+                skipped += 1;
+            }
+        }
+        txn.commit().map_err(dberr)?;
+        Ok(skipped)
+    }
+
     /// Records a node's assigned role, durably.
     pub fn set_node_role(&self, node: &str, role: NodeRole) -> Result<(), StoreError> {
         let txn = self.write()?;

@@ -92,3 +92,20 @@ pub struct BounceVerdict {
     /// ARF feedback type, for complaints.
     pub feedback_type: Option<String>,
 }
+
+/// One unsubscribe (or its undo) a `web` node recorded durably, forwarded to the coordinator.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unsubscription {
+    /// The node's journal position; the coordinator acknowledges up to it.
+    pub seq: u64,
+    /// True for an undo (the recipient resubscribed within the undo window).
+    pub resubscribe: bool,
+    /// Campaign the message came from.
+    pub campaign_id: String,
+    /// List the recipient leaves, when the token named it.
+    pub list_id: Option<String>,
+    /// Recipient id (the coordinator maps it to the address).
+    pub recipient_id: u64,
+    /// When it was recorded, ms since the Unix epoch.
+    pub at_ms: u64,
+}

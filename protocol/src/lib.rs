@@ -18,8 +18,8 @@
 
 #![warn(clippy::unwrap_used)]
 
-mod duration;
 mod bounces;
+mod duration;
 mod error;
 mod frame;
 mod messages;
@@ -30,7 +30,8 @@ mod session;
 pub mod throttle;
 
 pub use bounces::{
-    BounceJob, BounceVerdict, BouncedRecipient, ReturnKind, ReturnedMail, MAX_RETURNED_BYTES,
+    BounceJob, BounceVerdict, BouncedRecipient, ReturnKind, ReturnedMail, Unsubscription,
+    MAX_RETURNED_BYTES,
 };
 pub use duration::{parse_duration, DurationError};
 pub use error::{FrameError, ProtocolError};

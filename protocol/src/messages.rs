@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::bounces::{BounceJob, BounceVerdict, ReturnedMail};
+use crate::bounces::{BounceJob, BounceVerdict, ReturnedMail, Unsubscription};
 use crate::roles::{
     Assignment, FarmSnapshot, InboundCounters, InboundPolicy, InboundRecord, NodeRole, NodeState,
     NodeStatus,
@@ -220,6 +220,10 @@ pub enum CoordinatorMessage {
     ReturnedStored(Vec<String>),
     /// Returned messages for a `bounce` node to analyse.
     BounceWork(Vec<BounceJob>),
+    /// The unsubscribes a `web` node sent are stored up to this journal position.
+    UnsubscribesStored(u64),
+    /// The whole farm at a glance, every second, for a `web` node's dashboard.
+    FarmView(Box<FarmSnapshot>),
     /// This smurf's share of sites' farm-wide learnt rates and connection counts.
     SiteRates(Vec<crate::throttle::SiteRate>),
 }
@@ -255,6 +259,8 @@ pub enum SmurfMessage {
     Returned(Vec<ReturnedMail>),
     /// What a `bounce` node learnt from the messages it leased.
     BounceVerdicts(Vec<BounceVerdict>),
+    /// Unsubscribes (and undos) a `web` node recorded durably, in journal order.
+    Unsubscribes(Vec<Unsubscription>),
     /// What the smurf learnt about throttling sites (on a cut, and with each load report).
     SiteThrottles(Vec<crate::throttle::SiteThrottle>),
 }
@@ -480,6 +486,8 @@ pub struct CampaignCounters {
     pub complaints: u64,
     /// Bounces by reason (`userunknown`, `mailboxfull`, ...).
     pub bounce_reasons: Vec<(String, u64)>,
+    /// Recipients who unsubscribed (one-click or the unsubscribe page).
+    pub unsubscribed: u64,
 }
 
 /// Coordinator-to-operator responses.
@@ -488,7 +496,7 @@ pub enum OperatorResponse {
     /// A campaign was accepted.
     Launched {
         /// Campaign counters right after ingest.
-        counters: CampaignCounters,
+        counters: Box<CampaignCounters>,
         /// First rejected rows with reasons (`line N: reason`), capped.
         rejects: Vec<String>,
         /// Where the coordinator wrote the full rejects report, if anywhere.

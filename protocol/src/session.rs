@@ -215,6 +215,10 @@ pub enum SmurfLinkEvent {
     ReturnedStored(Vec<String>),
     /// Returned messages to analyse (the `bounce` role).
     BounceWork(Vec<crate::BounceJob>),
+    /// The coordinator stored the unsubscribes up to this journal position.
+    UnsubscribesStored(u64),
+    /// The farm at a glance, for the dashboard (the `web` role).
+    FarmView(Box<crate::FarmSnapshot>),
     /// This smurf's share of sites' farm-wide learnt values.
     SiteRates(Vec<crate::throttle::SiteRate>),
 }
@@ -338,6 +342,10 @@ impl SmurfLink {
             CoordinatorMessage::InboundPolicy(policy) => Ok(SmurfLinkEvent::InboundPolicy(policy)),
             CoordinatorMessage::ReturnedStored(names) => Ok(SmurfLinkEvent::ReturnedStored(names)),
             CoordinatorMessage::BounceWork(jobs) => Ok(SmurfLinkEvent::BounceWork(jobs)),
+            CoordinatorMessage::UnsubscribesStored(upto) => {
+                Ok(SmurfLinkEvent::UnsubscribesStored(upto))
+            }
+            CoordinatorMessage::FarmView(view) => Ok(SmurfLinkEvent::FarmView(view)),
             CoordinatorMessage::SiteRates(rates) => Ok(SmurfLinkEvent::SiteRates(rates)),
         }
     }

@@ -30,6 +30,10 @@
 //! tls_cert = "mx.pem"              # optional STARTTLS certificate chain and key
 //! tls_key = "mx.key"
 //!
+//! [web]                            # needed to take the `web` role (`farm assign NODE web`)
+//! listen = "127.0.0.1:8080"        # plain HTTP only on loopback; tls_cert/tls_key for HTTPS
+//! journal_dir = "web"              # default: STATE_DIR/web
+//!
 //! [[dkim]]                         # any number of keys, one per From domain
 //! domain = "example.net"
 //! selector = "mf1"
@@ -47,8 +51,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use mailfarm_pki::{FarmFiles, Identity};
-use mailfarm_protocol::NodeRole;
 use mailfarm_protocol::parse_duration;
+use mailfarm_protocol::NodeRole;
 use serde::Deserialize;
 
 use crate::delivery::DeliverySettings;
@@ -105,6 +109,10 @@ pub struct SmurfConfig {
     /// Default: none (the role's defaults apply).
     #[serde(default)]
     pub inbound: Option<crate::inbound::mx::InboundConfig>,
+    /// The `web` role's server (see [`crate::web::role::WebRoleConfig`]). Without it the node
+    /// cannot take the `web` role.
+    #[serde(default)]
+    pub web: Option<crate::web::role::WebRoleConfig>,
 }
 
 /// `[resolver]`.
@@ -192,6 +200,9 @@ impl SmurfConfig {
         }
         self.farm_dir = base.join(&self.farm_dir);
         self.state_dir = self.state_dir.take().map(|d| base.join(d));
+        if let Some(web) = self.web.as_mut() {
+            web.resolve_paths(base, self.state_dir.as_deref(), &self.farm_dir);
+        }
         if let Some(VerifyConfig::Custom { custom_roots }) = &mut self.tls.verify {
             *custom_roots = base.join(&*custom_roots);
         }
@@ -206,6 +217,9 @@ impl SmurfConfig {
     /// Every problem of values that parsed (files are not read here).
     fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        if let Some(web) = &self.web {
+            problems.extend(web.problems());
+        }
         if self.window == 0 {
             problems.push("window must be at least 1".to_owned());
         }
@@ -327,7 +341,7 @@ impl SmurfConfig {
             delivery,
             state_dir: self.state_dir.clone(),
             initial_role: self.role,
-            roles: crate::RoleServices::new(self.inbound.clone()),
+            roles: crate::RoleServices::new(self.inbound.clone(), self.web.clone()),
         })
     }
 }

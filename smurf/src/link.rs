@@ -294,6 +294,8 @@ async fn serve_once(
                         write_frame(&mut send, &SmurfMessage::BounceVerdicts(verdicts)).await?;
                     }
                     SmurfLinkEvent::ReturnedStored(names) => switch.returned_stored(&names),
+                    SmurfLinkEvent::UnsubscribesStored(upto) => switch.unsubscribes_stored(upto).await,
+                    SmurfLinkEvent::FarmView(view) => switch.show(&view),
                     SmurfLinkEvent::ResultsCommitted => {}
                     SmurfLinkEvent::SiteRates(rates) => engine.apply_site_rates(rates),
                 }
@@ -330,6 +332,10 @@ async fn serve_once(
                 let mails = switch.next_returned();
                 if !mails.is_empty() {
                     write_frame(&mut send, &SmurfMessage::Returned(mails)).await?;
+                }
+                let unsubscribes = switch.next_unsubscribes();
+                if !unsubscribes.is_empty() {
+                    write_frame(&mut send, &SmurfMessage::Unsubscribes(unsubscribes)).await?;
                 }
             }
             records = switch.next_records() => {

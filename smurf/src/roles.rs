@@ -9,12 +9,16 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::inbound::mx::{self, Destination, InboundConfig, InboundEvent, InboundServer};
+use crate::web::role::WebRoleConfig;
+use crate::web::{DashboardSnapshot, UnsubscribeJournal, WebConfig, WebServer};
 
 /// What the node's config gives the role services.
 #[derive(Clone, Default)]
 pub struct RoleServices {
     /// The `in` role's server settings; `None` when the config has no `[inbound]` section.
     pub inbound: Option<Arc<InboundConfig>>,
+    /// The `web` role's settings; `None` when the config has no `[web]` section.
+    pub web: Option<Arc<WebRoleConfig>>,
     /// Inbound counters of the terms that ended, and the running term's live counters.
     tally: Arc<Mutex<InboundTally>>,
 }
@@ -30,12 +34,28 @@ pub struct Service {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
     serving: Option<String>,
+    /// The web role's unsubscribe journal, forwarded to the coordinator by the link.
+    journal: Option<UnsubscribeJournal>,
+    /// The web role's dashboard feed.
+    dashboard: Option<watch::Sender<DashboardSnapshot>>,
 }
 
 impl Service {
     /// The address the service serves, if any.
     pub fn serving(&self) -> Option<String> {
         self.serving.clone()
+    }
+
+    /// The web role's unsubscribe journal, if this is the web role.
+    pub fn journal(&self) -> Option<&UnsubscribeJournal> {
+        self.journal.as_ref()
+    }
+
+    /// Feeds the web role's dashboard (nothing for other roles).
+    pub fn show(&self, view: &mailfarm_protocol::FarmSnapshot) {
+        if let Some(dashboard) = &self.dashboard {
+            dashboard.send_replace(crate::web::role::dashboard_snapshot(view));
+        }
     }
 
     /// Stops the service gracefully and waits for it.
@@ -48,10 +68,11 @@ impl Service {
 }
 
 impl RoleServices {
-    /// Services with the `in` role's settings from the node's config (if any).
-    pub fn new(inbound: Option<InboundConfig>) -> Self {
+    /// Services with the `in` and `web` roles' settings from the node's config (if any).
+    pub fn new(inbound: Option<InboundConfig>, web: Option<WebRoleConfig>) -> Self {
         Self {
             inbound: inbound.map(Arc::new),
+            web: web.map(Arc::new),
             tally: Arc::default(),
         }
     }
@@ -74,7 +95,10 @@ impl RoleServices {
         match role {
             NodeRole::Out | NodeRole::Bounce => Ok(None),
             NodeRole::In => self.start_inbound(policy, records).await.map(Some),
-            NodeRole::Web => Err("the web role is not available in this build yet".into()),
+            NodeRole::Web => {
+                let current = policy.borrow().clone();
+                self.start_web(&current).await.map(Some)
+            }
         }
     }
 
@@ -129,6 +153,55 @@ impl RoleServices {
             stop,
             task,
             serving,
+            journal: None,
+            dashboard: None,
+        })
+    }
+
+    async fn start_web(&self, policy: &InboundPolicy) -> Result<Service, String> {
+        let Some(config) = &self.web else {
+            return Err(
+                "this node's config has no [web] section: it cannot take the web role".into(),
+            );
+        };
+        if policy.verp_key.is_empty() {
+            return Err("the coordinator has not sent the farm's keys yet".into());
+        }
+        let dashboard_hash = match &config.dashboard_hash {
+            Some(path) if path.exists() => Some(
+                mailfarm_pki::dashboard::load_dashboard_hash(path)
+                    .map_err(|e| format!("the dashboard secret's hash: {e}"))?,
+            ),
+            _ => None,
+        };
+        let web_config = WebConfig {
+            listen: config.listen,
+            tls: config.tls_cert.clone().zip(config.tls_key.clone()),
+            journal_dir: config
+                .journal_dir
+                .clone()
+                .unwrap_or_else(|| std::path::PathBuf::from("web")),
+            unsubscribe_key: mailfarm_templates::derive_unsubscribe_key(&policy.verp_key),
+            dashboard_hash,
+            undo_window: config.undo_window().map_err(|e| e.to_string())?,
+        };
+        let (dashboard, snapshots) = watch::channel(DashboardSnapshot::default());
+        let server = WebServer::start(web_config, snapshots)
+            .await
+            .map_err(|e| format!("starting the web server: {e}"))?;
+        let serving = Some(server.local_addr().to_string());
+        let journal = server.journal().clone();
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+            server.shutdown().await;
+        });
+        Ok(Service {
+            stop,
+            task,
+            serving,
+            journal: Some(journal),
+            dashboard: Some(dashboard),
         })
     }
 

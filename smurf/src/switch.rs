@@ -12,7 +12,7 @@
 
 use mailfarm_protocol::{
     Assignment, InboundCounters, InboundPolicy, InboundRecord, NodeRole, NodeState, NodeStatus,
-    ReturnedMail,
+    ReturnedMail, Unsubscription,
 };
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -35,6 +35,8 @@ pub struct RoleSwitch {
     records_rx: mpsc::UnboundedReceiver<InboundRecord>,
     problem: Option<String>,
     outbox: ReturnedOutbox,
+    /// Highest unsubscribe journal position sent on this link.
+    unsubscribes_sent: u64,
 }
 
 impl RoleSwitch {
@@ -44,6 +46,7 @@ impl RoleSwitch {
         let outbox = ReturnedOutbox::new(services.returned_dir());
         Self {
             outbox,
+            unsubscribes_sent: 0,
             held: NodeRole::Out,
             target: None,
             drain: false,
@@ -172,9 +175,50 @@ impl RoleSwitch {
         records
     }
 
-    /// A new link: stored returned mail not acknowledged yet goes again.
+    /// A new link: stored returned mail and unsubscribes not acknowledged yet go again.
     pub fn new_link(&mut self) {
         self.outbox.reset();
+        self.unsubscribes_sent = 0;
+    }
+
+    /// Unsubscribes the web role recorded durably and this link has not sent yet.
+    pub fn next_unsubscribes(&mut self) -> Vec<Unsubscription> {
+        let Some(journal) = self.service.as_ref().and_then(Service::journal) else {
+            return Vec::new();
+        };
+        let fresh: Vec<Unsubscription> = journal
+            .pending()
+            .into_iter()
+            .filter(|e| e.seq > self.unsubscribes_sent)
+            .map(|e| Unsubscription {
+                seq: e.seq,
+                resubscribe: e.action == crate::web::Action::Resubscribe,
+                campaign_id: e.campaign_id,
+                list_id: e.list_id,
+                recipient_id: e.recipient_id,
+                at_ms: e.at_ms,
+            })
+            .collect();
+        if let Some(last) = fresh.last() {
+            self.unsubscribes_sent = last.seq;
+        }
+        fresh
+    }
+
+    /// The coordinator stored the unsubscribes up to `upto`.
+    pub async fn unsubscribes_stored(&mut self, upto: u64) {
+        if let Some(journal) = self.service.as_ref().and_then(Service::journal) {
+            if let Err(e) = journal.acknowledge(upto).await {
+                warn!("acknowledging forwarded unsubscribes: {e}");
+            }
+        }
+    }
+
+    /// The coordinator's farm view, for the web role's dashboard.
+    pub fn show(&self, view: &mailfarm_protocol::FarmSnapshot) {
+        if let Some(service) = &self.service {
+            service.show(view);
+        }
     }
 
     /// Stored returned mail to send to the coordinator now.

@@ -156,6 +156,9 @@ impl Farm {
                 .push((String::new(), format!("kind:{}", verdict.kind.as_str())));
             let applied = self.store.apply_verdict(verdict.seq, &effects)?;
             self.lock().bounces.leased.remove(&verdict.seq);
+            if applied {
+                self.note_suppressed(effects.suppress.iter().map(|(a, _)| a.clone()));
+            }
             if !applied {
                 continue;
             }
@@ -202,6 +205,7 @@ impl Farm {
                 "hard" => c.bounced_hard += n,
                 "soft" => c.bounced_soft += n,
                 "complaints" => c.complaints += n,
+                "unsubscribed" => c.unsubscribed += n,
                 other => {
                     if let Some(reason) = other.strip_prefix("reason:") {
                         c.bounce_reasons.push((reason.to_owned(), n));
@@ -210,5 +214,81 @@ impl Farm {
             }
         }
         c
+    }
+}
+
+/// One applied unsubscribe (or undo), for the accounting log.
+#[derive(Debug, serde::Serialize)]
+pub struct UnsubscribeLine {
+    /// Time, ms since the epoch.
+    pub time_ms: u64,
+    /// `unsubscribe` or `resubscribe`.
+    pub event: &'static str,
+    /// Campaign the link came from.
+    pub campaign: String,
+    /// List left (or rejoined).
+    pub list: Option<String>,
+    /// Recipient id.
+    pub recipient_id: u64,
+    /// The address, when the recipient is still stored.
+    pub recipient: Option<String>,
+    /// The web node that took it.
+    pub smurf: String,
+}
+
+impl Farm {
+    /// Applies unsubscribes a `web` node recorded: the address is suppressed farm-wide
+    /// (skipped from now on in running campaigns and at ingest in later ones) and counted on
+    /// its campaign; an undo takes it off the list again. Returns the accounting lines.
+    pub fn apply_unsubscribes(
+        &self,
+        node: &str,
+        events: &[mailfarm_protocol::Unsubscription],
+    ) -> Result<Vec<UnsubscribeLine>, FarmError> {
+        let now = now_ms();
+        let mut lines = Vec::with_capacity(events.len());
+        for event in events {
+            let address = self.address_of(event.recipient_id);
+            let list = event
+                .list_id
+                .clone()
+                .or_else(|| self.list_of(&event.campaign_id));
+            if let Some(address) = &address {
+                if event.resubscribe {
+                    self.store.unsuppress(address)?;
+                    self.lock().suppressed.remove(address);
+                } else {
+                    let reason = format!("unsubscribed: {}", list.as_deref().unwrap_or("list"));
+                    let effects = VerdictEffects {
+                        counts: vec![(event.campaign_id.clone(), "unsubscribed".into())],
+                        suppress: vec![(address.clone(), reason)],
+                    };
+                    self.store.record_bounces(&effects)?;
+                    self.note_suppressed([address.clone()]);
+                }
+            }
+            lines.push(UnsubscribeLine {
+                time_ms: now,
+                event: if event.resubscribe {
+                    "resubscribe"
+                } else {
+                    "unsubscribe"
+                },
+                campaign: event.campaign_id.clone(),
+                list,
+                recipient_id: event.recipient_id,
+                recipient: address,
+                smurf: node.to_owned(),
+            });
+        }
+        self.signal_work();
+        Ok(lines)
+    }
+
+    /// The list id of a campaign.
+    fn list_of(&self, campaign: &str) -> Option<String> {
+        let state = self.lock();
+        let seq = state.by_id.get(campaign)?;
+        Some(state.campaigns.get(seq)?.bundle.list_id.clone())
     }
 }

@@ -89,6 +89,8 @@ impl Farm {
             in_flight,
             flows,
             next_campaign,
+            suppressed,
+            pending_skips,
             ..
         } = state;
         for &seq in seqs[start..].iter().chain(&seqs[..start]) {
@@ -122,6 +124,13 @@ impl Farm {
                 let Some(r) = live.ready.pop_front() else {
                     break;
                 };
+                if is_suppressed(suppressed, &r, email_field) {
+                    // Suppressed while the campaign ran (unsubscribe, bounce, complaint).
+                    live.counters.queued = live.counters.queued.saturating_sub(1);
+                    live.counters.skipped += 1;
+                    pending_skips.push(r.id);
+                    continue;
+                }
                 let domain = domain_of(&r, email_field);
                 if flows.has_room(&domain) {
                     flows.leased(&domain);
@@ -218,4 +227,12 @@ impl Farm {
     pub fn end_recovery_grace(&self) {
         self.lock().lease_not_before = 0;
     }
+}
+
+/// Whether a recipient's address joined the suppression list.
+fn is_suppressed(suppressed: &HashSet<String>, r: &RecipientData, email_field: usize) -> bool {
+    !suppressed.is_empty()
+        && r.values
+            .get(email_field)
+            .is_some_and(|a| suppressed.contains(&a.trim().to_ascii_lowercase()))
 }

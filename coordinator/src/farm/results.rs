@@ -186,6 +186,7 @@ impl Farm {
         }
         if !refused.counts.is_empty() {
             self.store.record_bounces(&refused)?;
+            self.note_suppressed(refused.suppress.into_iter().map(|(a, _)| a));
         }
         for seq in touched {
             self.check_finished(seq)?;

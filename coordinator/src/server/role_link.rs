@@ -87,3 +87,40 @@ pub(super) fn write_accounting<L: serde::Serialize>(shared: &Shared, lines: &[L]
         }
     }
 }
+
+/// Applies a web node's unsubscribes durably, then acknowledges them up to the last one.
+pub(super) async fn on_unsubscribes(
+    node: &str,
+    events: Vec<mailfarm_protocol::Unsubscription>,
+    send: &mut quinn::SendStream,
+    shared: &Arc<Shared>,
+) -> anyhow::Result<()> {
+    let Some(upto) = events.iter().map(|e| e.seq).max() else {
+        return Ok(());
+    };
+    let shared2 = shared.clone();
+    let node2 = node.to_owned();
+    let lines =
+        tokio::task::spawn_blocking(move || shared2.farm.apply_unsubscribes(&node2, &events))
+            .await
+            .context("unsubscribe task failed")?
+            .context("applying unsubscribes")?;
+    info!(%node, count = lines.len(), "unsubscribes applied");
+    write_accounting(shared, &lines);
+    write_frame(send, &CoordinatorMessage::UnsubscribesStored(upto)).await?;
+    Ok(())
+}
+
+/// Sends a `web` node the farm at a glance (its dashboard), when it holds that role.
+pub(super) async fn send_farm_view(
+    node: &str,
+    send: &mut quinn::SendStream,
+    shared: &Arc<Shared>,
+) -> anyhow::Result<()> {
+    if shared.farm.assignment(node).role != mailfarm_protocol::NodeRole::Web {
+        return Ok(());
+    }
+    let view = Box::new(shared.farm.snapshot());
+    write_frame(send, &CoordinatorMessage::FarmView(view)).await?;
+    Ok(())
+}

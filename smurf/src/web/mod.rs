@@ -16,6 +16,7 @@ pub mod counters;
 pub mod dashboard;
 pub mod journal;
 mod pages;
+pub mod role;
 pub mod tls;
 
 use std::net::SocketAddr;

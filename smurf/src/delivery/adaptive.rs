@@ -6,7 +6,8 @@
 //!
 //! - Multiplicative decrease: a throttling reply sets the learnt rate to [`BETA`] times the
 //!   lower of the rate in force and the rate the site accepted over the last second (what it
-//!   really took), at most once per [`COOLDOWN`] (replies already in flight say the same).
+//!   really took), once per flight: replies to messages sent before the last cut are ignored
+//!   (see [`Adaptive::cut_rate`]).
 //! - Additive increase: while the site is backlogged and calm, the learnt rate grows by
 //!   [`STEP`] of its value at the last cut per second, so a cycle back to the cut point lasts
 //!   about `(1 - BETA) / STEP` seconds whatever the rate (3 s). Reaching the configured limit
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 pub const BETA: f64 = 0.85;
 /// Additive increase per second, as a share of the rate right after the last cut.
 pub const STEP: f64 = 0.05;
-/// Ignore further throttling replies for this long after a cut.
+/// No additive increase for this long after a cut; no second connection cut within it.
 pub const COOLDOWN: Duration = Duration::from_secs(1);
 /// Lowest learnt rate: one message a minute.
 pub const RATE_FLOOR: f64 = 1.0 / 60.0;
@@ -136,30 +137,38 @@ impl Adaptive {
         self.accepted.len() as f64
     }
 
-    /// Messages per second the site accepted lately: what it accepted over the last second.
-    /// On a young site this is the count so far, not divided by the shorter time: receivers
-    /// count per second (SES, the sink), and a first burst must not pass for a high rate.
-    fn accepted_rate(&mut self, now: Instant) -> Option<f64> {
-        self.trim(now);
-        (!self.accepted.is_empty()).then(|| self.accepted.len() as f64)
-    }
-
-    /// A throttling reply asking for a lower rate, sent while `current` was in force
-    /// (`None`: unlimited). Returns whether the learnt rate changed.
-    pub fn cut_rate(&mut self, current: Option<f64>, now: Instant) -> bool {
+    /// A throttling reply to a message sent at `sent` while `current` was in force (`None`:
+    /// unlimited). Returns whether the learnt rate changed.
+    ///
+    /// One cut per flight, as TCP does once per window: replies to messages sent before the
+    /// last cut say nothing new. The cut goes to [`BETA`] times the lower of the rate in force
+    /// and what the site accepts (`estimate`), but never below [`BETA`] times what it accepted
+    /// over the last second: a receiver that counts per second (SES) refuses everything for
+    /// the rest of a second after a burst, and that lockout must not drive the rate to the
+    /// floor. On a young site (under a second of history) the estimate is the count so far
+    /// over its age (at least a tenth of a second); later it is the last second's count.
+    pub fn cut_rate(&mut self, current: Option<f64>, sent: Instant, now: Instant) -> bool {
         self.throttled += 1;
-        if self.last_cut.is_some_and(|t| now.duration_since(t) < COOLDOWN) {
+        if self.last_cut.is_some_and(|t| sent < t) {
             return false;
         }
-        let accepted = self.accepted_rate(now);
-        let base = match (current, accepted) {
-            (Some(c), Some(a)) => c.min(a),
-            (Some(c), None) => c,
-            (None, Some(a)) => a,
-            // Unlimited and nothing accepted yet: start low, additive increase finds the rest.
-            (None, None) => 1.0,
+        self.trim(now);
+        let count = self.accepted.len() as f64;
+        let age = now.duration_since(self.started);
+        let estimate = if age >= WINDOW {
+            count
+        } else {
+            count / age.max(Duration::from_millis(100)).as_secs_f64()
         };
-        let next = (base * BETA).max(RATE_FLOOR);
+        let base = match current {
+            Some(c) => c.min(estimate.max(f64::MIN_POSITIVE)),
+            None => estimate,
+        };
+        let next = (BETA * base).max(BETA * count).max(RATE_FLOOR);
+        let in_force = self.learnt_rate.or(current).unwrap_or(f64::INFINITY);
+        if next >= in_force {
+            return false;
+        }
         self.learnt_rate = Some(next);
         self.step_base = next;
         self.last_cut = Some(now);
@@ -309,15 +318,17 @@ mod tests {
         let mut a = Adaptive::new(t0);
         // 25 accepted over the last second at an unlimited rate.
         for i in 0..25 {
-            a.on_accepted(t0 + Duration::from_millis(1000 + i * 40));
+            a.on_accepted(t0 + Duration::from_millis(1040 + i * 40));
         }
         let now = t0 + Duration::from_millis(2000);
-        assert!(a.cut_rate(None, now));
+        assert!(a.cut_rate(None, now, now));
         let cut = a.learnt_rate().unwrap();
         assert!((cut - 25.0 * BETA).abs() < 0.5, "{cut}");
-        // Replies in flight change nothing.
-        assert!(!a.cut_rate(None, now + Duration::from_millis(500)));
-        assert_eq!(a.throttled, 2);
+        // Replies to messages sent before the cut change nothing; nor do later ones while the
+        // site still takes what we send.
+        assert!(!a.cut_rate(None, now - Duration::from_millis(1), now + Duration::from_millis(5)));
+        assert!(!a.cut_rate(Some(cut), now + Duration::from_millis(10), now + Duration::from_millis(20)));
+        assert_eq!(a.throttled, 3);
         // Calm and backlogged: +STEP of the cut rate per second.
         let later = now + Duration::from_secs(2);
         assert!(a.tick(later, true, None, 4));
@@ -330,6 +341,37 @@ mod tests {
         assert!(a.tick(later + Duration::from_secs(60), true, Some(22.0), 4));
         assert_eq!(a.learnt_rate(), None);
         assert_eq!(a.rate(Some(22.0), later), Some(22.0));
+    }
+
+    #[test]
+    fn a_young_site_is_cut_from_its_rate_so_far_and_each_flight_cuts_again() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        // A token bucket of 30/s with a burst of 3, configured 100/s: refused at 20 ms.
+        let mut a = Adaptive::new(t0);
+        for i in 0..3 {
+            a.on_accepted(ms(i));
+        }
+        assert!(a.cut_rate(Some(100.0), ms(15), ms(20)));
+        // 3 in the first tenth of a second: 30/s.
+        assert!((a.learnt_rate().unwrap() - 30.0 * BETA).abs() < 1e-9);
+        // A message sent after that cut and refused too: another cut.
+        let learnt = a.learnt_rate();
+        assert!(a.cut_rate(learnt, ms(30), ms(40)));
+        assert!(a.learnt_rate().unwrap() < learnt.unwrap());
+        // A per-second counter (SES) after a burst of 25: refusals for the rest of the second
+        // never go below what it took.
+        let mut b = Adaptive::new(t0);
+        for i in 0..25 {
+            b.on_accepted(ms(i));
+        }
+        assert!(b.cut_rate(None, ms(30), ms(140)));
+        let mut now = 150;
+        while now < 900 {
+            b.cut_rate(b.learnt_rate(), ms(now), ms(now + 5));
+            now += 20;
+        }
+        assert!(b.learnt_rate().unwrap() >= 25.0 * BETA - 1e-9, "{:?}", b.learnt_rate());
     }
 
     #[test]

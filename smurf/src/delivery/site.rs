@@ -465,17 +465,23 @@ impl Site {
         lock(&self.state).adaptive.on_accepted(Instant::now());
     }
 
-    /// Acts on a throttling reply (or an operator's rule matching a reply): cuts the learnt
-    /// rate or connection count, suspends, caps or bogs the site. Returns whether the learnt
-    /// values changed (the coordinator should hear of it).
-    pub(super) fn throttled(&self, action: &Action, reply: &str, share: f64) -> bool {
+    /// Acts on a throttling reply to an attempt started at `sent` (or an operator's rule
+    /// matching a reply): cuts the learnt rate or connection count, suspends, caps or bogs the
+    /// site. Returns whether the learnt values changed (the coordinator should hear of it).
+    pub(super) fn throttled(
+        &self,
+        action: &Action,
+        reply: &str,
+        share: f64,
+        sent: Instant,
+    ) -> bool {
         let now = Instant::now();
         let mut st = lock(&self.state);
         st.adaptive.last_reply = Some(reply.chars().take(300).collect());
         let current = st.effective;
         let changed = match action {
             Action::Ignore => false,
-            Action::Throttle(ThrottleKind::Rate) => st.adaptive.cut_rate(current.rate, now),
+            Action::Throttle(ThrottleKind::Rate) => st.adaptive.cut_rate(current.rate, sent, now),
             Action::Throttle(ThrottleKind::Connections) => {
                 let open = st.workers;
                 st.adaptive.cut_connections(open, now)

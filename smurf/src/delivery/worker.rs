@@ -62,16 +62,15 @@ pub(super) enum Attempt {
 /// Only a transient refusal is retried (an operator's rule may act on a permanent one: the
 /// site is then suspended, capped or bogged, and the message fails as usual).
 fn on_throttle(
-    site: &Site,
-    shared: &Shared,
-    job: &mut Job,
+    (site, shared, job): (&Site, &Shared, &mut Job),
     (action, transient): (&Action, bool),
     text: &str,
+    sent: Instant,
 ) -> bool {
     if *action == Action::Ignore {
         return false;
     }
-    if site.throttled(action, text, shared.shaping().share()) {
+    if site.throttled(action, text, shared.shaping().share(), sent) {
         shared.throttle_changed.notify_one();
     }
     transient && !matches!(action, Action::Bog) && job.held.hold(Instant::now())
@@ -209,7 +208,7 @@ async fn deliver(site: &Site, shared: &Shared, job: &mut Job, open: &mut Option<
                     if let Some(signal) = f.signal {
                         site.record(signal);
                     }
-                    if on_throttle(site, shared, job, (&f.action, f.outcome == Outcome::Deferred), &f.text) {
+                    if on_throttle((site, shared, job), (&f.action, f.outcome == Outcome::Deferred), &f.text, started) {
                         return Attempt::Throttled;
                     }
                     let r = result(
@@ -223,6 +222,7 @@ async fn deliver(site: &Site, shared: &Shared, job: &mut Job, open: &mut Option<
         let Some(o) = open.as_mut() else {
             return Attempt::Reported;
         };
+        let sent_at = Instant::now();
         let sent = o
             .session
             .client
@@ -244,7 +244,7 @@ async fn deliver(site: &Site, shared: &Shared, job: &mut Job, open: &mut Option<
                     }
                     let action = classify(site, shared, reply);
                     let line = reply_line(reply);
-                    if on_throttle(site, shared, job, (&action, reply.is_transient()), &line) {
+                    if on_throttle((site, shared, job), (&action, reply.is_transient()), &line, sent_at) {
                         return Attempt::Throttled;
                     }
                 }
@@ -304,7 +304,7 @@ async fn deliver(site: &Site, shared: &Shared, job: &mut Job, open: &mut Option<
                 if let Some(signal) = signal {
                     site.record(signal);
                 }
-                if on_throttle(site, shared, job, (&action, outcome == Outcome::Deferred), &text) {
+                if on_throttle((site, shared, job), (&action, outcome == Outcome::Deferred), &text, sent_at) {
                     return Attempt::Throttled;
                 }
                 let r = result(job, outcome, code, enhanced, text, size, &remote, started);

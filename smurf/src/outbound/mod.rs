@@ -8,6 +8,7 @@ pub mod reply;
 pub mod route;
 pub mod session;
 pub mod shaping;
+mod shaping_rules;
 pub mod smtp;
 pub mod throttle;
 pub mod tls;

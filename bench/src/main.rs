@@ -1,7 +1,8 @@
 //! `mailfarm-bench`: measures mailfarm end to end against a real SMTP receiver and puts the
 //! numbers next to Postfix's own SMTP blaster on the same receiver; measures how fast a launch
 //! ingests a large recipient list; what durable coordinator state costs in throughput; and
-//! what MX routing over real DNS with farm-wide shaping costs next to relay mode.
+//! what MX routing over real DNS with farm-wide shaping costs next to relay mode; and how the
+//! farm learns a throttling relay's rate.
 
 mod csvgen;
 mod dns;
@@ -18,6 +19,8 @@ mod report;
 mod sink;
 mod source;
 mod sys;
+mod throttle;
+mod throttle_svg;
 mod throughput;
 mod workload;
 
@@ -51,7 +54,25 @@ enum Command {
     /// MX routing over real DNS with farm-wide shaping, next to relay mode.
     #[command(long_about = MX_HELP)]
     Mx(mx::Mx),
+    /// The farm learning a throttling relay's rate and connection count (issue 11).
+    #[command(long_about = THROTTLE_HELP)]
+    Throttle(throttle::Throttle),
 }
+
+/// Long help of `throttle`.
+const THROTTLE_HELP: &str = "\
+The farm learning a throttling relay's rate and connection count (issue 11).
+
+For each R of --rates: an in-process fault sink accepts R messages in any second and answers \
+Amazon SES's 454 Throttling failure beyond (the session stays open); an embedded farm of \
+--smurfs smurfs (--connections sessions each) sends it a campaign of 30 x R recipients (the \
+example newsletter). Targets: every message accepted exactly once (distinct Message-IDs), \
+finished within 1.25 x N / R + 5 s, at most 15 % of DATA attempts refused. Then R = 50 with \
+the sink limited to --max-connections sessions (target: at most 5 % of connection attempts \
+refused after the first 10 s), and a run whose limit is raised from --raise-from to \
+--raise-to after --raise-after seconds (target: the farm-wide learnt rate within 20 % of the \
+new limit in at most 30 s). --svg writes the rate-against-time plot. Exits non-zero when a \
+target is missed.";
 
 /// Long help of `throughput`.
 const THROUGHPUT_HELP: &str = "\
@@ -139,6 +160,8 @@ fn main() -> ExitCode {
         Command::Mx(o) => {
             mx::mx(o).and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref()))
         }
+        Command::Throttle(o) => throttle::throttle(o)
+            .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -7,8 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use governor::clock::Clock;
-use governor::{DefaultDirectRateLimiter, Quota};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use mailfarm_protocol::Outcome;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -36,7 +38,9 @@ const REBUILD_DRIFT: f64 = 0.03;
 /// are (memory stays bounded on sites such as a big hoster's, with countless domains).
 const DOMAINS_MAX: usize = 10_000;
 
-type Limiter = DefaultDirectRateLimiter;
+/// A direct rate limiter on clock `C` (the real clock, or a fake one in tests).
+type Limiter<C = DefaultClock> =
+    RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
 /// Where a site's sessions go.
 #[derive(Clone, Debug)]
@@ -134,17 +138,27 @@ impl Drop for WorkerGuard {
 }
 
 /// A limiter, the rate it was built for, and when it last let something through.
-struct Paced {
+struct Paced<C: Clock = DefaultClock> {
     rate: f64,
-    limiter: Arc<Limiter>,
+    limiter: Arc<Limiter<C>>,
     last_grant: Option<Instant>,
 }
 
 impl Paced {
     fn new(rate: f64) -> Self {
+        Self::with_clock(rate, &DefaultClock::default())
+    }
+
+    fn repace(slot: &mut Option<Paced>, rate: Option<f64>, now: Instant) {
+        Self::repace_with(slot, rate, now, &DefaultClock::default());
+    }
+}
+
+impl<C: Clock + Clone> Paced<C> {
+    fn with_clock(rate: f64, clock: &C) -> Self {
         Self {
             rate,
-            limiter: limiter(rate, false),
+            limiter: limiter(rate, false, clock),
             last_grant: None,
         }
     }
@@ -152,8 +166,8 @@ impl Paced {
     /// Rebuilds `slot` for `rate` if the rate moved far enough. The new limiter starts empty
     /// when the old one granted something less than one new interval ago (so a rebuild never
     /// lets anything through early), and ready otherwise (so frequent rebuilds, as during a
-    /// ramp, never starve a slow site).
-    fn repace(slot: &mut Option<Paced>, rate: Option<f64>, now: Instant) {
+    /// ramp, never starve a slow site). `now` and `clock` tell the same time.
+    fn repace_with(slot: &mut Option<Self>, rate: Option<f64>, now: Instant, clock: &C) {
         let current = slot.as_ref().map(|p| p.rate);
         if !drifted(current, rate) {
             return;
@@ -164,21 +178,21 @@ impl Paced {
                 last_grant.is_some_and(|t| now.duration_since(t).as_secs_f64() * rate < 1.0);
             Paced {
                 rate,
-                limiter: limiter(rate, recent),
+                limiter: limiter(rate, recent, clock),
                 last_grant,
             }
         });
     }
 }
 
-fn limiter(rate: f64, drained: bool) -> Arc<Limiter> {
+fn limiter<C: Clock + Clone>(rate: f64, drained: bool, clock: &C) -> Arc<Limiter<C>> {
     let period = Duration::from_secs_f64(1.0 / rate.max(1e-6)).max(Duration::from_micros(1));
     // Small bursts: a twentieth of a second's worth of messages.
     let burst = ((rate / 20.0).floor() as u32).clamp(1, 1000);
     let quota = Quota::with_period(period)
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
         .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
-    let limiter = Arc::new(Limiter::direct(quota));
+    let limiter = Arc::new(RateLimiter::direct_with_clock(quota, clock.clone()));
     if drained {
         for _ in 0..burst {
             if limiter.check().is_err() {
@@ -751,12 +765,14 @@ pub(super) async fn dispatch(site: Arc<Site>, shared: Arc<Shared>) {
 mod tests {
     use super::*;
 
-    /// Takes what the limiter allows now, recording grants like `Site::acquire`.
-    fn take(slot: &mut Option<Paced>) -> u32 {
+    use governor::clock::FakeRelativeClock;
+
+    /// Takes what the limiter allows at `now`, recording grants like `Site::acquire`.
+    fn take(slot: &mut Option<Paced<FakeRelativeClock>>, now: Instant) -> u32 {
         let mut got = 0;
         if let Some(paced) = slot.as_mut() {
             while paced.limiter.check().is_ok() {
-                paced.last_grant = Some(Instant::now());
+                paced.last_grant = Some(now);
                 got += 1;
             }
         }
@@ -766,18 +782,38 @@ mod tests {
     #[test]
     fn rebuilding_often_neither_starves_nor_bursts() {
         // A slow site ramping up: its limiter is rebuilt every 100 ms, more often than its
-        // interval (0.5 s and shrinking).
-        let mut slot = Some(Paced::new(2.0));
-        let mut granted = take(&mut slot);
+        // interval (0.5 s and shrinking). The clock is simulated: no sleeping, same result on
+        // any machine.
+        let clock = FakeRelativeClock::default();
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut slot = Some(Paced::with_clock(2.0, &clock));
+        let mut granted = take(&mut slot, now);
         let mut rate = 2.0;
         for _ in 0..12 {
-            std::thread::sleep(Duration::from_millis(100));
+            clock.advance(Duration::from_millis(100));
+            now += Duration::from_millis(100);
             rate *= 1.05;
-            Paced::repace(&mut slot, Some(rate), Instant::now());
-            granted += take(&mut slot);
+            Paced::repace_with(&mut slot, Some(rate), now, &clock);
+            granted += take(&mut slot, now);
         }
         // 1.2 s at 2 to 3.6/s: the first grant plus about three more, never a burst.
         assert!((3..=5).contains(&granted), "{granted} grants");
+    }
+
+    #[test]
+    fn a_rebuild_right_after_a_grant_starts_empty() {
+        let clock = FakeRelativeClock::default();
+        let now = Instant::now();
+        let mut slot = Some(Paced::with_clock(10.0, &clock));
+        assert_eq!(take(&mut slot, now), 1);
+        // Rebuilt 10 ms after the grant for a rate whose interval is 50 ms: nothing yet.
+        clock.advance(Duration::from_millis(10));
+        let later = now + Duration::from_millis(10);
+        Paced::repace_with(&mut slot, Some(20.0), later, &clock);
+        assert_eq!(take(&mut slot, later), 0);
+        clock.advance(Duration::from_millis(50));
+        assert_eq!(take(&mut slot, later + Duration::from_millis(50)), 1);
     }
 
     #[test]

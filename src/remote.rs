@@ -194,7 +194,9 @@ pub async fn sites(remote: &Remote, json: bool) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string(&s)?);
             continue;
         }
-        let learnt = s.learnt_milli.map_or_else(|| "-".to_owned(), |m| per_second(Some(m)));
+        let learnt = s
+            .learnt_milli
+            .map_or_else(|| "-".to_owned(), |m| per_second(Some(m)));
         let learnt_connections = s
             .learnt_connections
             .map_or_else(|| "-".to_owned(), |c| c.to_string());

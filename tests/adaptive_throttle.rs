@@ -43,7 +43,12 @@ fn two_smurfs_learn_a_relays_rate_and_lose_nothing() {
         "retry_schedule = [\"5m\"]\nmetrics_listen = \"127.0.0.1:0\"",
     );
     let campaign = tmp.path().join("c");
-    write_campaign(&campaign, "learn", sink.addr, &recipients_csv(N as usize, "at"));
+    write_campaign(
+        &campaign,
+        "learn",
+        sink.addr,
+        &recipients_csv(N as usize, "at"),
+    );
     let started = Instant::now();
     let out = farm.campaign(&["launch", campaign.to_str().unwrap(), "--detach"]);
     assert!(out.status.success(), "{out:?}");
@@ -59,14 +64,19 @@ fn two_smurfs_learn_a_relays_rate_and_lose_nothing() {
     };
     let took = started.elapsed();
     if number(&status, "delivered") != N {
-        let log = std::fs::read_to_string(farm.dir.join("state/accounting.jsonl")).unwrap_or_default();
+        let log =
+            std::fs::read_to_string(farm.dir.join("state/accounting.jsonl")).unwrap_or_default();
         for line in log.lines().filter(|l| !l.contains("\"delivered\"")).take(5) {
             println!("not delivered: {line}");
         }
         for smurf in &farm.smurfs {
             let log = smurf.output();
             let lines: Vec<&str> = log.lines().collect();
-            println!("--- {} (last lines)\n{}", smurf.name, lines[lines.len().saturating_sub(40)..].join("\n"));
+            println!(
+                "--- {} (last lines)\n{}",
+                smurf.name,
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
         }
     }
     let sites = common::mailfarm()
@@ -97,7 +107,10 @@ fn two_smurfs_learn_a_relays_rate_and_lose_nothing() {
     assert_eq!(accepted.len() as u64, N);
     assert_eq!(per_id.len() as u64, N, "distinct Message-IDs");
     assert!(per_id.values().all(|&n| n == 1));
-    assert!(per_id.keys().all(|id| id.starts_with('<')), "real Message-IDs");
+    assert!(
+        per_id.keys().all(|id| id.starts_with('<')),
+        "real Message-IDs"
+    );
     // The relay did throttle (else this proves nothing), but rarely.
     assert!(refused > 0, "the relay never throttled: {output}");
     assert!(
@@ -113,6 +126,9 @@ fn two_smurfs_learn_a_relays_rate_and_lose_nothing() {
         "mailfarm_site_throttled_total{site=\"relay:",
         "mailfarm_site_last_throttle_info{site=\"relay:",
     ] {
-        assert!(metrics.contains(family), "{family} missing from /metrics:\n{metrics}");
+        assert!(
+            metrics.contains(family),
+            "{family} missing from /metrics:\n{metrics}"
+        );
     }
 }

@@ -30,7 +30,10 @@ fn coordinator_lists_every_shaping_error_with_its_line() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "started with a bad shaping file: {stderr}");
+    assert!(
+        !out.status.success(),
+        "started with a bad shaping file: {stderr}"
+    );
     for want in [
         "line 2: default.message_rate",
         "line 5: rule[0].reply: not a regular expression",

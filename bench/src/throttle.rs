@@ -197,7 +197,10 @@ fn problems(runs: &[Run]) -> Vec<String> {
         }
         if let Some(bound) = r.bound_seconds {
             if r.seconds > bound {
-                out.push(format!("{}: {:.1} s, target {bound:.1} s", r.name, r.seconds));
+                out.push(format!(
+                    "{}: {:.1} s, target {bound:.1} s",
+                    r.name, r.seconds
+                ));
             }
         }
         if r.data_attempts > 0 && r.refused as f64 > 0.15 * r.data_attempts as f64 {
@@ -231,7 +234,9 @@ async fn run(o: &Throttle, name: &str, recipients: u64, plan: SinkPlan) -> anyho
         ..FaultPlan::default()
     };
     let addr: SocketAddr = "127.0.0.1:0".parse().context("loopback address")?;
-    let sink = FaultSink::bind(addr, sink_plan).await.context("binding the sink")?;
+    let sink = FaultSink::bind(addr, sink_plan)
+        .await
+        .context("binding the sink")?;
     let addr = sink.local_addr();
     let stats = sink.stats();
     let limit = sink.provider_rate();
@@ -247,16 +252,31 @@ async fn run(o: &Throttle, name: &str, recipients: u64, plan: SinkPlan) -> anyho
     };
     let (farm, _, _) = farm_run::start(&shape, Routing::Relay(addr.to_string())).await?;
     let work = workload::build(&o.campaign, recipients, o.connections)?;
-    let slowest = f64::from(plan.rate.unwrap_or(50).min(plan.raise.map_or(u32::MAX, |r| r.1)));
+    let slowest = f64::from(
+        plan.rate
+            .unwrap_or(50)
+            .min(plan.raise.map_or(u32::MAX, |r| r.1)),
+    );
     let give_up = Duration::from_secs_f64((1.25 * recipients as f64 / slowest + 5.0) * PATIENCE);
-    let outcome = drive(&farm, (o.smurfs, give_up), work, (&stats, limit.as_ref()), plan).await;
+    let outcome = drive(
+        &farm,
+        (o.smurfs, give_up),
+        work,
+        (&stats, limit.as_ref()),
+        plan,
+    )
+    .await;
     farm.shutdown().await;
     let _ = stop.send(());
     let _ = sink_task.await;
     let (seconds, samples) = outcome?;
     let refused = limit.as_ref().map_or(0, |l| l.refused.load(Relaxed));
     let accepted = stats.accepted.load(Relaxed);
-    let ids: HashSet<String> = stats.messages_snapshot().into_iter().map(|(id, _)| id).collect();
+    let ids: HashSet<String> = stats
+        .messages_snapshot()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     let after_10s = |s: &Sample| s.t >= 10.0;
     let connections_after_10s = match (samples.iter().find(|s| after_10s(s)), samples.last()) {
         (Some(first), Some(last)) => (
@@ -279,7 +299,10 @@ async fn run(o: &Throttle, name: &str, recipients: u64, plan: SinkPlan) -> anyho
         bound_seconds: plan
             .raise
             .is_none()
-            .then(|| plan.rate.map(|r| 1.25 * recipients as f64 / f64::from(r) + 5.0))
+            .then(|| {
+                plan.rate
+                    .map(|r| 1.25 * recipients as f64 / f64::from(r) + 5.0)
+            })
             .flatten(),
         refused,
         data_attempts: accepted + refused,
@@ -374,10 +397,7 @@ impl ThrottleReport {
                 r.refused, r.data_attempts
             );
             let (refused, all) = r.connections_after_10s;
-            let _ = writeln!(
-                out,
-                "  connections after 10 s: {refused} of {all} refused"
-            );
+            let _ = writeln!(out, "  connections after 10 s: {refused} of {all} refused");
             if let Some(c) = r.climb_seconds {
                 let _ = writeln!(out, "  learnt rate within 20 % of the new limit {c:.1} s after the raise (target ≤ 30 s)");
             }

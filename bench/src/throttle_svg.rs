@@ -18,10 +18,7 @@ const BOTTOM: f64 = 28.0;
 fn accepted_per_second(run: &Run) -> Vec<(f64, f64)> {
     let mut out = Vec::new();
     for (i, s) in run.samples.iter().enumerate() {
-        let earlier = run.samples[..i]
-            .iter()
-            .rev()
-            .find(|e| s.t - e.t >= 1.0);
+        let earlier = run.samples[..i].iter().rev().find(|e| s.t - e.t >= 1.0);
         if let Some(e) = earlier {
             out.push((s.t, (s.accepted - e.accepted) as f64 / (s.t - e.t)));
         }
@@ -29,7 +26,12 @@ fn accepted_per_second(run: &Run) -> Vec<(f64, f64)> {
     out
 }
 
-fn polyline(out: &mut String, points: &[(f64, f64)], map: impl Fn(f64, f64) -> (f64, f64), style: &str) {
+fn polyline(
+    out: &mut String,
+    points: &[(f64, f64)],
+    map: impl Fn(f64, f64) -> (f64, f64),
+    style: &str,
+) {
     if points.is_empty() {
         return;
     }
@@ -107,9 +109,24 @@ pub fn plot(runs: &[Run]) -> String {
             );
             t += step;
         }
-        polyline(&mut out, &limit, map, "stroke=\"#888\" stroke-dasharray=\"5,4\"");
-        polyline(&mut out, &accepted, map, "stroke=\"#2a7\" stroke-width=\"1.2\"");
-        polyline(&mut out, &learnt, map, "stroke=\"#c33\" stroke-width=\"1.6\"");
+        polyline(
+            &mut out,
+            &limit,
+            map,
+            "stroke=\"#888\" stroke-dasharray=\"5,4\"",
+        );
+        polyline(
+            &mut out,
+            &accepted,
+            map,
+            "stroke=\"#2a7\" stroke-width=\"1.2\"",
+        );
+        polyline(
+            &mut out,
+            &learnt,
+            map,
+            "stroke=\"#c33\" stroke-width=\"1.6\"",
+        );
         let legend = y0 + 16.0;
         let _ = writeln!(
             out,

@@ -203,11 +203,14 @@ mod tests {
     #[test]
     fn a_cut_on_one_smurf_is_shared_by_all() {
         let book = ThrottleBook::default();
-        let mut signal = book.subscribe();
+        let signal = book.subscribe();
         book.report("a", vec![report("relay:x:25", None, Some(25_000), false)]);
         assert!(!signal.has_changed().unwrap());
         assert!(book.shares().is_empty(), "nothing learnt yet");
-        book.report("b", vec![report("relay:x:25", Some(15_000), Some(25_000), true)]);
+        book.report(
+            "b",
+            vec![report("relay:x:25", Some(15_000), Some(25_000), true)],
+        );
         assert!(signal.has_changed().unwrap());
         let rates = book.shares();
         // 25 + 15 farm-wide, 20 each.
@@ -218,7 +221,10 @@ mod tests {
         assert_eq!(view[0].learnt_milli, Some(40_000));
         assert_eq!(view[0].configured_milli, Some(50_000));
         assert_eq!(view[0].smurfs, 2);
-        assert_eq!(view[0].last_reply.as_deref(), Some("454 Throttling failure"));
+        assert_eq!(
+            view[0].last_reply.as_deref(),
+            Some("454 Throttling failure")
+        );
         book.forget("b");
         book.forget("a");
         assert!(book.sites().is_empty());

@@ -142,7 +142,11 @@ ramp_up = "0s"
     let accepted = sink.accepted();
     assert_eq!(accepted.len(), delivered.len());
     assert_eq!(accepted.into_iter().collect::<HashSet<_>>(), delivered);
-    assert_eq!(delivered.len(), count, "every throttled message retried and delivered");
+    assert_eq!(
+        delivered.len(),
+        count,
+        "every throttled message retried and delivered"
+    );
     engine.shutdown().await;
     sink.stop().await;
 }

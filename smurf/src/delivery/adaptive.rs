@@ -220,7 +220,9 @@ impl Adaptive {
         }
         let dt = now.duration_since(self.last_step).as_secs_f64();
         self.last_step = now;
-        let calm = self.last_cut.is_none_or(|t| now.duration_since(t) >= COOLDOWN);
+        let calm = self
+            .last_cut
+            .is_none_or(|t| now.duration_since(t) >= COOLDOWN);
         if let Some(rate) = self.learnt_rate {
             if backlogged && calm {
                 // Calm for long (the limit was raised, or the cut was too deep): probe faster,
@@ -326,8 +328,16 @@ mod tests {
         assert!((cut - 25.0 * BETA).abs() < 0.5, "{cut}");
         // Replies to messages sent before the cut change nothing; nor do later ones while the
         // site still takes what we send.
-        assert!(!a.cut_rate(None, now - Duration::from_millis(1), now + Duration::from_millis(5)));
-        assert!(!a.cut_rate(Some(cut), now + Duration::from_millis(10), now + Duration::from_millis(20)));
+        assert!(!a.cut_rate(
+            None,
+            now - Duration::from_millis(1),
+            now + Duration::from_millis(5)
+        ));
+        assert!(!a.cut_rate(
+            Some(cut),
+            now + Duration::from_millis(10),
+            now + Duration::from_millis(20)
+        ));
         assert_eq!(a.throttled, 3);
         // Calm and backlogged: +STEP of the cut rate per second.
         let later = now + Duration::from_secs(2);
@@ -371,7 +381,11 @@ mod tests {
             b.cut_rate(b.learnt_rate(), ms(now), ms(now + 5));
             now += 20;
         }
-        assert!(b.learnt_rate().unwrap() >= 25.0 * BETA - 1e-9, "{:?}", b.learnt_rate());
+        assert!(
+            b.learnt_rate().unwrap() >= 25.0 * BETA - 1e-9,
+            "{:?}",
+            b.learnt_rate()
+        );
     }
 
     #[test]

@@ -150,8 +150,8 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use mailfarm_protocol::Rate;
+    use std::time::Duration;
 
     fn limits(rate: &str, connections: u32, ramp: u64) -> SiteLimits {
         SiteLimits {

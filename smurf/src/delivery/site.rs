@@ -268,7 +268,7 @@ impl Site {
         target: Target,
         domains: HashSet<String>,
         shaping: &Shaping,
-        farm: Option<(Option<f64>, Option<u32>)>,
+        farm: Option<super::FarmShare>,
     ) -> Self {
         let now = Instant::now();
         let limits = compute_limits(&key, &target, &domains, shaping);

@@ -13,9 +13,9 @@ use super::health::Signal;
 use super::site::{Kind, Plan, Site, Target, WorkerGuard};
 use super::{Job, Shared};
 use crate::outbound::reply::Reply;
-use crate::outbound::throttle::{Action, ThrottleKind};
 use crate::outbound::session::{open_session, Session, SessionSettings};
 use crate::outbound::smtp::{Delivery, Phase, SmtpError};
+use crate::outbound::throttle::{Action, ThrottleKind};
 
 /// Most addresses tried to open one session (across the MX hosts, in order).
 pub const MAX_OPEN_TRIES: usize = 5;
@@ -208,7 +208,12 @@ async fn deliver(site: &Site, shared: &Shared, job: &mut Job, open: &mut Option<
                     if let Some(signal) = f.signal {
                         site.record(signal);
                     }
-                    if on_throttle((site, shared, job), (&f.action, f.outcome == Outcome::Deferred), &f.text, started) {
+                    if on_throttle(
+                        (site, shared, job),
+                        (&f.action, f.outcome == Outcome::Deferred),
+                        &f.text,
+                        started,
+                    ) {
                         return Attempt::Throttled;
                     }
                     let r = result(
@@ -244,7 +249,12 @@ async fn deliver(site: &Site, shared: &Shared, job: &mut Job, open: &mut Option<
                     }
                     let action = classify(site, shared, reply);
                     let line = reply_line(reply);
-                    if on_throttle((site, shared, job), (&action, reply.is_transient()), &line, sent_at) {
+                    if on_throttle(
+                        (site, shared, job),
+                        (&action, reply.is_transient()),
+                        &line,
+                        sent_at,
+                    ) {
                         return Attempt::Throttled;
                     }
                 }
@@ -304,7 +314,12 @@ async fn deliver(site: &Site, shared: &Shared, job: &mut Job, open: &mut Option<
                 if let Some(signal) = signal {
                     site.record(signal);
                 }
-                if on_throttle((site, shared, job), (&action, outcome == Outcome::Deferred), &text, sent_at) {
+                if on_throttle(
+                    (site, shared, job),
+                    (&action, outcome == Outcome::Deferred),
+                    &text,
+                    sent_at,
+                ) {
                     return Attempt::Throttled;
                 }
                 let r = result(job, outcome, code, enhanced, text, size, &remote, started);

@@ -329,7 +329,9 @@ impl FaultSink {
                 stats: Arc::new(SinkStats::default()),
                 attempts: Mutex::new(HashMap::new()),
                 bucket,
-                provider_rate: plan.provider_rate.map(|r| Arc::new(provider::ProviderRate::new(r))),
+                provider_rate: plan
+                    .provider_rate
+                    .map(|r| Arc::new(provider::ProviderRate::new(r))),
             }),
         })
     }

@@ -81,7 +81,10 @@ fn rule(value: &toml::Value, path: &str, errors: &mut Vec<ShapingError>) -> Opti
         Ok(re) => Some(re),
         Err(e) => {
             let first = e.to_string().lines().last().unwrap_or("").trim().to_owned();
-            errors.push(err(&key("reply"), format!("not a regular expression: {first}")));
+            errors.push(err(
+                &key("reply"),
+                format!("not a regular expression: {first}"),
+            ));
             None
         }
     });
@@ -102,8 +105,14 @@ fn rule(value: &toml::Value, path: &str, errors: &mut Vec<ShapingError>) -> Opti
             None
         }
     });
-    if !["reply", "enhanced", "code"].iter().any(|k| table.contains_key(*k)) {
-        errors.push(err(path, "needs at least one of reply, enhanced or code to match"));
+    if !["reply", "enhanced", "code"]
+        .iter()
+        .any(|k| table.contains_key(*k))
+    {
+        errors.push(err(
+            path,
+            "needs at least one of reply, enhanced or code to match",
+        ));
     }
     let site = match (text("site", errors), text("provider", errors)) {
         (Some(_), Some(_)) => {
@@ -140,7 +149,10 @@ fn rule(value: &toml::Value, path: &str, errors: &mut Vec<ShapingError>) -> Opti
     let connections = table.get("connections").and_then(|v| match v.as_integer() {
         Some(n) if (1..=1_000_000).contains(&n) => u32::try_from(n).ok(),
         _ => {
-            errors.push(err(&key("connections"), "must be a whole number from 1 to 1000000"));
+            errors.push(err(
+                &key("connections"),
+                "must be a whole number from 1 to 1000000",
+            ));
             None
         }
     });
@@ -181,7 +193,10 @@ fn rule(value: &toml::Value, path: &str, errors: &mut Vec<ShapingError>) -> Opti
                 errors.push(err(path, "action \"cap\" needs a duration"));
             }
             if !has("rate") && !has("connections") {
-                errors.push(err(path, "action \"cap\" needs a rate, connections or both"));
+                errors.push(err(
+                    path,
+                    "action \"cap\" needs a rate, connections or both",
+                ));
             }
             duration.map(|duration| Action::Cap {
                 rate,
@@ -236,7 +251,12 @@ pub(super) fn line_of(text: &str, path: &str) -> Option<usize> {
     let mut seen = 0;
     let mut inside = false;
     for (n, line) in text.lines().enumerate() {
-        let bare: String = line.split('#').next().unwrap_or("").split_whitespace().collect();
+        let bare: String = line
+            .split('#')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
         if bare.starts_with('[') {
             inside = false;
             if bare == header {
@@ -259,7 +279,12 @@ pub(super) fn line_of(text: &str, path: &str) -> Option<usize> {
     }
     // A top-level key, before any section.
     let top = text.lines().position(|l| {
-        let bare: String = l.split('#').next().unwrap_or("").split_whitespace().collect();
+        let bare: String = l
+            .split('#')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
         bare.starts_with('[') || bare.split('=').next() == Some(section.as_str())
     })?;
     let line = text.lines().nth(top)?;

@@ -126,7 +126,11 @@ rate = "unlimited"
     assert_eq!(line("default.max_connections"), Some(4));
     assert_eq!(line("domain.\"ok.test\".connection_rate"), Some(11));
     assert_eq!(line("bog.rate"), Some(15));
-    assert!(errors[0].to_string().starts_with("line 2: colour: "), "{}", errors[0]);
+    assert!(
+        errors[0].to_string().starts_with("line 2: colour: "),
+        "{}",
+        errors[0]
+    );
     let syntax = Shaping::parse("[default]\nx = 1\n[default").unwrap_err();
     assert_eq!(syntax.len(), 1);
     assert_eq!(syntax[0].line, Some(3), "{:?}", syntax[0]);

@@ -242,9 +242,8 @@ pub fn generic(code: u16, enhanced: Option<EnhancedStatus>, text: &str) -> Optio
     if text.contains("too many recipients") {
         return None;
     }
-    let by_code = enhanced.is_some_and(|e| {
-        e.class == 4 && (e.subject == 7 || (e.subject == 2 && e.detail == 1))
-    });
+    let by_code = enhanced
+        .is_some_and(|e| e.class == 4 && (e.subject == 7 || (e.subject == 2 && e.detail == 1)));
     let by_text = RATE_PHRASES.iter().any(|p| text.contains(p))
         || text.contains("too many")
         || text
@@ -335,7 +334,11 @@ mod tests {
             (451, e(4, 7, 1), "later", &rate),
         ];
         for (code, enh, text, want) in cases {
-            assert_eq!(&c.classify("mx.test", code, enh, text), want, "{code} {text}");
+            assert_eq!(
+                &c.classify("mx.test", code, enh, text),
+                want,
+                "{code} {text}"
+            );
         }
     }
 
@@ -350,7 +353,11 @@ mod tests {
             (250, None, "slow down"),
             (451, None, "local error in processing"),
         ] {
-            assert_eq!(c.classify("mx.test", code, enh, text), Action::Ignore, "{text}");
+            assert_eq!(
+                c.classify("mx.test", code, enh, text),
+                Action::Ignore,
+                "{text}"
+            );
         }
     }
 
@@ -370,15 +377,27 @@ mod tests {
             rule(SiteMatch::Site("relay:x:25".into()), Action::Bog),
         ]);
         let gmail = "alt1.gmail-smtp-in.l.google.com,gmail-smtp-in.l.google.com";
-        assert_eq!(c.classify(gmail, 421, e(4, 7, 0), "Daily quota hit"), suspend);
-        assert_eq!(c.classify("relay:x:25", 550, e(4, 7, 2), "daily quota"), Action::Bog);
+        assert_eq!(
+            c.classify(gmail, 421, e(4, 7, 0), "Daily quota hit"),
+            suspend
+        );
+        assert_eq!(
+            c.classify("relay:x:25", 550, e(4, 7, 2), "daily quota"),
+            Action::Bog
+        );
         // Enhanced code must match; the built-ins still apply elsewhere.
         assert_eq!(
-            c.classify("relay:x:25", 421, e(4, 3, 0), "daily quota, try again later"),
+            c.classify(
+                "relay:x:25",
+                421,
+                e(4, 3, 0),
+                "daily quota, try again later"
+            ),
             Action::Throttle(ThrottleKind::Rate)
         );
-        assert_eq!(c.classify("other", 421, e(4, 7, 0), "daily quota").clone(), {
-            Action::Throttle(ThrottleKind::Rate)
-        });
+        assert_eq!(
+            c.classify("other", 421, e(4, 7, 0), "daily quota").clone(),
+            { Action::Throttle(ThrottleKind::Rate) }
+        );
     }
 }

@@ -5,9 +5,9 @@
 //! its state is shared farm-wide through the coordinator.
 //!
 //! - Multiplicative decrease: a throttling reply sets the learnt rate to [`BETA`] times the
-//!   lower of the rate in force and the rate the site accepted over the last second (what it
-//!   really took), once per flight: replies to messages sent before the last cut are ignored
-//!   (see [`Adaptive::cut_rate`]).
+//!   lower of the rate in force and the rate the site accepts (measured, see
+//!   [`Adaptive::estimate`]), once per flight: replies to messages sent before the last cut
+//!   are ignored (see [`Adaptive::cut_rate`]).
 //! - Additive increase: while the site is backlogged and calm, the learnt rate grows by
 //!   [`STEP`] of its value at the last cut per second, so a cycle back to the cut point lasts
 //!   about `(1 - BETA) / STEP` seconds whatever the rate (3 s). Reaching the configured limit
@@ -15,8 +15,10 @@
 //!   without a cut the step doubles, and again each period after (at most 16 times), so a
 //!   raised limit is found within seconds.
 //! - Connections: "too many connections" (or a drop at banner time) sets the learnt count to
-//!   one below the sessions open then (at least 1); after [`CONNECTION_CALM`] without one, it
-//!   grows by one.
+//!   the sessions open beside the refused one (at least 1); after [`CONNECTION_CALM`] without
+//!   one, it grows by one.
+//! - Only a rate in use grows: the site must have accepted about the learnt rate over the
+//!   last second.
 //! - The coordinator may set the learnt values (the farm-wide learnt rate split among the
 //!   smurfs sending to the site, see [`Adaptive::set_farm`]).
 
@@ -31,13 +33,16 @@ pub const STEP: f64 = 0.05;
 pub const COOLDOWN: Duration = Duration::from_secs(1);
 /// Lowest learnt rate: one message a minute.
 pub const RATE_FLOOR: f64 = 1.0 / 60.0;
-/// Calm time before one more connection is tried.
-pub const CONNECTION_CALM: Duration = Duration::from_secs(10);
+/// Calm time before one more connection is tried: long, because every probe beyond a
+/// site's limit is a refused connection, and sessions are reused for many messages.
+pub const CONNECTION_CALM: Duration = Duration::from_secs(60);
 /// After this long without a cut, the additive step doubles (and again after each further
 /// period, up to 16 times): a raised limit is found in seconds, not minutes.
 pub const PROBE_DOUBLING: Duration = Duration::from_secs(6);
 /// Window over which the accepted rate is measured.
 const WINDOW: Duration = Duration::from_secs(1);
+/// Window of the long-run accepted rate (see [`Adaptive::estimate`]).
+pub const LONG_WINDOW: Duration = Duration::from_secs(10);
 /// Above this, an "unlimited" site's learnt rate is dropped (no limit learnt any more).
 const UNLIMITED_CEILING: f64 = 100_000.0;
 
@@ -51,8 +56,10 @@ pub struct Adaptive {
     step_base: f64,
     last_cut: Option<Instant>,
     last_connection_cut: Option<Instant>,
+    /// The last "too many connections".
+    last_refusal: Option<Instant>,
     last_step: Instant,
-    /// Messages the site accepted in the last [`WINDOW`].
+    /// When the site accepted messages, over the last [`LONG_WINDOW`].
     accepted: VecDeque<Instant>,
     cap_rate: Option<(f64, Instant)>,
     cap_connections: Option<(u32, Instant)>,
@@ -75,6 +82,7 @@ impl Adaptive {
             step_base: 0.0,
             last_cut: None,
             last_connection_cut: None,
+            last_refusal: None,
             last_step: now,
             accepted: VecDeque::new(),
             cap_rate: None,
@@ -125,7 +133,7 @@ impl Adaptive {
         while self
             .accepted
             .front()
-            .is_some_and(|t| now.duration_since(*t) > WINDOW)
+            .is_some_and(|t| now.duration_since(*t) > LONG_WINDOW)
         {
             self.accepted.pop_front();
         }
@@ -134,7 +142,11 @@ impl Adaptive {
     /// Messages the site accepted over the last second.
     pub fn accepted_now(&mut self, now: Instant) -> f64 {
         self.trim(now);
-        self.accepted.len() as f64
+        self.accepted
+            .iter()
+            .rev()
+            .take_while(|t| now.duration_since(**t) <= WINDOW)
+            .count() as f64
     }
 
     /// A throttling reply to a message sent at `sent` while `current` was in force (`None`:
@@ -142,29 +154,20 @@ impl Adaptive {
     ///
     /// One cut per flight, as TCP does once per window: replies to messages sent before the
     /// last cut say nothing new. The cut goes to [`BETA`] times the lower of the rate in force
-    /// and what the site accepts (`estimate`), but never below [`BETA`] times what it accepted
-    /// over the last second: a receiver that counts per second (SES) refuses everything for
-    /// the rest of a second after a burst, and that lockout must not drive the rate to the
-    /// floor. On a young site (under a second of history) the estimate is the count so far
-    /// over its age (at least a tenth of a second); later it is the last second's count.
+    /// and what the site accepts ([`Adaptive::estimate`]), but not below [`BETA`] times what it
+    /// accepted over the last second; a cut that would not lower the rate is no cut.
     pub fn cut_rate(&mut self, current: Option<f64>, sent: Instant, now: Instant) -> bool {
         self.throttled += 1;
         if self.last_cut.is_some_and(|t| sent < t) {
             return false;
         }
-        self.trim(now);
-        let count = self.accepted.len() as f64;
-        let age = now.duration_since(self.started);
-        let estimate = if age >= WINDOW {
-            count
-        } else {
-            count / age.max(Duration::from_millis(100)).as_secs_f64()
-        };
-        let base = match current {
-            Some(c) => c.min(estimate.max(f64::MIN_POSITIVE)),
-            None => estimate,
-        };
-        let next = (BETA * base).max(BETA * count).max(RATE_FLOOR);
+        let estimate = self.estimate(now);
+        let base = current.map_or(estimate, |c| c.min(estimate));
+        // Never below what it took over the last second: a per-second counter (SES) still
+        // refuses messages sent right after a cut, for the sends before it.
+        let next = (BETA * base)
+            .max(BETA * self.accepted_now(now))
+            .max(RATE_FLOOR);
         let in_force = self.learnt_rate.or(current).unwrap_or(f64::INFINITY);
         if next >= in_force {
             return false;
@@ -177,22 +180,50 @@ impl Adaptive {
         true
     }
 
-    /// A "too many connections" reply (or a drop at banner time) while `open` sessions were
-    /// open or opening. Returns whether the learnt count changed.
-    pub fn cut_connections(&mut self, open: u32, now: Instant) -> bool {
+    /// What the site accepts, messages per second. On a young site (under a second) the count
+    /// so far over its age (at least a tenth of a second); later the larger of the last
+    /// second's count and the average over the last [`LONG_WINDOW`]. The average keeps a
+    /// receiver that counts per window (SES per second, Postfix's anvil per
+    /// `anvil_rate_time_unit`) from driving the rate to the floor while it refuses everything
+    /// for the rest of its window.
+    fn estimate(&mut self, now: Instant) -> f64 {
+        self.trim(now);
+        let age = now.duration_since(self.started);
+        let last_second = self
+            .accepted
+            .iter()
+            .rev()
+            .take_while(|t| now.duration_since(**t) <= WINDOW)
+            .count() as f64;
+        if age < WINDOW {
+            return last_second / age.max(Duration::from_millis(100)).as_secs_f64();
+        }
+        let long = self.accepted.len() as f64 / age.min(LONG_WINDOW).as_secs_f64();
+        last_second.max(long)
+    }
+
+    /// A "too many connections" reply (or a drop at banner time) to a session opened beside
+    /// `others` open or opening. Returns whether the learnt count changed.
+    pub fn cut_connections(&mut self, others: u32, now: Instant) -> bool {
         self.throttled += 1;
-        if self
-            .last_connection_cut
-            .is_some_and(|t| now.duration_since(t) < COOLDOWN)
-        {
+        // The site refused one more session beside `others`: that many is what it allows us.
+        let next = others.max(1);
+        let current = self.learnt_connections.unwrap_or(u32::MAX);
+        self.last_connection_cut = Some(now);
+        self.last_refusal = Some(now);
+        if next >= current {
             return false;
         }
-        let next = open.saturating_sub(1).max(1);
-        let current = self.learnt_connections.unwrap_or(u32::MAX);
-        self.learnt_connections = Some(next.min(current));
-        self.last_connection_cut = Some(now);
+        self.learnt_connections = Some(next);
         self.cut_pending = true;
         true
+    }
+
+    /// Whether a new session may be opened: not within [`COOLDOWN`] of a refused one (a
+    /// site at its limit would refuse it too, as fast as sessions are opened).
+    pub fn may_open(&self, now: Instant) -> bool {
+        self.last_refusal
+            .is_none_or(|t| now.duration_since(t) >= COOLDOWN)
     }
 
     /// Advances the additive increase. `backlogged`: the site has messages waiting (only then
@@ -223,7 +254,12 @@ impl Adaptive {
         let calm = self
             .last_cut
             .is_none_or(|t| now.duration_since(t) >= COOLDOWN);
-        if let Some(rate) = self.learnt_rate {
+        // Grow only a rate in use: a site sending below its learnt rate for another reason
+        // (few sessions, a slow peer) proves nothing about a higher one (RFC 7661's rule for
+        // TCP's window).
+        let last_second = self.accepted_now(now);
+        let used = |rate: f64| last_second + 1.0 >= 0.8 * rate;
+        if let Some(rate) = self.learnt_rate.filter(|r| used(*r)) {
             if backlogged && calm {
                 // Calm for long (the limit was raised, or the cut was too deep): probe faster,
                 // doubling the step every PROBE_DOUBLING after the first.
@@ -339,16 +375,25 @@ mod tests {
             now + Duration::from_millis(20)
         ));
         assert_eq!(a.throttled, 3);
-        // Calm and backlogged: +STEP of the cut rate per second.
+        // Calm, backlogged, and the rate in use: +STEP of the cut rate per second.
         let later = now + Duration::from_secs(2);
+        for i in 0..21 {
+            a.on_accepted(later - Duration::from_millis(i * 40));
+        }
         assert!(a.tick(later, true, None, 4));
         let grown = a.learnt_rate().unwrap();
         assert!((grown - cut * (1.0 + 2.0 * STEP)).abs() < 1e-6, "{grown}");
-        // Not backlogged: no growth.
+        // Not backlogged: no growth; nor when the site took much less than the learnt rate.
         assert!(!a.tick(later + Duration::from_secs(5), false, None, 4));
         assert_eq!(a.learnt_rate(), Some(grown));
+        assert!(!a.tick(later + Duration::from_secs(6), true, None, 4));
+        assert_eq!(a.learnt_rate(), Some(grown));
         // The configured limit is the ceiling: reaching it lifts the learnt rate.
-        assert!(a.tick(later + Duration::from_secs(60), true, Some(22.0), 4));
+        let much_later = later + Duration::from_secs(60);
+        for i in 0..21 {
+            a.on_accepted(much_later - Duration::from_millis(i * 40));
+        }
+        assert!(a.tick(much_later, true, Some(22.0), 4));
         assert_eq!(a.learnt_rate(), None);
         assert_eq!(a.rate(Some(22.0), later), Some(22.0));
     }
@@ -399,15 +444,19 @@ mod tests {
     }
 
     #[test]
-    fn connections_are_cut_to_one_below_the_open_sessions_and_regrow_when_calm() {
+    fn connections_are_cut_to_the_other_sessions_and_regrow_when_calm() {
         let t0 = Instant::now();
         let mut a = Adaptive::new(t0);
-        assert!(a.cut_connections(3, t0));
+        assert!(a.cut_connections(2, t0));
         assert_eq!(a.connections(8, t0), 2);
+        assert!(!a.may_open(t0 + Duration::from_millis(500)));
+        assert!(a.may_open(t0 + COOLDOWN));
+        // A refusal beside as many sessions changes nothing.
+        assert!(!a.cut_connections(2, t0));
         assert!(!a.tick(t0 + Duration::from_secs(5), true, None, 8));
         assert!(a.tick(t0 + CONNECTION_CALM, true, None, 8));
         assert_eq!(a.connections(8, t0 + CONNECTION_CALM), 3);
-        assert!(a.cut_connections(1, t0 + Duration::from_secs(20)));
+        assert!(a.cut_connections(0, t0 + CONNECTION_CALM));
         assert_eq!(a.connections(8, t0), 1);
     }
 

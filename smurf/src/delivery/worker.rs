@@ -55,6 +55,9 @@ pub(super) enum Attempt {
     Reported,
     /// The site throttled it: put it back in the site's queue, no result.
     Throttled,
+    /// The site refused the session for too many connections: put the job back and end this
+    /// worker (the dispatcher starts another only within the learnt connection count).
+    Refused,
 }
 
 /// Acts on what the site said (see [`crate::outbound::throttle`]): cuts, suspends, caps or
@@ -118,8 +121,13 @@ pub(super) async fn run(site: Arc<Site>, shared: Arc<Shared>, mut guard: WorkerG
     while let Some(mut job) = site.next_job(&shared, &mut guard).await {
         let attempt = deliver(&site, &shared, &mut job, &mut open).await;
         site.job_done(&mut guard);
-        if attempt == Attempt::Throttled {
-            site.requeue(job);
+        match attempt {
+            Attempt::Reported => {}
+            Attempt::Throttled => site.requeue(job),
+            Attempt::Refused => {
+                site.requeue(job);
+                break;
+            }
         }
     }
     if let Some(open) = open.take() {
@@ -214,7 +222,10 @@ async fn deliver(site: &Site, shared: &Shared, job: &mut Job, open: &mut Option<
                         &f.text,
                         started,
                     ) {
-                        return Attempt::Throttled;
+                        return match f.action {
+                            Action::Throttle(ThrottleKind::Connections) => Attempt::Refused,
+                            _ => Attempt::Throttled,
+                        };
                     }
                     let r = result(
                         job, f.outcome, f.code, f.enhanced, f.text, size, &f.remote, started,

@@ -109,6 +109,11 @@ impl Postfix {
     /// Writes the configuration, starts Postfix and waits until both smtpd
     /// listeners accept connections.
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Like [`Postfix::start`], with `extra_main_cf` appended to main.cf (e.g. anvil limits).
+    pub fn start_with(extra_main_cf: &str) -> Self {
         check_prerequisites();
         // Short path: Postfix's UNIX sockets live under the queue directory.
         let dir = tempfile::Builder::new()
@@ -140,7 +145,7 @@ impl Postfix {
         let dir_str = root.to_str().expect("temporary path is not UTF-8");
         fs::write(
             config_dir.join("main.cf"),
-            MAIN_CF.replace("@DIR@", dir_str),
+            MAIN_CF.replace("@DIR@", dir_str) + extra_main_cf,
         )
         .expect("writing main.cf");
         fs::write(

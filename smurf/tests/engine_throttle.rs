@@ -102,7 +102,7 @@ ramp_up = "0s"
     let mut backed_off = false;
     let mut lanes = HashSet::new();
     let mut results = std::collections::HashMap::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(18);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while results.len() < count {
         if let Some(site) = engine.stats().site(SITE) {
             lowest = lowest.min(site.rate.unwrap_or(f64::INFINITY));

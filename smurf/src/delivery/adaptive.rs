@@ -150,19 +150,31 @@ impl Adaptive {
     }
 
     /// A throttling reply to a message sent at `sent` while `current` was in force (`None`:
-    /// unlimited). Returns whether the learnt rate changed.
+    /// unlimited) over `sessions` sessions. Returns whether the learnt rate changed.
     ///
     /// One cut per flight, as TCP does once per window: replies to messages sent before the
     /// last cut say nothing new. The cut goes to [`BETA`] times the lower of the rate in force
     /// and what the site accepts ([`Adaptive::estimate`]), but not below [`BETA`] times what it
     /// accepted over the last second; a cut that would not lower the rate is no cut.
-    pub fn cut_rate(&mut self, current: Option<f64>, sent: Instant, now: Instant) -> bool {
+    pub fn cut_rate(
+        &mut self,
+        (current, sessions): (Option<f64>, u32),
+        sent: Instant,
+        now: Instant,
+    ) -> bool {
         self.throttled += 1;
         if self.last_cut.is_some_and(|t| sent < t) {
             return false;
         }
-        let estimate = self.estimate(now);
-        let base = current.map_or(estimate, |c| c.min(estimate));
+        // Nothing accepted yet (the replies of the ones accepted may not have been counted
+        // yet): no measure, so from the rate in force, or one message a second per session.
+        let estimate = Some(self.estimate(now)).filter(|e| *e > 0.0);
+        let base = match (current, estimate) {
+            (Some(c), Some(e)) => c.min(e),
+            (Some(c), None) => c,
+            (None, Some(e)) => e,
+            (None, None) => f64::from(sessions.max(1)),
+        };
         // Never below what it took over the last second: a per-second counter (SES) still
         // refuses messages sent right after a cut, for the sends before it.
         let next = (BETA * base)
@@ -359,18 +371,18 @@ mod tests {
             a.on_accepted(t0 + Duration::from_millis(1040 + i * 40));
         }
         let now = t0 + Duration::from_millis(2000);
-        assert!(a.cut_rate(None, now, now));
+        assert!(a.cut_rate((None, 4), now, now));
         let cut = a.learnt_rate().unwrap();
         assert!((cut - 25.0 * BETA).abs() < 0.5, "{cut}");
         // Replies to messages sent before the cut change nothing; nor do later ones while the
         // site still takes what we send.
         assert!(!a.cut_rate(
-            None,
+            (None, 4),
             now - Duration::from_millis(1),
             now + Duration::from_millis(5)
         ));
         assert!(!a.cut_rate(
-            Some(cut),
+            (Some(cut), 4),
             now + Duration::from_millis(10),
             now + Duration::from_millis(20)
         ));
@@ -407,12 +419,12 @@ mod tests {
         for i in 0..3 {
             a.on_accepted(ms(i));
         }
-        assert!(a.cut_rate(Some(100.0), ms(15), ms(20)));
+        assert!(a.cut_rate((Some(100.0), 4), ms(15), ms(20)));
         // 3 in the first tenth of a second: 30/s.
         assert!((a.learnt_rate().unwrap() - 30.0 * BETA).abs() < 1e-9);
         // A message sent after that cut and refused too: another cut.
         let learnt = a.learnt_rate();
-        assert!(a.cut_rate(learnt, ms(30), ms(40)));
+        assert!(a.cut_rate((learnt, 4), ms(30), ms(40)));
         assert!(a.learnt_rate().unwrap() < learnt.unwrap());
         // A per-second counter (SES) after a burst of 25: refusals for the rest of the second
         // never go below what it took.
@@ -420,10 +432,10 @@ mod tests {
         for i in 0..25 {
             b.on_accepted(ms(i));
         }
-        assert!(b.cut_rate(None, ms(30), ms(140)));
+        assert!(b.cut_rate((None, 4), ms(30), ms(140)));
         let mut now = 150;
         while now < 900 {
-            b.cut_rate(b.learnt_rate(), ms(now), ms(now + 5));
+            b.cut_rate((b.learnt_rate(), 4), ms(now), ms(now + 5));
             now += 20;
         }
         assert!(
@@ -431,6 +443,17 @@ mod tests {
             "{:?}",
             b.learnt_rate()
         );
+    }
+
+    #[test]
+    fn a_refusal_before_any_acceptance_was_counted_cuts_from_the_rate_in_force() {
+        let t0 = Instant::now();
+        let mut a = Adaptive::new(t0);
+        assert!(a.cut_rate((Some(100.0), 4), t0, t0 + Duration::from_millis(5)));
+        assert_eq!(a.learnt_rate(), Some(100.0 * BETA));
+        let mut b = Adaptive::new(t0);
+        assert!(b.cut_rate((None, 4), t0, t0 + Duration::from_millis(5)));
+        assert_eq!(b.learnt_rate(), Some(4.0 * BETA));
     }
 
     #[test]

@@ -495,7 +495,10 @@ impl Site {
         let current = st.effective;
         let changed = match action {
             Action::Ignore => false,
-            Action::Throttle(ThrottleKind::Rate) => st.adaptive.cut_rate(current.rate, sent, now),
+            Action::Throttle(ThrottleKind::Rate) => {
+                let sessions = st.workers;
+                st.adaptive.cut_rate((current.rate, sessions), sent, now)
+            }
             Action::Throttle(ThrottleKind::Connections) => {
                 // This worker's session was refused: the others are what the site allows.
                 let others = st.workers.saturating_sub(1);

@@ -443,7 +443,13 @@ async fn shutdown_signal() {
 }
 
 async fn run_coordinator(config: &Path) -> anyhow::Result<ExitCode> {
-    let config = CoordinatorConfig::load(config)?;
+    // The whole shaping file is checked here, every error listed with its line: a bad file
+    // keeps the coordinator from starting instead of being refused by each smurf later.
+    let config = CoordinatorConfig::load_checked(config, |text| {
+        mailfarm_smurf::outbound::shaping::Shaping::parse(text)
+            .map(drop)
+            .map_err(|errors| errors.iter().map(ToString::to_string).collect())
+    })?;
     let coordinator = Coordinator::bind(config.settings()?).await?;
     // Machine-readable readiness lines (the bound ports matter when listening on port 0).
     if let Some(addr) = coordinator.metrics_addr() {

@@ -34,8 +34,12 @@ fn two_smurfs_learn_a_relays_rate_and_lose_nothing() {
     let mut sink = FaultSinkProcess::start(&tmp.path().join("sink"), &["--rate", "50"]);
     // The coordinator's retries are far away: a message deferred to them would blow the time
     // bound, so the bound shows the throttled ones were retried on the smurfs.
-    let farm =
-        ProcessFarm::start_with(&tmp.path().join("farm"), 2, 64, "retry_schedule = [\"5m\"]");
+    let farm = ProcessFarm::start_with(
+        &tmp.path().join("farm"),
+        2,
+        64,
+        "retry_schedule = [\"5m\"]\nmetrics_listen = \"127.0.0.1:0\"",
+    );
     let campaign = tmp.path().join("c");
     write_campaign(
         &campaign,
@@ -80,6 +84,7 @@ fn two_smurfs_learn_a_relays_rate_and_lose_nothing() {
         .output()
         .unwrap();
     let sites = String::from_utf8_lossy(&sites.stdout).to_string();
+    let metrics = mailfarm_testkit::metrics(&farm);
     let accepted = sink.stop();
     let output = sink.daemon.output();
     let refused = sink_counter(&output, "rate-refused");
@@ -114,4 +119,14 @@ fn two_smurfs_learn_a_relays_rate_and_lose_nothing() {
     // The farm shows what it learnt.
     assert!(sites.contains("relay:"), "farm sites: {sites}");
     assert!(sites.contains("454"), "the last throttling reply: {sites}");
+    for family in [
+        "mailfarm_site_learnt_rate_millis{site=\"relay:",
+        "mailfarm_site_throttled_total{site=\"relay:",
+        "mailfarm_site_last_throttle_info{site=\"relay:",
+    ] {
+        assert!(
+            metrics.contains(family),
+            "{family} missing from /metrics:\n{metrics}"
+        );
+    }
 }

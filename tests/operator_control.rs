@@ -2,35 +2,9 @@
 //! resume, cancel, `campaign watch`, draining a node and bringing it back, and the Prometheus
 //! `/metrics` endpoint, against a real sink (Postfix's smtp-sink).
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use mailfarm_testkit::{number, recipients_csv, write_campaign, ProcessFarm, SmtpSink};
-
-fn metrics(farm: &ProcessFarm) -> String {
-    let line = farm
-        .coordinator
-        .stdout
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|l| l.starts_with("mailfarm metrics on http://"))
-        .cloned()
-        .expect("metrics address printed");
-    let addr = line
-        .trim_start_matches("mailfarm metrics on http://")
-        .trim_end_matches("/metrics");
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    stream.read_to_string(&mut body).unwrap();
-    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-    body
-}
+use mailfarm_testkit::{metrics, number, recipients_csv, write_campaign, ProcessFarm, SmtpSink};
 
 fn ok(out: std::process::Output) -> String {
     let text = String::from_utf8_lossy(&out.stdout).to_string();

@@ -1,9 +1,9 @@
 //! `mailfarm-bench`: measures mailfarm end to end against a real SMTP receiver and puts the
 //! numbers next to Postfix's own SMTP blaster on the same receiver; measures how fast a launch
 //! ingests a large recipient list; what durable coordinator state costs in throughput; and
-//! what MX routing over real DNS with farm-wide shaping costs next to relay mode; how fast
-//! the bounce analysis reads real bounces; and how many one-click unsubscribes per second the
-//! web role takes durably.
+//! what MX routing over real DNS with farm-wide shaping costs next to relay mode; how the
+//! farm learns a throttling relay's rate; how fast the bounce analysis reads real bounces; and
+//! how many one-click unsubscribes per second the web role takes durably.
 
 #![warn(clippy::unwrap_used)]
 
@@ -22,6 +22,8 @@ mod report;
 mod sink;
 mod source;
 mod sys;
+mod throttle;
+mod throttle_svg;
 mod throughput;
 mod unsubscribe;
 mod workload;
@@ -66,6 +68,9 @@ enum Command {
     /// The web role as a child process for `unsubscribe` (internal).
     #[command(hide = true)]
     UnsubscribeServer(unsubscribe::UnsubscribeServer),
+    /// The farm learning a throttling relay's rate and connection count (issue 11).
+    #[command(long_about = THROTTLE_HELP)]
+    Throttle(throttle::Throttle),
 }
 
 /// Long help of `bounce`.
@@ -90,6 +95,21 @@ fsynced (group commit). Reports POSTs/s, latency percentiles and the server's CP
 server is then killed with SIGKILL and its journal reopened: every recipient answered 200 must \
 be there. A second burst is interrupted by SIGKILL once 40% were answered, with requests in \
 flight, and checked the same way. Exits non-zero when a 200 was lost.";
+
+/// Long help of `throttle`.
+const THROTTLE_HELP: &str = "\
+The farm learning a throttling relay's rate and connection count (issue 11).
+
+For each R of --rates: an in-process fault sink accepts R messages in any second and answers \
+Amazon SES's 454 Throttling failure beyond (the session stays open); an embedded farm of \
+--smurfs smurfs (--connections sessions each) sends it a campaign of 30 x R recipients (the \
+example newsletter). Targets: every message accepted exactly once (distinct Message-IDs), \
+finished within 1.25 x N / R + 5 s, at most 15 % of DATA attempts refused. Then R = 50 with \
+the sink limited to --max-connections sessions (target: at most 5 % of connection attempts \
+refused after the first 10 s), and a run whose limit is raised from --raise-from to \
+--raise-to after --raise-after seconds (target: the farm-wide learnt rate within 20 % of the \
+new limit in at most 30 s). --svg writes the rate-against-time plot. Exits non-zero when a \
+target is missed.";
 
 /// Long help of `throughput`.
 const THROUGHPUT_HELP: &str = "\
@@ -184,6 +204,8 @@ fn main() -> ExitCode {
         Command::Unsubscribe(o) => unsubscribe::unsubscribe(o)
             .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
         Command::UnsubscribeServer(o) => unsubscribe::serve(o),
+        Command::Throttle(o) => throttle::throttle(o)
+            .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -71,8 +71,20 @@ fn default_batch() -> usize {
 }
 
 impl CoordinatorConfig {
-    /// Reads a config file; relative paths are resolved against its folder.
+    /// Reads a config file; relative paths are resolved against its folder. The shaping file
+    /// is only checked to be TOML here; see [`CoordinatorConfig::load_checked`].
     pub fn load(path: &Path) -> anyhow::Result<Self> {
+        Self::load_checked(path, |_| Ok(()))
+    }
+
+    /// Like [`CoordinatorConfig::load`], and `check_shaping` judges the shaping file's text:
+    /// every problem it returns (one line each, e.g. `line 12: rule[0].action: ...`) is
+    /// reported at once and the coordinator does not start. (The shaping parser lives with
+    /// the smurfs that apply it; the `mailfarm` binary passes it in.)
+    pub fn load_checked(
+        path: &Path,
+        check_shaping: impl Fn(&str) -> Result<(), Vec<String>>,
+    ) -> anyhow::Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let mut config: Self =
@@ -93,6 +105,10 @@ impl CoordinatorConfig {
                 Ok(text) => {
                     if let Err(e) = text.parse::<toml::Table>() {
                         problems.push(format!("shaping_file {}: {e}", file.display()));
+                    } else if let Err(errors) = check_shaping(&text) {
+                        for e in errors {
+                            problems.push(format!("shaping_file {}: {e}", file.display()));
+                        }
                     }
                 }
                 Err(e) => problems.push(format!("shaping_file {}: {e}", file.display())),

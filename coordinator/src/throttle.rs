@@ -90,9 +90,14 @@ impl ThrottleBook {
                 continue;
             }
             let learnt = farm_learnt(&fresh);
-            let rate_milli = learnt.rate.map(|sum| (sum / n).max(1));
+            // Only what some smurf learnt is shared: a rate cut says nothing of connections.
+            let rate_milli = learnt
+                .rate
+                .filter(|_| fresh.iter().any(|r| r.learnt_milli.is_some()))
+                .map(|sum| (sum / n).max(1));
             let connections = learnt
                 .connections
+                .filter(|_| fresh.iter().any(|r| r.learnt_connections.is_some()))
                 .map(|sum| u32::try_from((u64::from(sum) / n).max(1)).unwrap_or(u32::MAX));
             out.push(SiteRate {
                 site: site.clone(),
@@ -198,7 +203,7 @@ mod tests {
     #[test]
     fn a_cut_on_one_smurf_is_shared_by_all() {
         let book = ThrottleBook::default();
-        let mut signal = book.subscribe();
+        let signal = book.subscribe();
         book.report("a", vec![report("relay:x:25", None, Some(25_000), false)]);
         assert!(!signal.has_changed().unwrap());
         assert!(book.shares().is_empty(), "nothing learnt yet");
@@ -211,7 +216,7 @@ mod tests {
         // 25 + 15 farm-wide, 20 each.
         assert_eq!(rates.len(), 1);
         assert_eq!(rates[0].rate_milli, Some(20_000));
-        assert_eq!(rates[0].connections, Some(4));
+        assert_eq!(rates[0].connections, None, "no connection count was learnt");
         let view = book.sites();
         assert_eq!(view[0].learnt_milli, Some(40_000));
         assert_eq!(view[0].configured_milli, Some(50_000));

@@ -311,3 +311,30 @@ pub fn assert_permanent_dns_failure(tmp: &Path, dns_addr: SocketAddr, domain: &s
         assert_eq!(v["remote"], "", "no server was contacted: {line}");
     }
 }
+
+/// The coordinator's `/metrics` page (its config must set `metrics_listen`).
+pub fn metrics(farm: &ProcessFarm) -> String {
+    use std::io::{Read, Write};
+    let line = farm
+        .coordinator
+        .stdout
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.starts_with("mailfarm metrics on http://"))
+        .cloned()
+        .expect("metrics address printed");
+    let addr = line
+        .trim_start_matches("mailfarm metrics on http://")
+        .trim_end_matches("/metrics");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    body
+}

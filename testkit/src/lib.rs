@@ -16,6 +16,7 @@ pub mod peers;
 pub mod postfix;
 pub mod process;
 mod roles;
+pub use roles::metrics;
 
 pub use farm::{
     assert_permanent_dns_failure, domains_csv, mailfarm, mailfarm_binary, number, recipients_csv,

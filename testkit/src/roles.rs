@@ -85,3 +85,31 @@ impl ProcessFarm {
         }
     }
 }
+
+/// The coordinator's `/metrics` page (its address is what the coordinator printed at start:
+/// the config must set `metrics_listen`).
+pub fn metrics(farm: &ProcessFarm) -> String {
+    use std::io::{Read, Write};
+    let line = farm
+        .coordinator
+        .stdout
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .find(|l| l.starts_with("mailfarm metrics on http://"))
+        .cloned()
+        .expect("metrics address printed");
+    let addr = line
+        .trim_start_matches("mailfarm metrics on http://")
+        .trim_end_matches("/metrics");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connecting to /metrics");
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("asking for /metrics");
+    let mut body = String::new();
+    stream.read_to_string(&mut body).expect("reading /metrics");
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    body
+}

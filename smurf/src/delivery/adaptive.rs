@@ -5,8 +5,9 @@
 //! its state is shared farm-wide through the coordinator.
 //!
 //! - Multiplicative decrease: a throttling reply sets the learnt rate to [`BETA`] times the
-//!   lower of the rate in force and the rate the site accepted over the last second (what it
-//!   really took), at most once per [`COOLDOWN`] (replies already in flight say the same).
+//!   lower of the rate in force and the rate the site accepts (measured, see
+//!   [`Adaptive::estimate`]), once per flight: replies to messages sent before the last cut
+//!   are ignored (see [`Adaptive::cut_rate`]).
 //! - Additive increase: while the site is backlogged and calm, the learnt rate grows by
 //!   [`STEP`] of its value at the last cut per second, so a cycle back to the cut point lasts
 //!   about `(1 - BETA) / STEP` seconds whatever the rate (3 s). Reaching the configured limit
@@ -14,8 +15,10 @@
 //!   without a cut the step doubles, and again each period after (at most 16 times), so a
 //!   raised limit is found within seconds.
 //! - Connections: "too many connections" (or a drop at banner time) sets the learnt count to
-//!   one below the sessions open then (at least 1); after [`CONNECTION_CALM`] without one, it
-//!   grows by one.
+//!   the sessions open beside the refused one (at least 1); after [`CONNECTION_CALM`] without
+//!   one, it grows by one.
+//! - Only a rate in use grows: the site must have accepted about the learnt rate over the
+//!   last second.
 //! - The coordinator may set the learnt values (the farm-wide learnt rate split among the
 //!   smurfs sending to the site, see [`Adaptive::set_farm`]).
 
@@ -26,17 +29,20 @@ use std::time::{Duration, Instant};
 pub const BETA: f64 = 0.85;
 /// Additive increase per second, as a share of the rate right after the last cut.
 pub const STEP: f64 = 0.05;
-/// Ignore further throttling replies for this long after a cut.
+/// No additive increase for this long after a cut; no second connection cut within it.
 pub const COOLDOWN: Duration = Duration::from_secs(1);
 /// Lowest learnt rate: one message a minute.
 pub const RATE_FLOOR: f64 = 1.0 / 60.0;
-/// Calm time before one more connection is tried.
-pub const CONNECTION_CALM: Duration = Duration::from_secs(10);
+/// Calm time before one more connection is tried: long, because every probe beyond a
+/// site's limit is a refused connection, and sessions are reused for many messages.
+pub const CONNECTION_CALM: Duration = Duration::from_secs(60);
 /// After this long without a cut, the additive step doubles (and again after each further
 /// period, up to 16 times): a raised limit is found in seconds, not minutes.
 pub const PROBE_DOUBLING: Duration = Duration::from_secs(6);
 /// Window over which the accepted rate is measured.
 const WINDOW: Duration = Duration::from_secs(1);
+/// Window of the long-run accepted rate (see [`Adaptive::estimate`]).
+pub const LONG_WINDOW: Duration = Duration::from_secs(10);
 /// Above this, an "unlimited" site's learnt rate is dropped (no limit learnt any more).
 const UNLIMITED_CEILING: f64 = 100_000.0;
 
@@ -50,8 +56,10 @@ pub struct Adaptive {
     step_base: f64,
     last_cut: Option<Instant>,
     last_connection_cut: Option<Instant>,
+    /// The last "too many connections".
+    last_refusal: Option<Instant>,
     last_step: Instant,
-    /// Messages the site accepted in the last [`WINDOW`].
+    /// When the site accepted messages, over the last [`LONG_WINDOW`].
     accepted: VecDeque<Instant>,
     cap_rate: Option<(f64, Instant)>,
     cap_connections: Option<(u32, Instant)>,
@@ -74,6 +82,7 @@ impl Adaptive {
             step_base: 0.0,
             last_cut: None,
             last_connection_cut: None,
+            last_refusal: None,
             last_step: now,
             accepted: VecDeque::new(),
             cap_rate: None,
@@ -124,7 +133,7 @@ impl Adaptive {
         while self
             .accepted
             .front()
-            .is_some_and(|t| now.duration_since(*t) > WINDOW)
+            .is_some_and(|t| now.duration_since(*t) > LONG_WINDOW)
         {
             self.accepted.pop_front();
         }
@@ -133,36 +142,48 @@ impl Adaptive {
     /// Messages the site accepted over the last second.
     pub fn accepted_now(&mut self, now: Instant) -> f64 {
         self.trim(now);
-        self.accepted.len() as f64
+        self.accepted
+            .iter()
+            .rev()
+            .take_while(|t| now.duration_since(**t) <= WINDOW)
+            .count() as f64
     }
 
-    /// Messages per second the site accepted lately: what it accepted over the last second.
-    /// On a young site this is the count so far, not divided by the shorter time: receivers
-    /// count per second (SES, the sink), and a first burst must not pass for a high rate.
-    fn accepted_rate(&mut self, now: Instant) -> Option<f64> {
-        self.trim(now);
-        (!self.accepted.is_empty()).then(|| self.accepted.len() as f64)
-    }
-
-    /// A throttling reply asking for a lower rate, sent while `current` was in force
-    /// (`None`: unlimited). Returns whether the learnt rate changed.
-    pub fn cut_rate(&mut self, current: Option<f64>, now: Instant) -> bool {
+    /// A throttling reply to a message sent at `sent` while `current` was in force (`None`:
+    /// unlimited) over `sessions` sessions. Returns whether the learnt rate changed.
+    ///
+    /// One cut per flight, as TCP does once per window: replies to messages sent before the
+    /// last cut say nothing new. The cut goes to [`BETA`] times the lower of the rate in force
+    /// and what the site accepts ([`Adaptive::estimate`]), but not below [`BETA`] times what it
+    /// accepted over the last second; a cut that would not lower the rate is no cut.
+    pub fn cut_rate(
+        &mut self,
+        (current, sessions): (Option<f64>, u32),
+        sent: Instant,
+        now: Instant,
+    ) -> bool {
         self.throttled += 1;
-        if self
-            .last_cut
-            .is_some_and(|t| now.duration_since(t) < COOLDOWN)
-        {
+        if self.last_cut.is_some_and(|t| sent < t) {
             return false;
         }
-        let accepted = self.accepted_rate(now);
-        let base = match (current, accepted) {
-            (Some(c), Some(a)) => c.min(a),
+        // Nothing accepted yet (the replies of the ones accepted may not have been counted
+        // yet): no measure, so from the rate in force, or one message a second per session.
+        let estimate = Some(self.estimate(now)).filter(|e| *e > 0.0);
+        let base = match (current, estimate) {
+            (Some(c), Some(e)) => c.min(e),
             (Some(c), None) => c,
-            (None, Some(a)) => a,
-            // Unlimited and nothing accepted yet: start low, additive increase finds the rest.
-            (None, None) => 1.0,
+            (None, Some(e)) => e,
+            (None, None) => f64::from(sessions.max(1)),
         };
-        let next = (base * BETA).max(RATE_FLOOR);
+        // Never below what it took over the last second: a per-second counter (SES) still
+        // refuses messages sent right after a cut, for the sends before it.
+        let next = (BETA * base)
+            .max(BETA * self.accepted_now(now))
+            .max(RATE_FLOOR);
+        let in_force = self.learnt_rate.or(current).unwrap_or(f64::INFINITY);
+        if next >= in_force {
+            return false;
+        }
         self.learnt_rate = Some(next);
         self.step_base = next;
         self.last_cut = Some(now);
@@ -171,22 +192,50 @@ impl Adaptive {
         true
     }
 
-    /// A "too many connections" reply (or a drop at banner time) while `open` sessions were
-    /// open or opening. Returns whether the learnt count changed.
-    pub fn cut_connections(&mut self, open: u32, now: Instant) -> bool {
+    /// What the site accepts, messages per second. On a young site (under a second) the count
+    /// so far over its age (at least a tenth of a second); later the larger of the last
+    /// second's count and the average over the last [`LONG_WINDOW`]. The average keeps a
+    /// receiver that counts per window (SES per second, Postfix's anvil per
+    /// `anvil_rate_time_unit`) from driving the rate to the floor while it refuses everything
+    /// for the rest of its window.
+    fn estimate(&mut self, now: Instant) -> f64 {
+        self.trim(now);
+        let age = now.duration_since(self.started);
+        let last_second = self
+            .accepted
+            .iter()
+            .rev()
+            .take_while(|t| now.duration_since(**t) <= WINDOW)
+            .count() as f64;
+        if age < WINDOW {
+            return last_second / age.max(Duration::from_millis(100)).as_secs_f64();
+        }
+        let long = self.accepted.len() as f64 / age.min(LONG_WINDOW).as_secs_f64();
+        last_second.max(long)
+    }
+
+    /// A "too many connections" reply (or a drop at banner time) to a session opened beside
+    /// `others` open or opening. Returns whether the learnt count changed.
+    pub fn cut_connections(&mut self, others: u32, now: Instant) -> bool {
         self.throttled += 1;
-        if self
-            .last_connection_cut
-            .is_some_and(|t| now.duration_since(t) < COOLDOWN)
-        {
+        // The site refused one more session beside `others`: that many is what it allows us.
+        let next = others.max(1);
+        let current = self.learnt_connections.unwrap_or(u32::MAX);
+        self.last_connection_cut = Some(now);
+        self.last_refusal = Some(now);
+        if next >= current {
             return false;
         }
-        let next = open.saturating_sub(1).max(1);
-        let current = self.learnt_connections.unwrap_or(u32::MAX);
-        self.learnt_connections = Some(next.min(current));
-        self.last_connection_cut = Some(now);
+        self.learnt_connections = Some(next);
         self.cut_pending = true;
         true
+    }
+
+    /// Whether a new session may be opened: not within [`COOLDOWN`] of a refused one (a
+    /// site at its limit would refuse it too, as fast as sessions are opened).
+    pub fn may_open(&self, now: Instant) -> bool {
+        self.last_refusal
+            .is_none_or(|t| now.duration_since(t) >= COOLDOWN)
     }
 
     /// Advances the additive increase. `backlogged`: the site has messages waiting (only then
@@ -217,7 +266,12 @@ impl Adaptive {
         let calm = self
             .last_cut
             .is_none_or(|t| now.duration_since(t) >= COOLDOWN);
-        if let Some(rate) = self.learnt_rate {
+        // Grow only a rate in use: a site sending below its learnt rate for another reason
+        // (few sessions, a slow peer) proves nothing about a higher one (RFC 7661's rule for
+        // TCP's window).
+        let last_second = self.accepted_now(now);
+        let used = |rate: f64| last_second + 1.0 >= 0.8 * rate;
+        if let Some(rate) = self.learnt_rate.filter(|r| used(*r)) {
             if backlogged && calm {
                 // Calm for long (the limit was raised, or the cut was too deep): probe faster,
                 // doubling the step every PROBE_DOUBLING after the first.
@@ -314,27 +368,92 @@ mod tests {
         let mut a = Adaptive::new(t0);
         // 25 accepted over the last second at an unlimited rate.
         for i in 0..25 {
-            a.on_accepted(t0 + Duration::from_millis(1000 + i * 40));
+            a.on_accepted(t0 + Duration::from_millis(1040 + i * 40));
         }
         let now = t0 + Duration::from_millis(2000);
-        assert!(a.cut_rate(None, now));
+        assert!(a.cut_rate((None, 4), now, now));
         let cut = a.learnt_rate().unwrap();
         assert!((cut - 25.0 * BETA).abs() < 0.5, "{cut}");
-        // Replies in flight change nothing.
-        assert!(!a.cut_rate(None, now + Duration::from_millis(500)));
-        assert_eq!(a.throttled, 2);
-        // Calm and backlogged: +STEP of the cut rate per second.
+        // Replies to messages sent before the cut change nothing; nor do later ones while the
+        // site still takes what we send.
+        assert!(!a.cut_rate(
+            (None, 4),
+            now - Duration::from_millis(1),
+            now + Duration::from_millis(5)
+        ));
+        assert!(!a.cut_rate(
+            (Some(cut), 4),
+            now + Duration::from_millis(10),
+            now + Duration::from_millis(20)
+        ));
+        assert_eq!(a.throttled, 3);
+        // Calm, backlogged, and the rate in use: +STEP of the cut rate per second.
         let later = now + Duration::from_secs(2);
+        for i in 0..21 {
+            a.on_accepted(later - Duration::from_millis(i * 40));
+        }
         assert!(a.tick(later, true, None, 4));
         let grown = a.learnt_rate().unwrap();
         assert!((grown - cut * (1.0 + 2.0 * STEP)).abs() < 1e-6, "{grown}");
-        // Not backlogged: no growth.
+        // Not backlogged: no growth; nor when the site took much less than the learnt rate.
         assert!(!a.tick(later + Duration::from_secs(5), false, None, 4));
         assert_eq!(a.learnt_rate(), Some(grown));
+        assert!(!a.tick(later + Duration::from_secs(6), true, None, 4));
+        assert_eq!(a.learnt_rate(), Some(grown));
         // The configured limit is the ceiling: reaching it lifts the learnt rate.
-        assert!(a.tick(later + Duration::from_secs(60), true, Some(22.0), 4));
+        let much_later = later + Duration::from_secs(60);
+        for i in 0..21 {
+            a.on_accepted(much_later - Duration::from_millis(i * 40));
+        }
+        assert!(a.tick(much_later, true, Some(22.0), 4));
         assert_eq!(a.learnt_rate(), None);
         assert_eq!(a.rate(Some(22.0), later), Some(22.0));
+    }
+
+    #[test]
+    fn a_young_site_is_cut_from_its_rate_so_far_and_each_flight_cuts_again() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        // A token bucket of 30/s with a burst of 3, configured 100/s: refused at 20 ms.
+        let mut a = Adaptive::new(t0);
+        for i in 0..3 {
+            a.on_accepted(ms(i));
+        }
+        assert!(a.cut_rate((Some(100.0), 4), ms(15), ms(20)));
+        // 3 in the first tenth of a second: 30/s.
+        assert!((a.learnt_rate().unwrap() - 30.0 * BETA).abs() < 1e-9);
+        // A message sent after that cut and refused too: another cut.
+        let learnt = a.learnt_rate();
+        assert!(a.cut_rate((learnt, 4), ms(30), ms(40)));
+        assert!(a.learnt_rate().unwrap() < learnt.unwrap());
+        // A per-second counter (SES) after a burst of 25: refusals for the rest of the second
+        // never go below what it took.
+        let mut b = Adaptive::new(t0);
+        for i in 0..25 {
+            b.on_accepted(ms(i));
+        }
+        assert!(b.cut_rate((None, 4), ms(30), ms(140)));
+        let mut now = 150;
+        while now < 900 {
+            b.cut_rate((b.learnt_rate(), 4), ms(now), ms(now + 5));
+            now += 20;
+        }
+        assert!(
+            b.learnt_rate().unwrap() >= 25.0 * BETA - 1e-9,
+            "{:?}",
+            b.learnt_rate()
+        );
+    }
+
+    #[test]
+    fn a_refusal_before_any_acceptance_was_counted_cuts_from_the_rate_in_force() {
+        let t0 = Instant::now();
+        let mut a = Adaptive::new(t0);
+        assert!(a.cut_rate((Some(100.0), 4), t0, t0 + Duration::from_millis(5)));
+        assert_eq!(a.learnt_rate(), Some(100.0 * BETA));
+        let mut b = Adaptive::new(t0);
+        assert!(b.cut_rate((None, 4), t0, t0 + Duration::from_millis(5)));
+        assert_eq!(b.learnt_rate(), Some(4.0 * BETA));
     }
 
     #[test]
@@ -348,15 +467,19 @@ mod tests {
     }
 
     #[test]
-    fn connections_are_cut_to_one_below_the_open_sessions_and_regrow_when_calm() {
+    fn connections_are_cut_to_the_other_sessions_and_regrow_when_calm() {
         let t0 = Instant::now();
         let mut a = Adaptive::new(t0);
-        assert!(a.cut_connections(3, t0));
+        assert!(a.cut_connections(2, t0));
         assert_eq!(a.connections(8, t0), 2);
+        assert!(!a.may_open(t0 + Duration::from_millis(500)));
+        assert!(a.may_open(t0 + COOLDOWN));
+        // A refusal beside as many sessions changes nothing.
+        assert!(!a.cut_connections(2, t0));
         assert!(!a.tick(t0 + Duration::from_secs(5), true, None, 8));
         assert!(a.tick(t0 + CONNECTION_CALM, true, None, 8));
         assert_eq!(a.connections(8, t0 + CONNECTION_CALM), 3);
-        assert!(a.cut_connections(1, t0 + Duration::from_secs(20)));
+        assert!(a.cut_connections(0, t0 + CONNECTION_CALM));
         assert_eq!(a.connections(8, t0), 1);
     }
 

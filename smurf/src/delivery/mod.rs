@@ -266,6 +266,9 @@ impl EngineStats {
     }
 }
 
+/// This smurf's share of a site's farm-wide learnt rate and connection count.
+type FarmShare = (Option<f64>, Option<u32>);
+
 /// State shared by the engine, its sites' dispatchers and their workers.
 struct Shared {
     settings: DeliverySettings,
@@ -286,7 +289,7 @@ struct Shared {
     shaped_domains: Mutex<HashMap<String, SiteKey>>,
     /// This smurf's share of each site's farm-wide learnt rate and connections, from the
     /// coordinator: applied to live sites at once and to sites created later.
-    farm_rates: Mutex<HashMap<SiteKey, (Option<f64>, Option<u32>)>>,
+    farm_rates: Mutex<HashMap<SiteKey, FarmShare>>,
     /// Woken when a site's learnt values were cut (the coordinator should hear of it).
     throttle_changed: Arc<Notify>,
 }

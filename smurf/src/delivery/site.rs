@@ -7,8 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use governor::clock::Clock;
-use governor::{DefaultDirectRateLimiter, Quota};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use mailfarm_protocol::Outcome;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -36,7 +38,9 @@ const REBUILD_DRIFT: f64 = 0.03;
 /// are (memory stays bounded on sites such as a big hoster's, with countless domains).
 const DOMAINS_MAX: usize = 10_000;
 
-type Limiter = DefaultDirectRateLimiter;
+/// A direct rate limiter on clock `C` (the real clock, or a fake one in tests).
+type Limiter<C = DefaultClock> =
+    RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
 /// Where a site's sessions go.
 #[derive(Clone, Debug)]
@@ -134,17 +138,27 @@ impl Drop for WorkerGuard {
 }
 
 /// A limiter, the rate it was built for, and when it last let something through.
-struct Paced {
+struct Paced<C: Clock = DefaultClock> {
     rate: f64,
-    limiter: Arc<Limiter>,
+    limiter: Arc<Limiter<C>>,
     last_grant: Option<Instant>,
 }
 
 impl Paced {
     fn new(rate: f64) -> Self {
+        Self::with_clock(rate, &DefaultClock::default())
+    }
+
+    fn repace(slot: &mut Option<Paced>, rate: Option<f64>, now: Instant) {
+        Self::repace_with(slot, rate, now, &DefaultClock::default());
+    }
+}
+
+impl<C: Clock + Clone> Paced<C> {
+    fn with_clock(rate: f64, clock: &C) -> Self {
         Self {
             rate,
-            limiter: limiter(rate, false),
+            limiter: limiter(rate, false, clock),
             last_grant: None,
         }
     }
@@ -152,8 +166,8 @@ impl Paced {
     /// Rebuilds `slot` for `rate` if the rate moved far enough. The new limiter starts empty
     /// when the old one granted something less than one new interval ago (so a rebuild never
     /// lets anything through early), and ready otherwise (so frequent rebuilds, as during a
-    /// ramp, never starve a slow site).
-    fn repace(slot: &mut Option<Paced>, rate: Option<f64>, now: Instant) {
+    /// ramp, never starve a slow site). `now` and `clock` tell the same time.
+    fn repace_with(slot: &mut Option<Self>, rate: Option<f64>, now: Instant, clock: &C) {
         let current = slot.as_ref().map(|p| p.rate);
         if !drifted(current, rate) {
             return;
@@ -164,21 +178,21 @@ impl Paced {
                 last_grant.is_some_and(|t| now.duration_since(t).as_secs_f64() * rate < 1.0);
             Paced {
                 rate,
-                limiter: limiter(rate, recent),
+                limiter: limiter(rate, recent, clock),
                 last_grant,
             }
         });
     }
 }
 
-fn limiter(rate: f64, drained: bool) -> Arc<Limiter> {
+fn limiter<C: Clock + Clone>(rate: f64, drained: bool, clock: &C) -> Arc<Limiter<C>> {
     let period = Duration::from_secs_f64(1.0 / rate.max(1e-6)).max(Duration::from_micros(1));
     // Small bursts: a twentieth of a second's worth of messages.
     let burst = ((rate / 20.0).floor() as u32).clamp(1, 1000);
     let quota = Quota::with_period(period)
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
         .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
-    let limiter = Arc::new(Limiter::direct(quota));
+    let limiter = Arc::new(RateLimiter::direct_with_clock(quota, clock.clone()));
     if drained {
         for _ in 0..burst {
             if limiter.check().is_err() {
@@ -254,7 +268,7 @@ impl Site {
         target: Target,
         domains: HashSet<String>,
         shaping: &Shaping,
-        farm: Option<(Option<f64>, Option<u32>)>,
+        farm: Option<super::FarmShare>,
     ) -> Self {
         let now = Instant::now();
         let limits = compute_limits(&key, &target, &domains, shaping);
@@ -478,20 +492,30 @@ impl Site {
         lock(&self.state).adaptive.on_accepted(Instant::now());
     }
 
-    /// Acts on a throttling reply (or an operator's rule matching a reply): cuts the learnt
-    /// rate or connection count, suspends, caps or bogs the site. Returns whether the learnt
-    /// values changed (the coordinator should hear of it).
-    pub(super) fn throttled(&self, action: &Action, reply: &str, share: f64) -> bool {
+    /// Acts on a throttling reply to an attempt started at `sent` (or an operator's rule
+    /// matching a reply): cuts the learnt rate or connection count, suspends, caps or bogs the
+    /// site. Returns whether the learnt values changed (the coordinator should hear of it).
+    pub(super) fn throttled(
+        &self,
+        action: &Action,
+        reply: &str,
+        share: f64,
+        sent: Instant,
+    ) -> bool {
         let now = Instant::now();
         let mut st = lock(&self.state);
         st.adaptive.last_reply = Some(reply.chars().take(300).collect());
         let current = st.effective;
         let changed = match action {
             Action::Ignore => false,
-            Action::Throttle(ThrottleKind::Rate) => st.adaptive.cut_rate(current.rate, now),
+            Action::Throttle(ThrottleKind::Rate) => {
+                let sessions = st.workers;
+                st.adaptive.cut_rate((current.rate, sessions), sent, now)
+            }
             Action::Throttle(ThrottleKind::Connections) => {
-                let open = st.workers;
-                st.adaptive.cut_connections(open, now)
+                // This worker's session was refused: the others are what the site allows.
+                let others = st.workers.saturating_sub(1);
+                st.adaptive.cut_connections(others, now)
             }
             Action::Suspend(d) => {
                 st.adaptive.throttled += 1;
@@ -704,6 +728,7 @@ pub(super) async fn dispatch(site: Arc<Site>, shared: Arc<Shared>) {
                 }
                 while st.workers < st.effective.connections
                     && st.queue.len() > st.available as usize
+                    && st.adaptive.may_open(now)
                 {
                     st.workers += 1;
                     st.available += 1;
@@ -755,45 +780,5 @@ pub(super) async fn dispatch(site: Arc<Site>, shared: Arc<Shared>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Takes what the limiter allows now, recording grants like `Site::acquire`.
-    fn take(slot: &mut Option<Paced>) -> u32 {
-        let mut got = 0;
-        if let Some(paced) = slot.as_mut() {
-            while paced.limiter.check().is_ok() {
-                paced.last_grant = Some(Instant::now());
-                got += 1;
-            }
-        }
-        got
-    }
-
-    #[test]
-    fn rebuilding_often_neither_starves_nor_bursts() {
-        // A slow site ramping up: its limiter is rebuilt every 100 ms, more often than its
-        // interval (0.5 s and shrinking).
-        let mut slot = Some(Paced::new(2.0));
-        let mut granted = take(&mut slot);
-        let mut rate = 2.0;
-        for _ in 0..12 {
-            std::thread::sleep(Duration::from_millis(100));
-            rate *= 1.05;
-            Paced::repace(&mut slot, Some(rate), Instant::now());
-            granted += take(&mut slot);
-        }
-        // 1.2 s at 2 to 3.6/s: the first grant plus about three more, never a burst.
-        assert!((3..=5).contains(&granted), "{granted} grants");
-    }
-
-    #[test]
-    fn small_drifts_keep_the_limiter() {
-        let mut slot = Some(Paced::new(100.0));
-        let before = slot.as_ref().map(|p| Arc::as_ptr(&p.limiter));
-        Paced::repace(&mut slot, Some(101.0), Instant::now());
-        assert_eq!(slot.as_ref().map(|p| Arc::as_ptr(&p.limiter)), before);
-        Paced::repace(&mut slot, None, Instant::now());
-        assert!(slot.is_none());
-    }
-}
+#[path = "site_tests.rs"]
+mod tests;

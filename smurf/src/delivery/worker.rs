@@ -55,6 +55,9 @@ pub(super) enum Attempt {
     Reported,
     /// The site throttled it: put it back in the site's queue, no result.
     Throttled,
+    /// The site refused the session for too many connections: put the job back and end this
+    /// worker (the dispatcher starts another only within the learnt connection count).
+    Refused,
 }
 
 /// Acts on what the site said (see [`crate::outbound::throttle`]): cuts, suspends, caps or
@@ -62,16 +65,15 @@ pub(super) enum Attempt {
 /// Only a transient refusal is retried (an operator's rule may act on a permanent one: the
 /// site is then suspended, capped or bogged, and the message fails as usual).
 fn on_throttle(
-    site: &Site,
-    shared: &Shared,
-    job: &mut Job,
+    (site, shared, job): (&Site, &Shared, &mut Job),
     (action, transient): (&Action, bool),
     text: &str,
+    sent: Instant,
 ) -> bool {
     if *action == Action::Ignore {
         return false;
     }
-    if site.throttled(action, text, shared.shaping().share()) {
+    if site.throttled(action, text, shared.shaping().share(), sent) {
         shared.throttle_changed.notify_one();
     }
     transient && !matches!(action, Action::Bog) && job.held.hold(Instant::now())
@@ -119,8 +121,13 @@ pub(super) async fn run(site: Arc<Site>, shared: Arc<Shared>, mut guard: WorkerG
     while let Some(mut job) = site.next_job(&shared, &mut guard).await {
         let attempt = deliver(&site, &shared, &mut job, &mut open).await;
         site.job_done(&mut guard);
-        if attempt == Attempt::Throttled {
-            site.requeue(job);
+        match attempt {
+            Attempt::Reported => {}
+            Attempt::Throttled => site.requeue(job),
+            Attempt::Refused => {
+                site.requeue(job);
+                break;
+            }
         }
     }
     if let Some(open) = open.take() {
@@ -210,13 +217,15 @@ async fn deliver(site: &Site, shared: &Shared, job: &mut Job, open: &mut Option<
                         site.record(signal);
                     }
                     if on_throttle(
-                        site,
-                        shared,
-                        job,
+                        (site, shared, job),
                         (&f.action, f.outcome == Outcome::Deferred),
                         &f.text,
+                        started,
                     ) {
-                        return Attempt::Throttled;
+                        return match f.action {
+                            Action::Throttle(ThrottleKind::Connections) => Attempt::Refused,
+                            _ => Attempt::Throttled,
+                        };
                     }
                     let r = result(
                         job, f.outcome, f.code, f.enhanced, f.text, size, &f.remote, started,
@@ -229,6 +238,7 @@ async fn deliver(site: &Site, shared: &Shared, job: &mut Job, open: &mut Option<
         let Some(o) = open.as_mut() else {
             return Attempt::Reported;
         };
+        let sent_at = Instant::now();
         let sent = o
             .session
             .client
@@ -250,7 +260,12 @@ async fn deliver(site: &Site, shared: &Shared, job: &mut Job, open: &mut Option<
                     }
                     let action = classify(site, shared, reply);
                     let line = reply_line(reply);
-                    if on_throttle(site, shared, job, (&action, reply.is_transient()), &line) {
+                    if on_throttle(
+                        (site, shared, job),
+                        (&action, reply.is_transient()),
+                        &line,
+                        sent_at,
+                    ) {
                         return Attempt::Throttled;
                     }
                 }
@@ -311,11 +326,10 @@ async fn deliver(site: &Site, shared: &Shared, job: &mut Job, open: &mut Option<
                     site.record(signal);
                 }
                 if on_throttle(
-                    site,
-                    shared,
-                    job,
+                    (site, shared, job),
                     (&action, outcome == Outcome::Deferred),
                     &text,
+                    sent_at,
                 ) {
                     return Attempt::Throttled;
                 }

@@ -7,6 +7,7 @@ pub mod mx;
 pub mod route;
 pub mod session;
 pub mod shaping;
+mod shaping_rules;
 pub mod smtp;
 pub mod throttle;
 pub mod tls;

@@ -52,7 +52,11 @@
 //! `[tls] policy` for the site. The sessions of a site carry mail for all its domains, so the
 //! strictest policy among the site's domains applies to the whole site.
 //!
-//! Parsing reports every problem at once, each with its key path; unknown keys are errors.
+//! Reply rules (`[[rule]]`: suspend, cap or bog a site on a matching reply, or say what is and
+//! is not a throttling reply) are described in [`super::shaping_rules`].
+//!
+//! Parsing reports every problem at once, each with its key path and line; unknown keys are
+//! errors.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -89,10 +93,15 @@ pub struct ShapingError {
     pub path: String,
     /// What is wrong.
     pub message: String,
+    /// The 1-based line it is on, when known.
+    pub line: Option<usize>,
 }
 
 impl fmt::Display for ShapingError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
         if self.path.is_empty() {
             f.write_str(&self.message)
         } else {
@@ -265,9 +274,13 @@ impl Shaping {
     /// An empty text gives the built-in values.
     pub fn parse(text: &str) -> Result<Shaping, Vec<ShapingError>> {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
             vec![ShapingError {
                 path: String::new(),
                 message: e.message().trim().to_owned(),
+                line,
             }]
         })?;
         let mut errors = Vec::new();
@@ -310,12 +323,22 @@ impl Shaping {
                     }
                 }
                 "bog" => shaping.bog = bog(value, &mut errors),
+                "rule" => {
+                    let rules = super::shaping_rules::rules(text, value, &mut errors);
+                    shaping.classifier = Classifier::new(rules);
+                }
                 _ => errors.push(error(
                     &quote(key),
-                    "unknown section (expected default, domain, site or bog)",
+                    "unknown section (expected default, domain, site, bog or rule)",
                 )),
             }
         }
+        for e in &mut errors {
+            if e.line.is_none() {
+                e.line = super::shaping_rules::line_of(text, &e.path);
+            }
+        }
+        errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
         if errors.is_empty() {
             Ok(shaping)
         } else {
@@ -483,14 +506,20 @@ fn error(path: &str, message: impl Into<String>) -> ShapingError {
     ShapingError {
         path: path.to_owned(),
         message: message.into(),
+        line: None,
     }
 }
 
-/// A duration written `"10s"`, `"500ms"`, `"2m"`, `"1h"` (or `"0"`).
+/// A duration written `"10s"`, `"500ms"`, `"2m"`, `"1h 30m"`, `"1.5m"` (or `"0"`). The one
+/// duration parser of the smurf's configuration and shaping file: humantime's syntax, plus a
+/// decimal number with one unit (ms, s, m, h) as earlier versions accepted.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     if text == "0" {
         return Some(Duration::ZERO);
+    }
+    if let Ok(d) = humantime::parse_duration(text) {
+        return Some(d);
     }
     let split = text.find(|c: char| !c.is_ascii_digit() && c != '.')?;
     let (number, unit) = text.split_at(split);

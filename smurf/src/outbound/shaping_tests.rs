@@ -121,8 +121,121 @@ rate = "unlimited"
         assert!(paths.contains(&want), "{want} missing from {errors:#?}");
     }
     assert_eq!(errors.len(), 11, "{errors:#?}");
-    let syntax = Shaping::parse("[default").unwrap_err();
+    let line = |path: &str| errors.iter().find(|e| e.path == path).and_then(|e| e.line);
+    assert_eq!(line("colour"), Some(2));
+    assert_eq!(line("default.max_connections"), Some(4));
+    assert_eq!(line("domain.\"ok.test\".connection_rate"), Some(11));
+    assert_eq!(line("bog.rate"), Some(15));
+    assert!(
+        errors[0].to_string().starts_with("line 2: colour: "),
+        "{}",
+        errors[0]
+    );
+    let syntax = Shaping::parse("[default]\nx = 1\n[default").unwrap_err();
     assert_eq!(syntax.len(), 1);
+    assert_eq!(syntax[0].line, Some(3), "{:?}", syntax[0]);
+}
+
+#[test]
+fn reply_rules_compile_and_classify() {
+    use crate::outbound::reply::EnhancedStatus;
+    use crate::outbound::throttle::{Action, ThrottleKind};
+    let text = r#"
+[[rule]]
+reply = "(?i)daily sending quota"
+provider = "ses"
+action = "suspend"
+duration = "30m"
+
+[[rule]]
+enhanced = "4.7.26"
+action = "cap"
+rate = "10/s"
+connections = 2
+duration = "1h"
+
+[[rule]]
+code = 451
+reply = "Server busy"
+site = "relay:smtp.example.net:587"
+action = "ignore"
+
+[[rule]]
+reply = "please wait"
+action = "throttle-connections"
+"#;
+    let s = Shaping::parse(text).unwrap();
+    let c = s.classifier();
+    assert_eq!(c.rules().len(), 4);
+    assert_eq!(c.rules()[1].line, 8);
+    let ses = "email-smtp.us-east-1.amazonaws.com";
+    assert_eq!(
+        c.classify(ses, 454, None, "Daily sending quota exceeded"),
+        Action::Suspend(Duration::from_secs(1800))
+    );
+    let e = Some(EnhancedStatus::new(4, 7, 26));
+    assert_eq!(
+        c.classify("mx.test", 421, e, "unauthenticated"),
+        Action::Cap {
+            rate: Some(rate("10/s")),
+            connections: Some(2),
+            duration: Duration::from_secs(3600)
+        }
+    );
+    let relay = "relay:smtp.example.net:587";
+    assert_eq!(c.classify(relay, 451, None, "Server busy"), Action::Ignore);
+    // Elsewhere the built-in Microsoft rule still holds.
+    assert_eq!(
+        c.classify("mx.test", 451, None, "Server busy"),
+        Action::Throttle(ThrottleKind::Rate)
+    );
+    assert_eq!(
+        c.classify("mx.test", 450, None, "please wait"),
+        Action::Throttle(ThrottleKind::Connections)
+    );
+}
+
+#[test]
+fn every_rule_error_is_reported_with_its_line() {
+    let text = r#"[[rule]]
+reply = "(unclosed"
+action = "suspend"
+
+[[rule]]
+action = "cap"
+duration = "soon"
+provider = "hotmale"
+colour = "red"
+
+[[rule]]
+code = 42
+enhanced = "9.9"
+action = "bog"
+duration = "1m"
+site = "a"
+provider = "gmail"
+"#;
+    let errors = Shaping::parse(text).unwrap_err();
+    let found: Vec<(Option<usize>, &str)> =
+        errors.iter().map(|e| (e.line, e.path.as_str())).collect();
+    for want in [
+        (Some(2), "rule[0].reply"),
+        (Some(1), "rule[0]"),
+        (Some(7), "rule[1].duration"),
+        (Some(8), "rule[1].provider"),
+        (Some(9), "rule[1].colour"),
+        (Some(5), "rule[1]"),
+        (Some(12), "rule[2].code"),
+        (Some(13), "rule[2].enhanced"),
+        (Some(15), "rule[2].duration"),
+        (Some(11), "rule[2]"),
+    ] {
+        assert!(found.contains(&want), "{want:?} missing from {errors:#?}");
+    }
+    // Sorted by line, every one of them.
+    let lines: Vec<usize> = errors.iter().filter_map(|e| e.line).collect();
+    assert!(lines.windows(2).all(|w| w[0] <= w[1]), "{errors:#?}");
+    assert_eq!(lines.len(), errors.len(), "{errors:#?}");
 }
 
 #[test]
@@ -149,6 +262,8 @@ fn durations() {
     assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
     assert_eq!(parse_duration("1.5m"), Some(Duration::from_secs(90)));
     assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+    assert_eq!(parse_duration("1h 30m"), Some(Duration::from_secs(5400)));
+    assert_eq!(parse_duration("2min"), Some(Duration::from_secs(120)));
     for bad in ["", "s", "10", "10 parsecs", "-1s"] {
         assert_eq!(parse_duration(bad), None, "{bad}");
     }

@@ -183,3 +183,11 @@ pub fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
     let hz = if hz > 0 { hz as u64 } else { 100 };
     Ok(Duration::from_micros(total * 1_000_000 / hz))
 }
+
+/// Sends SIGKILL to process `pid` (a child of this process): the crash the durability benches
+/// inflict. Errors (the process already gone) are ignored.
+pub fn kill_hard(pid: u32) {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours; a stale pid at worst
+    // gets ESRCH.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+}

@@ -215,8 +215,7 @@ async fn burst(
                         let count = done.fetch_add(1, Ordering::Relaxed) + 1;
                         if let Some((at, pid)) = kill {
                             if count == at {
-                                // SAFETY: kill(2) with a pid of our own child and SIGKILL.
-                                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                                crate::sys::kill_hard(pid);
                             }
                         }
                     }

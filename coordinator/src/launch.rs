@@ -229,6 +229,7 @@ mod error_tests {
                 relay: None,
                 connections: 1,
             },
+            unsubscribe_base_url: None,
         };
         let error = LaunchError::from(mailfarm_templates::compile_bundle(&bundle).unwrap_err());
         let chain = format!("{:#}", anyhow::Error::from(error));

@@ -147,6 +147,7 @@ mod tests {
                 relay: None,
                 connections: 1,
             },
+            unsubscribe_base_url: None,
         }
     }
 

@@ -86,3 +86,52 @@ fn farm_help_describes_every_farm_subcommand() {
     }
     assert!(farm_line.contains("nodes"), "{farm_line}");
 }
+
+#[test]
+fn farm_init_says_which_ehlo_name_smurfs_use_and_warns_when_it_will_not_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = mailfarm()
+        .args(["farm", "init"])
+        .arg(tmp.path().join("farm"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let name = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("smurfs without helo_name greet receivers with EHLO "))
+        .unwrap_or_else(|| panic!("no EHLO line:\n{stdout}"));
+    // The same rule, written out here: a public name has a dot and no private suffix.
+    let private = !name.contains('.')
+        || [
+            ".invalid",
+            ".test",
+            ".example",
+            ".local",
+            ".localdomain",
+            ".lan",
+            ".internal",
+        ]
+        .iter()
+        .any(|s| name.ends_with(s));
+    assert_eq!(
+        stderr.contains("will not do for direct MX delivery"),
+        private,
+        "EHLO {name}; stderr: {stderr}"
+    );
+}
+
+#[test]
+fn a_smurf_warns_at_startup_when_its_ehlo_name_will_not_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The test farm's smurfs greet as smurf-N.test, which no receiver can resolve.
+    let mut farm = mailfarm_testkit::ProcessFarm::start(&tmp.path().join("farm"), 1, 8);
+    let line = farm.smurfs[0].wait_line(
+        "the EHLO warning",
+        std::time::Duration::from_secs(10),
+        |l| l.contains("will not do for direct MX delivery"),
+    );
+    assert!(line.contains("\"smurf-1.test\""), "{line}");
+    assert!(line.contains("WARN"), "{line}");
+}

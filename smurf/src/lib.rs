@@ -9,6 +9,7 @@
 
 mod config;
 pub mod delivery;
+pub mod helo;
 pub mod inbound;
 mod link;
 pub mod load;

@@ -135,3 +135,82 @@ fn a_smurf_warns_at_startup_when_its_ehlo_name_will_not_do() {
     assert!(line.contains("\"smurf-1.test\""), "{line}");
     assert!(line.contains("WARN"), "{line}");
 }
+
+#[test]
+fn a_local_run_against_a_deferring_relay_says_what_waits_and_ctrl_c_says_where_it_stands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut sink =
+        mailfarm_testkit::FaultSinkProcess::start(&tmp.path().join("sink"), &["--tempfail", "1.0"]);
+    let campaign = tmp.path().join("c");
+    write_campaign(
+        &campaign,
+        "deferring",
+        sink.addr,
+        &mailfarm_testkit::recipients_csv(6, "d"),
+    );
+    let mut command = mailfarm();
+    command
+        .args(["campaign", "launch"])
+        .arg(&campaign)
+        .args(["--local", "1"]);
+    let mut run = mailfarm_testkit::Daemon::spawn("local", command);
+    let wait = std::time::Duration::from_secs(30);
+    let note = run.wait_line("the waiting note", wait, |l| l.starts_with("waiting: "));
+    assert!(
+        note.starts_with("waiting: 6 deferred, nothing in flight"),
+        "{note}"
+    );
+    assert!(
+        note.contains("next retry in 4m") || note.contains("next retry in 5m"),
+        "{note}"
+    );
+    let why = run.wait_line("the deferral reason", wait, |l| l.contains("451"));
+    assert!(
+        why.trim_start().starts_with('6'),
+        "all six for this reason: {why}"
+    );
+
+    let interrupt = std::process::Command::new("kill")
+        .args(["-INT", &run.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupt.success());
+    let deadline = std::time::Instant::now() + wait;
+    let status = loop {
+        if let Some(status) = run.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Ctrl-C did not stop the run:\n{}",
+            run.output()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130), "{}", run.output());
+    // The process has exited: its last lines may still be on their way through the pipe.
+    let deadline = std::time::Instant::now() + wait;
+    while run.count_lines(|l| l.starts_with("interrupted: ")) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no standing:\n{}",
+            run.output()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let standing = run.wait_line("where things stand", wait, |l| {
+        l.starts_with("interrupted: ")
+    });
+    assert!(
+        standing.starts_with(
+            "interrupted: campaign deferring stands at 6 of 6 recipients: sent 0, deferred 6"
+        ),
+        "{standing}"
+    );
+    assert!(
+        run.count_lines(|l| l.contains("next retry was in ")) == 1,
+        "{}",
+        run.output()
+    );
+    assert!(sink.stop().is_empty(), "the sink accepted nothing");
+}

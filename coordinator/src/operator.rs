@@ -113,11 +113,12 @@ pub(crate) async fn serve(
                 }
             }
             OperatorRequest::Suppress { address, reason } => {
-                match crate::campaign::plausible_address(address.trim()) {
+                // Kept in the form ingest stores (IDN domains as A-labels), so it matches.
+                match mailfarm_templates::address::normalize_recipient(address.trim()) {
                     Err(why) => OperatorResponse::Error {
                         message: format!("{address:?} is not an address: {why}"),
                     },
-                    Ok(()) => match farm().store().suppress(address.trim(), &reason) {
+                    Ok(normalized) => match farm().store().suppress(&normalized, &reason) {
                         Ok(()) => OperatorResponse::Done {
                             message: format!("{} suppressed", address.trim()),
                         },

@@ -105,11 +105,10 @@ pub fn print_summary(c: &CampaignCounters, reasons: &[(String, u64)]) {
             c.template_bytes.checked_div(c.template_shipments).unwrap_or(0)
         );
     }
-    if !reasons.is_empty() {
-        println!("  most frequent non-delivery reasons:");
-        for (reason, count) in reasons {
-            println!("    {count:>8}  {reason}");
-        }
+    let mut text = String::new();
+    push_reasons(&mut text, "most frequent non-delivery reasons", reasons);
+    if let Some(lines) = text.strip_prefix('\n') {
+        println!("{lines}");
     }
 }
 
@@ -179,6 +178,7 @@ pub fn standing_text(
     text
 }
 
+/// Appends `title:` and one `count  reason` line per reason (nothing when there are none).
 fn push_reasons(text: &mut String, title: &str, reasons: &[(String, u64)]) {
     if reasons.is_empty() {
         return;

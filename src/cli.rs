@@ -414,6 +414,14 @@ fn farm_init(
                 .display()
         );
     }
+    let helo = mailfarm_smurf::helo::default_helo_name("smurf-N");
+    println!("\nsmurfs without helo_name greet receivers with EHLO {helo}");
+    if let Some(problem) = mailfarm_smurf::helo::helo_name_problem(&helo) {
+        eprintln!(
+            "warning: EHLO {helo} will not do for direct MX delivery ({problem}): set helo_name \
+             in each smurf's config to that host's public DNS name (relay delivery is unaffected)"
+        );
+    }
     println!(
         "\nNext: mailfarm coordinator --config {0}/coordinator.toml\n      mailfarm smurf --config {0}/smurf-1.toml\n      mailfarm campaign launch CAMPAIGN_DIR --farm {0}",
         dir.display()
@@ -471,6 +479,13 @@ async fn run_smurf_daemon(
     let mut settings = config.settings()?;
     if let Some(addr) = coordinator {
         settings.coordinator = addr;
+    }
+    let helo = &settings.delivery.helo_name;
+    if let Some(problem) = mailfarm_smurf::helo::helo_name_problem(helo) {
+        tracing::warn!(
+            "EHLO name {helo:?} will not do for direct MX delivery ({problem}): set helo_name in \
+             the smurf's config to this host's public DNS name (relay delivery is unaffected)"
+        );
     }
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -4,16 +4,20 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use mailfarm::embedded::{EmbeddedFarm, EmbeddedOptions};
+use mailfarm_coordinator::farm::now_ms;
 use mailfarm_coordinator::{load_campaign_dir, CoordinatorHandle};
 use mailfarm_protocol::CampaignSubmission;
 use mailfarm_smurf::inbound::capture::CaptureServer;
 
-use crate::progress::{print_summary, Follower};
+use crate::progress::{print_summary, standing_text, waiting_text, Follower};
 use crate::remote::report_rejects;
+
+/// How often the note on a campaign that only waits for retries is repeated unchanged.
+const WAITING_NOTE_EVERY: Duration = Duration::from_secs(30);
 
 /// Runs a campaign on an embedded farm of `smurfs` nodes.
 pub async fn launch_local(
@@ -78,6 +82,10 @@ async fn follow(
     let rejects: Vec<String> = launched.rejects.iter().map(ToString::to_string).collect();
     report_rejects(&rejects, launched.counters.rejected_rows, None);
     let mut follower = Follower::new(launched.counters.total);
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    // The last waiting note: (deferred, next retry) and when it was printed.
+    let mut noted: Option<((u64, Option<u64>), Instant)> = None;
     let counters = loop {
         let Some(counters) = handle.farm().counters(&id) else {
             anyhow::bail!("campaign {id} vanished");
@@ -86,7 +94,24 @@ async fn follow(
         if counters.finished {
             break counters;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let next_retry = || handle.farm().next_retry_at();
+        if counters.deferred > 0 && counters.in_flight == 0 && counters.queued == 0 {
+            let key = (counters.deferred, next_retry());
+            if noted.is_none_or(|(k, at)| k != key || at.elapsed() >= WAITING_NOTE_EVERY) {
+                let reasons = handle.farm().top_reasons(&id, 3);
+                follower.note(&waiting_text(&counters, &reasons, key.1, now_ms()));
+                noted = Some((key, Instant::now()));
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = &mut interrupted => {
+                follower.finish();
+                let reasons = handle.farm().top_reasons(&id, 5);
+                eprintln!("{}", standing_text(&counters, &reasons, next_retry(), now_ms()));
+                return Ok(ExitCode::from(130));
+            }
+        }
     };
     follower.finish();
     print_summary(&counters, &handle.farm().top_reasons(&id, 5));

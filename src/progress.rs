@@ -62,6 +62,14 @@ impl Follower {
         }
     }
 
+    /// Prints a note above the bar (or as plain lines without a terminal).
+    pub fn note(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
     /// Clears the bar.
     pub fn finish(self) {
         if let Some(bar) = self.bar {
@@ -97,10 +105,130 @@ pub fn print_summary(c: &CampaignCounters, reasons: &[(String, u64)]) {
             c.template_bytes.checked_div(c.template_shipments).unwrap_or(0)
         );
     }
-    if !reasons.is_empty() {
-        println!("  most frequent non-delivery reasons:");
-        for (reason, count) in reasons {
-            println!("    {count:>8}  {reason}");
+    let mut text = String::new();
+    push_reasons(&mut text, "most frequent non-delivery reasons", reasons);
+    if let Some(lines) = text.strip_prefix('\n') {
+        println!("{lines}");
+    }
+}
+
+/// When the next retry is, relative to `now_ms` and as a UTC time: `in 4m 59s (at
+/// 2026-12-02T01:57:03Z)`, or `due now`.
+pub fn next_retry_text(next_retry_ms: u64, now_ms: u64) -> String {
+    if next_retry_ms <= now_ms {
+        return "due now".into();
+    }
+    let wait = Duration::from_secs((next_retry_ms - now_ms).div_ceil(1000));
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(next_retry_ms);
+    format!(
+        "in {} (at {})",
+        humantime::format_duration(wait),
+        humantime::format_rfc3339_seconds(at)
+    )
+}
+
+/// What a campaign that only waits for retries is waiting for: how many recipients are
+/// deferred, why, and when the next retry is.
+pub fn waiting_text(
+    c: &CampaignCounters,
+    reasons: &[(String, u64)],
+    next_retry_ms: Option<u64>,
+    now_ms: u64,
+) -> String {
+    let mut text = format!(
+        "waiting: {} deferred, nothing in flight; next retry {}",
+        c.deferred,
+        next_retry_ms.map_or_else(|| "not scheduled".into(), |t| next_retry_text(t, now_ms))
+    );
+    push_reasons(&mut text, "why", reasons);
+    text
+}
+
+/// Where an interrupted campaign stands (Ctrl-C on a `--local` run).
+pub fn standing_text(
+    c: &CampaignCounters,
+    reasons: &[(String, u64)],
+    next_retry_ms: Option<u64>,
+    now_ms: u64,
+) -> String {
+    let mut text = format!(
+        "interrupted: campaign {} stands at {} of {} recipients: sent {}, deferred {}, failed {}, \
+         in flight {}, queued {}",
+        c.id,
+        c.delivered + c.deferred + c.failed + c.in_flight + c.queued,
+        c.total,
+        c.delivered,
+        c.deferred,
+        c.failed,
+        c.in_flight,
+        c.queued
+    );
+    if let Some(next) = next_retry_ms {
+        text.push_str(&format!(
+            "\n  next retry was {}",
+            next_retry_text(next, now_ms)
+        ));
+    }
+    push_reasons(&mut text, "most frequent non-delivery reasons", reasons);
+    let unsent = c.total.saturating_sub(c.delivered + c.failed);
+    text.push_str(&format!(
+        "\n  a --local farm keeps no state: the {unsent} recipients not delivered or failed will \
+         not be sent"
+    ));
+    text
+}
+
+/// Appends `title:` and one `count  reason` line per reason (nothing when there are none).
+fn push_reasons(text: &mut String, title: &str, reasons: &[(String, u64)]) {
+    if reasons.is_empty() {
+        return;
+    }
+    text.push_str(&format!("\n  {title}:"));
+    for (reason, count) in reasons {
+        text.push_str(&format!("\n    {count:>8}  {reason}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deferred(n: u64) -> CampaignCounters {
+        CampaignCounters {
+            id: "c".into(),
+            total: n,
+            deferred: n,
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_waiting_note_says_what_why_and_when() {
+        let reasons = vec![("451 4.3.0 try later".to_owned(), 6)];
+        let now = 1_796_000_000_000;
+        let text = waiting_text(&deferred(6), &reasons, Some(now + 299_200), now);
+        assert!(text.starts_with("waiting: 6 deferred"), "{text}");
+        assert!(
+            text.contains("next retry in 4m 60s") || text.contains("next retry in 5m"),
+            "{text}"
+        );
+        assert!(text.contains("(at 20"), "{text}");
+        assert!(text.contains("       6  451 4.3.0 try later"), "{text}");
+        assert!(waiting_text(&deferred(1), &[], Some(now - 5), now).contains("due now"));
+    }
+
+    #[test]
+    fn the_standing_says_where_things_are() {
+        let mut c = deferred(6);
+        c.total = 10;
+        c.delivered = 4;
+        let text = standing_text(&c, &[], None, 0);
+        assert!(
+            text.starts_with(
+                "interrupted: campaign c stands at 10 of 10 recipients: sent 4, deferred 6"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("the 6 recipients not delivered"), "{text}");
     }
 }

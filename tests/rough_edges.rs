@@ -86,3 +86,131 @@ fn farm_help_describes_every_farm_subcommand() {
     }
     assert!(farm_line.contains("nodes"), "{farm_line}");
 }
+
+#[test]
+fn farm_init_says_which_ehlo_name_smurfs_use_and_warns_when_it_will_not_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = mailfarm()
+        .args(["farm", "init"])
+        .arg(tmp.path().join("farm"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let name = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("smurfs without helo_name greet receivers with EHLO "))
+        .unwrap_or_else(|| panic!("no EHLO line:\n{stdout}"));
+    // The same rule, written out here: a public name has a dot and no private suffix.
+    let private = !name.contains('.')
+        || [
+            ".invalid",
+            ".test",
+            ".example",
+            ".local",
+            ".localdomain",
+            ".lan",
+            ".internal",
+        ]
+        .iter()
+        .any(|s| name.ends_with(s));
+    assert_eq!(
+        stderr.contains("will not do for direct MX delivery"),
+        private,
+        "EHLO {name}; stderr: {stderr}"
+    );
+}
+
+#[test]
+fn a_smurf_warns_at_startup_when_its_ehlo_name_will_not_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The test farm's smurfs greet as smurf-N.test, which no receiver can resolve.
+    let mut farm = mailfarm_testkit::ProcessFarm::start(&tmp.path().join("farm"), 1, 8);
+    let line = farm.smurfs[0].wait_line(
+        "the EHLO warning",
+        std::time::Duration::from_secs(10),
+        |l| l.contains("will not do for direct MX delivery"),
+    );
+    assert!(line.contains("\"smurf-1.test\""), "{line}");
+    assert!(line.contains("WARN"), "{line}");
+}
+
+#[test]
+fn a_local_run_against_a_deferring_relay_says_what_waits_and_ctrl_c_says_where_it_stands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut sink =
+        mailfarm_testkit::FaultSinkProcess::start(&tmp.path().join("sink"), &["--tempfail", "1.0"]);
+    let campaign = tmp.path().join("c");
+    write_campaign(
+        &campaign,
+        "deferring",
+        sink.addr,
+        &mailfarm_testkit::recipients_csv(6, "d"),
+    );
+    let mut command = mailfarm();
+    command
+        .args(["campaign", "launch"])
+        .arg(&campaign)
+        .args(["--local", "1"]);
+    let mut run = mailfarm_testkit::Daemon::spawn("local", command);
+    let wait = std::time::Duration::from_secs(30);
+    let note = run.wait_line("the waiting note", wait, |l| l.starts_with("waiting: "));
+    assert!(
+        note.starts_with("waiting: 6 deferred, nothing in flight"),
+        "{note}"
+    );
+    assert!(
+        note.contains("next retry in 4m") || note.contains("next retry in 5m"),
+        "{note}"
+    );
+    let why = run.wait_line("the deferral reason", wait, |l| l.contains("451"));
+    assert!(
+        why.trim_start().starts_with('6'),
+        "all six for this reason: {why}"
+    );
+
+    let interrupt = std::process::Command::new("kill")
+        .args(["-INT", &run.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupt.success());
+    let deadline = std::time::Instant::now() + wait;
+    let status = loop {
+        if let Some(status) = run.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Ctrl-C did not stop the run:\n{}",
+            run.output()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130), "{}", run.output());
+    // The process has exited: its last lines may still be on their way through the pipe.
+    let deadline = std::time::Instant::now() + wait;
+    while run.count_lines(|l| l.starts_with("interrupted: ")) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no standing:\n{}",
+            run.output()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let standing = run.wait_line("where things stand", wait, |l| {
+        l.starts_with("interrupted: ")
+    });
+    assert!(
+        standing.starts_with(
+            "interrupted: campaign deferring stands at 6 of 6 recipients: sent 0, deferred 6"
+        ),
+        "{standing}"
+    );
+    assert!(
+        run.count_lines(|l| l.contains("next retry was in ")) == 1,
+        "{}",
+        run.output()
+    );
+    assert!(sink.stop().is_empty(), "the sink accepted nothing");
+}

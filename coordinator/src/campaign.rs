@@ -191,13 +191,6 @@ pub enum IngestError {
     DuplicateColumn(String),
 }
 
-/// The check a recipient address must pass to be sent: the one rule ingest and rendering
-/// share ([`mailfarm_templates::address::normalize_recipient`]), so a row that passes here
-/// renders on the smurf.
-pub fn plausible_address(address: &str) -> Result<(), &'static str> {
-    normalize_recipient(address).map(|_| ())
-}
-
 /// The header of a recipient CSV.
 #[derive(Debug, Clone)]
 pub struct CsvHeader {

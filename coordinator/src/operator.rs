@@ -153,11 +153,12 @@ fn answer(request: OperatorRequest, handle: &CoordinatorHandle, name: &str) -> O
             }
         }
         OperatorRequest::Suppress { address, reason } => {
-            match crate::campaign::plausible_address(address.trim()) {
+            // Kept in the form ingest stores (IDN domains as A-labels), so it matches.
+            match mailfarm_templates::address::normalize_recipient(address.trim()) {
                 Err(why) => OperatorResponse::Error {
                     message: format!("{address:?} is not an address: {why}"),
                 },
-                Ok(()) => match farm().suppress(address.trim(), &reason) {
+                Ok(normalized) => match farm().suppress(&normalized, &reason) {
                     Ok(()) => OperatorResponse::Done {
                         message: format!("{} suppressed", address.trim()),
                     },

@@ -365,6 +365,14 @@ impl Store {
         Ok(counts)
     }
 
+    /// When the earliest waiting retry is due (ms since the epoch), if any retry is waiting.
+    pub fn next_retry_at(&self) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read().map_err(dberr)?;
+        let table = txn.open_table(RETRIES).map_err(dberr)?;
+        let first = table.first().map_err(dberr)?.map(|(key, _)| key.value().0);
+        Ok(first)
+    }
+
     /// Reads one recipient.
     pub fn recipient(&self, id: u64) -> Result<Option<RecipientRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(dberr)?;

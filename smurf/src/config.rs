@@ -5,7 +5,7 @@
 //! coordinator = "127.0.0.1:4433"   # coordinator QUIC address
 //! farm_dir = "."                   # holds ca.pem, smurf-1.pem, smurf-1.key
 //! window = 512                     # most recipients in flight on this smurf
-//! helo_name = "smurf-1.example.net"  # EHLO name; a real host name in production
+//! helo_name = "smurf-1.example.net"  # EHLO name; default: this machine's FQDN
 //! state_dir = "state/smurf-1"      # templates kept across restarts
 //! role = "out"                     # role when first joining: out, in, bounce, web
 //! max_messages_per_connection = 1000 # unless the shaping file says otherwise for a site
@@ -78,7 +78,8 @@ pub struct SmurfConfig {
     /// Most recipients in flight. Default 512.
     #[serde(default = "default_window")]
     pub window: u32,
-    /// EHLO name. Default: `NODE.mailfarm.invalid`.
+    /// EHLO name. Default: the machine's fully qualified name, else `NODE.mailfarm.invalid`
+    /// (see [`crate::helo`]).
     pub helo_name: Option<String>,
     /// Folder for state kept across restarts (received templates), relative to the config
     /// file. Default: none (memory only).
@@ -268,7 +269,7 @@ impl SmurfConfig {
         let mut delivery = DeliverySettings::new(
             self.helo_name
                 .clone()
-                .unwrap_or_else(|| format!("{}.mailfarm.invalid", self.node)),
+                .unwrap_or_else(|| crate::helo::default_helo_name(&self.node)),
         );
         delivery.max_messages_per_connection = self.max_messages_per_connection;
         delivery.smtp_port = self.smtp_port;
@@ -386,7 +387,7 @@ password_file = {password:?}
         assert_eq!(d.resolver.timeout, std::time::Duration::from_secs(2));
         assert_eq!(d.tls_policy, crate::outbound::tls::TlsPolicy::Required);
         assert_eq!(d.relay_auth["smtp.test:587"].password, "s3cret");
-        assert_eq!(d.helo_name, "smurf-1.mailfarm.invalid");
+        assert_eq!(d.helo_name, crate::helo::default_helo_name("smurf-1"));
 
         let custom = parse("node = \"n\"\n[tls]\nverify = { custom_roots = \"ca.pem\" }\n");
         assert!(matches!(

@@ -13,6 +13,7 @@ pub mod bounce;
 mod config;
 pub mod delivery;
 mod error;
+pub mod helo;
 pub mod inbound;
 mod link;
 pub mod load;

@@ -201,8 +201,18 @@ impl ProcessFarm {
 
     /// Runs a `mailfarm campaign ...` command against this farm.
     pub fn campaign(&self, args: &[&str]) -> std::process::Output {
+        self.operator("campaign", args)
+    }
+
+    /// Runs a `mailfarm farm ...` operator command (nodes, drain, suppress...) against this farm.
+    pub fn farm(&self, args: &[&str]) -> std::process::Output {
+        self.operator("farm", args)
+    }
+
+    /// Runs `mailfarm GROUP ARGS` with this farm's folder and coordinator address.
+    fn operator(&self, group: &str, args: &[&str]) -> std::process::Output {
         mailfarm()
-            .arg("campaign")
+            .arg(group)
             .args(args)
             .arg("--farm")
             .arg(&self.dir)

@@ -66,6 +66,11 @@ impl RetryPolicy {
 }
 
 impl Farm {
+    /// When the next deferred recipient is due, if any (ms since the epoch).
+    pub fn next_retry_at(&self) -> Option<u64> {
+        self.store.next_retry_at().ok().flatten()
+    }
+
     /// Moves deferred recipients whose retry time has come back into their queues.
     pub fn release_due_retries(&self) -> Result<usize, StoreError> {
         let due = self.store.take_due_retries(now_ms(), 10_000)?;

@@ -264,7 +264,9 @@ struct Malformed;
 /// hook (stderr); the message is then reported as not a bounce with `malformed` set.
 fn parse_guarded(raw: &[u8], headers_only: bool) -> Result<Option<Message<'_>>, Malformed> {
     std::panic::catch_unwind(|| {
-        let parser = MessageParser::default();
+        // Only the headers read here are parsed (MIME, addresses, Subject); the rest stay raw,
+        // which spares tokenising every Received line.
+        let parser = MessageParser::new().with_minimal_headers();
         if headers_only {
             parser.parse_headers(raw)
         } else {
@@ -562,12 +564,14 @@ fn from_dsn(analysis: &mut Analysis, status_text: &str, parts: &Parts) {
         // The remote server's own words (Diagnostic-Code) come first: the reporting MTA's
         // summary around them may say something else (Sendmail writes "User unknown" under a
         // block-list refusal).
-        let mut verdict = if rcpt.diagnostic.is_some() && classify::has_strong_wording(&diagnostic)
-        {
-            let at_rcpt = classify::says_rcpt_stage(&context);
-            classify::classify(status, reply_code, &diagnostic, at_rcpt)
+        let n_diag = classify::normalise(&diagnostic);
+        let n_context = (context.len() != diagnostic.len()).then(|| classify::normalise(&context));
+        let n_context = n_context.as_deref().unwrap_or(&n_diag);
+        let mut verdict = if rcpt.diagnostic.is_some() && classify::has_strong_wording(&n_diag) {
+            let at_rcpt = classify::says_rcpt_stage(n_context);
+            classify::classify_normalised(status, reply_code, &n_diag, at_rcpt)
         } else {
-            classify::classify(status, reply_code, &context, false)
+            classify::classify_normalised(status, reply_code, n_context, false)
         };
         if action == Action::Failed && status.is_some_and(|s| s.class == 4) {
             // Given up after retrying: a temporary failure that became final.

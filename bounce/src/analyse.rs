@@ -259,9 +259,11 @@ pub fn analyse(raw: &[u8]) -> Analysis {
 struct Malformed;
 
 /// Runs mail-parser, turning a panic inside it into an error. mail-parser 0.11 documents that
-/// it never panics, but fuzzing found inputs where it does ("Invalid part ID, could not find
-/// multipart"; the input is kept in tests/data). The panic message still reaches the panic
-/// hook (stderr); the message is then reported as not a bounce with `malformed` set.
+/// it never panics, but fuzzing found inputs that fail one of its `debug_assert!`s ("Invalid
+/// part ID, could not find multipart"; the input is kept in tests/data): a panic in builds
+/// with debug assertions (tests, cargo-fuzz), nothing in release builds. The panic message
+/// still reaches the panic hook (stderr); the message is then reported as not a bounce with
+/// `malformed` set.
 fn parse_guarded(raw: &[u8], headers_only: bool) -> Result<Option<Message<'_>>, Malformed> {
     std::panic::catch_unwind(|| {
         // Only the headers read here are parsed (MIME, addresses, Subject); the rest stay raw,

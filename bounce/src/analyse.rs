@@ -259,12 +259,16 @@ pub fn analyse(raw: &[u8]) -> Analysis {
 struct Malformed;
 
 /// Runs mail-parser, turning a panic inside it into an error. mail-parser 0.11 documents that
-/// it never panics, but fuzzing found inputs where it does ("Invalid part ID, could not find
-/// multipart"; the input is kept in tests/data). The panic message still reaches the panic
-/// hook (stderr); the message is then reported as not a bounce with `malformed` set.
+/// it never panics, but fuzzing found inputs that fail one of its `debug_assert!`s ("Invalid
+/// part ID, could not find multipart"; the input is kept in tests/data): a panic in builds
+/// with debug assertions (tests, cargo-fuzz), nothing in release builds. The panic message
+/// still reaches the panic hook (stderr); the message is then reported as not a bounce with
+/// `malformed` set.
 fn parse_guarded(raw: &[u8], headers_only: bool) -> Result<Option<Message<'_>>, Malformed> {
     std::panic::catch_unwind(|| {
-        let parser = MessageParser::default();
+        // Only the headers read here are parsed (MIME, addresses, Subject); the rest stay raw,
+        // which spares tokenising every Received line.
+        let parser = MessageParser::new().with_minimal_headers();
         if headers_only {
             parser.parse_headers(raw)
         } else {
@@ -562,12 +566,14 @@ fn from_dsn(analysis: &mut Analysis, status_text: &str, parts: &Parts) {
         // The remote server's own words (Diagnostic-Code) come first: the reporting MTA's
         // summary around them may say something else (Sendmail writes "User unknown" under a
         // block-list refusal).
-        let mut verdict = if rcpt.diagnostic.is_some() && classify::has_strong_wording(&diagnostic)
-        {
-            let at_rcpt = classify::says_rcpt_stage(&context);
-            classify::classify(status, reply_code, &diagnostic, at_rcpt)
+        let n_diag = classify::normalise(&diagnostic);
+        let n_context = (context.len() != diagnostic.len()).then(|| classify::normalise(&context));
+        let n_context = n_context.as_deref().unwrap_or(&n_diag);
+        let mut verdict = if rcpt.diagnostic.is_some() && classify::has_strong_wording(&n_diag) {
+            let at_rcpt = classify::says_rcpt_stage(n_context);
+            classify::classify_normalised(status, reply_code, &n_diag, at_rcpt)
         } else {
-            classify::classify(status, reply_code, &context, false)
+            classify::classify_normalised(status, reply_code, n_context, false)
         };
         if action == Action::Failed && status.is_some_and(|s| s.class == 4) {
             // Given up after retrying: a temporary failure that became final.

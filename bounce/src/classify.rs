@@ -147,7 +147,11 @@ pub(crate) fn normalise(text: &str) -> String {
             out.push(' ');
         }
         space = false;
-        out.extend(c.to_lowercase());
+        if c.is_ascii() {
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.extend(c.to_lowercase());
+        }
     }
     out
 }
@@ -169,15 +173,14 @@ pub(crate) fn reason_from_text(normalised: &str) -> Option<(Reason, bool)> {
     best.map(|i| (RULES[i % WEAK_OFFSET].0, i >= WEAK_OFFSET))
 }
 
-/// True when the text holds a specific (not weak) wording rule.
-pub(crate) fn has_strong_wording(text: &str) -> bool {
-    reason_from_text(&normalise(text)).is_some_and(|(_, weak)| !weak)
+/// True when the normalised text holds a specific (not weak) wording rule.
+pub(crate) fn has_strong_wording(normalised: &str) -> bool {
+    reason_from_text(normalised).is_some_and(|(_, weak)| !weak)
 }
 
-/// True when the text says the reply answered RCPT TO (and not DATA).
-pub(crate) fn says_rcpt_stage(text: &str) -> bool {
-    let n = normalise(text);
-    rcpt_stage(&n) && !after_data(&n)
+/// True when the normalised text says the reply answered RCPT TO (and not DATA).
+pub(crate) fn says_rcpt_stage(normalised: &str) -> bool {
+    rcpt_stage(normalised) && !after_data(normalised)
 }
 
 /// The reason an RFC 3463 enhanced status code says on its own, if it is specific enough.
@@ -241,13 +244,22 @@ pub(crate) fn classify(
     text: &str,
     at_rcpt: bool,
 ) -> Verdict {
-    let normalised = normalise(text);
+    classify_normalised(status, reply_code, &normalise(text), at_rcpt)
+}
+
+/// [`classify`] for text already passed through [`normalise`].
+pub(crate) fn classify_normalised(
+    status: Option<Status>,
+    reply_code: Option<u16>,
+    normalised: &str,
+    at_rcpt: bool,
+) -> Verdict {
     let permanent = match (status, reply_code) {
         (Some(s), _) => s.class == 5,
         (None, Some(code)) => code >= 500,
         (None, None) => true,
     };
-    let from_text = reason_from_text(&normalised);
+    let from_text = reason_from_text(normalised);
     let specific = status.filter(|s| s.detail != 0);
     let reason = match from_text {
         Some((reason, false)) => Some(reason),
@@ -272,7 +284,7 @@ pub(crate) fn classify(
     let address_evidence = at_rcpt
         || DEFINITIVE_UNKNOWN.iter().any(|p| normalised.contains(p))
         || status.is_some_and(|s| s.subject == 1)
-        || (rcpt_stage(&normalised) && !after_data(&normalised));
+        || (rcpt_stage(normalised) && !after_data(normalised));
     let reason = if reason == Reason::UserUnknown && !address_evidence {
         Reason::Filtered
     } else {

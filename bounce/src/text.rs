@@ -141,12 +141,14 @@ pub(crate) fn report_part(body: &str) -> &str {
     let mut offset = 0;
     let mut seen_text = false;
     for line in body.split_inclusive('\n') {
-        let trimmed = line.trim().to_ascii_lowercase();
-        let is_marker = ORIGINAL_MARKERS.iter().any(|m| trimmed.starts_with(m));
+        let trimmed = line.trim();
+        let starts = |m: &str| {
+            trimmed.len() >= m.len()
+                && trimmed.as_bytes()[..m.len()].eq_ignore_ascii_case(m.as_bytes())
+        };
+        let is_marker = ORIGINAL_MARKERS.iter().any(|m| starts(m));
         // Header-like markers only count once some report text came before them.
-        let header_like = trimmed.starts_with("received:")
-            || trimmed.starts_with("return-path:")
-            || trimmed.starts_with("message-id:");
+        let header_like = starts("received:") || starts("return-path:") || starts("message-id:");
         if is_marker && (!header_like || seen_text) {
             return &body[..offset];
         }
@@ -200,6 +202,9 @@ const MAX_RECIPIENTS: usize = 1000;
 fn first_mentions(lines: &[&str], exclude: &[String], skip_to_lines: bool) -> Vec<(usize, String)> {
     let mut firsts: Vec<(usize, String)> = Vec::new();
     for (i, line) in lines.iter().enumerate() {
+        if !line.contains('@') {
+            continue;
+        }
         let lower = line.trim().to_ascii_lowercase();
         if ignorable_line(&lower)
             || (skip_to_lines && (lower.starts_with("to:") || lower.starts_with("cc:")))

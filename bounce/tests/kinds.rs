@@ -226,8 +226,10 @@ fn random_bytes_never_panic() {
     }
 }
 
-/// An input on which mail-parser 0.11.9 panics ("Invalid part ID, could not find multipart"),
-/// found by the fuzz target: `analyse` must survive it and say the message is malformed.
+/// An input on which mail-parser 0.11.9 fails a `debug_assert!` ("Invalid part ID, could not
+/// find multipart"), found by the fuzz target: with debug assertions on (test builds, cargo-fuzz)
+/// that is a panic, which `analyse` must contain and report as malformed; in a release build
+/// the assertion is compiled out and the message is read as best it can be.
 #[test]
 fn mail_parser_panic_is_contained() {
     let raw = std::fs::read(concat!(
@@ -237,9 +239,13 @@ fn mail_parser_panic_is_contained() {
     .unwrap_or_default();
     assert!(raw.len() > 1000);
     let a = analyse(&raw);
-    assert!(a.malformed);
-    assert_eq!(a.kind, Kind::NotBounce);
-    assert_eq!(inspect_message("p", 1, &raw)[0].reason, None);
+    if cfg!(debug_assertions) {
+        assert!(a.malformed);
+        assert_eq!(a.kind, Kind::NotBounce);
+        assert_eq!(inspect_message("p", 1, &raw)[0].reason, None);
+    } else {
+        assert!(!inspect_message("p", 1, &raw).is_empty());
+    }
 }
 
 #[test]

@@ -1,12 +1,14 @@
 //! `mailfarm-bench`: measures mailfarm end to end against a real SMTP receiver and puts the
 //! numbers next to Postfix's own SMTP blaster on the same receiver; measures how fast a launch
 //! ingests a large recipient list; what durable coordinator state costs in throughput; and
-//! what MX routing over real DNS with farm-wide shaping costs next to relay mode.
+//! what MX routing over real DNS with farm-wide shaping costs next to relay mode; and how fast
+//! the inbound MX takes mail durably next to Postfix's smtpd.
 
 mod csvgen;
 mod dns;
 mod durability;
 mod farm_run;
+mod inbound;
 mod ingest;
 mod mx;
 mod mx_check;
@@ -51,7 +53,26 @@ enum Command {
     /// MX routing over real DNS with farm-wide shaping, next to relay mode.
     #[command(long_about = MX_HELP)]
     Mx(mx::Mx),
+    /// The inbound MX (the `in` role) taking smtp-source's load durably, next to Postfix smtpd.
+    #[command(long_about = INBOUND_HELP)]
+    Inbound(inbound::Inbound),
 }
+
+/// Long help of `inbound`.
+const INBOUND_HELP: &str = "\
+The inbound MX (the `in` role) taking smtp-source's load durably, next to Postfix smtpd.
+
+1. Starts the inbound MX in this process on a free 127.0.0.1 port, its mail store in a fresh \
+folder under --dir (default /var/tmp: on disk; every message is synced, file and folder, \
+before its 250), and runs Postfix's smtp-source against it: --messages messages of \
+--message-bytes bytes over --sessions parallel reused sessions.
+2. Starts a private Postfix instance whose smtpd accepts the same load from loopback into its \
+queue (each message put on hold, so Postfix writes and syncs the queue file but never \
+delivers it) and runs the same smtp-source against it.
+
+Reports messages per second and the CPU of each receiver (this process for the MX; the \
+Postfix master and all its descendants) and of smtp-source. Needs root (Postfix). Exits \
+non-zero unless both sides stored every message.";
 
 /// Long help of `throughput`.
 const THROUGHPUT_HELP: &str = "\
@@ -128,18 +149,20 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let outcome = match &cli.command {
-        Command::Throughput(o) => throughput::throughput(o)
-            .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
-        Command::Ingest(o) => {
-            ingest::ingest(o).and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref()))
-        }
-        Command::Durability(o) => durability::durability(o)
-            .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
-        Command::Mx(o) => {
-            mx::mx(o).and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref()))
-        }
-    };
+    let outcome =
+        match &cli.command {
+            Command::Throughput(o) => throughput::throughput(o)
+                .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
+            Command::Ingest(o) => ingest::ingest(o)
+                .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
+            Command::Durability(o) => durability::durability(o)
+                .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
+            Command::Mx(o) => {
+                mx::mx(o).and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref()))
+            }
+            Command::Inbound(o) => inbound::inbound(o)
+                .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
+        };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

@@ -2,8 +2,9 @@
 //! numbers next to Postfix's own SMTP blaster on the same receiver; measures how fast a launch
 //! ingests a large recipient list; what durable coordinator state costs in throughput; and
 //! what MX routing over real DNS with farm-wide shaping costs next to relay mode; how the
-//! farm learns a throttling relay's rate; how fast the bounce analysis reads real bounces; and
-//! how many one-click unsubscribes per second the web role takes durably.
+//! farm learns a throttling relay's rate; how fast the bounce analysis reads real bounces; how
+//! many one-click unsubscribes per second the web role takes durably; and how fast the inbound
+//! MX takes mail durably next to Postfix's smtpd.
 
 #![warn(clippy::unwrap_used)]
 
@@ -11,6 +12,7 @@ mod bounce;
 mod csvgen;
 mod durability;
 mod farm_run;
+mod inbound;
 mod ingest;
 mod mx;
 mod mx_check;
@@ -71,6 +73,9 @@ enum Command {
     /// The farm learning a throttling relay's rate and connection count (issue 11).
     #[command(long_about = THROTTLE_HELP)]
     Throttle(throttle::Throttle),
+    /// The inbound MX (the `in` role) taking smtp-source's load durably, next to Postfix smtpd.
+    #[command(long_about = INBOUND_HELP)]
+    Inbound(inbound::Inbound),
 }
 
 /// Long help of `bounce`.
@@ -110,6 +115,23 @@ refused after the first 10 s), and a run whose limit is raised from --raise-from
 --raise-to after --raise-after seconds (target: the farm-wide learnt rate within 20 % of the \
 new limit in at most 30 s). --svg writes the rate-against-time plot. Exits non-zero when a \
 target is missed.";
+
+
+/// Long help of `inbound`.
+const INBOUND_HELP: &str = "\
+The inbound MX (the `in` role) taking smtp-source's load durably, next to Postfix smtpd.
+
+1. Starts the inbound MX in this process on a free 127.0.0.1 port, its mail store in a fresh \
+folder under --dir (default /var/tmp: on disk; every message is synced, file and folder, \
+before its 250), and runs Postfix's smtp-source against it: --messages messages of \
+--message-bytes bytes over --sessions parallel reused sessions.
+2. Starts a private Postfix instance whose smtpd accepts the same load from loopback into its \
+queue (each message put on hold, so Postfix writes and syncs the queue file but never \
+delivers it) and runs the same smtp-source against it.
+
+Reports messages per second and the CPU of each receiver (this process for the MX; the \
+Postfix master and all its descendants) and of smtp-source. Needs root (Postfix). Exits \
+non-zero unless both sides stored every message.";
 
 /// Long help of `throughput`.
 const THROUGHPUT_HELP: &str = "\
@@ -191,7 +213,17 @@ fn main() -> ExitCode {
             .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
         Command::Ingest(o) => {
             ingest::ingest(o).and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref()))
-        }
+            let outcome =
+        match &cli.command {
+            Command::Throughput(o) => throughput::throughput(o)
+                .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
+            Command::Ingest(o) => ingest::ingest(o)
+                .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
+            Command::Durability(o) => durability::durability(o)
+                .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
+            Command::Mx(o) => {
+                mx::mx(o).and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref()))
+            }
         Command::Durability(o) => durability::durability(o)
             .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
         Command::Mx(o) => {
@@ -207,6 +239,10 @@ fn main() -> ExitCode {
         Command::Throttle(o) => throttle::throttle(o)
             .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
     };
+
+            Command::Inbound(o) => inbound::inbound(o)
+                .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
+        };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

@@ -6,7 +6,7 @@ mod inbound_support;
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use inbound_support::{start, swaks, POSTMASTER};
+use inbound_support::{start, swaks, Raw, POSTMASTER};
 use mailfarm_smurf::inbound::mx::MailKind;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,5 +49,16 @@ async fn swaks_starttls_delivers_under_tls() {
     assert!(out.contains("250-STARTTLS"), "STARTTLS not offered:\n{out}");
     assert_eq!(server.stored(MailKind::Local).len(), 2);
     assert_eq!(server.counters.tls_sessions.load(Relaxed), 1);
+
+    // Commands pipelined behind STARTTLS (CVE-2011-0411): the session is
+    // dropped after the 220, the injected command never runs.
+    let mut raw = Raw::connect(server.addr).await;
+    assert_eq!(raw.reply().await.map(|r| r.0), Some(220));
+    assert_eq!(raw.cmd("EHLO inject.test").await, Some(250));
+    raw.send(b"STARTTLS\r\nMAIL FROM:<evil@x.test>\r\n")
+        .await
+        .expect("sending");
+    assert_eq!(raw.reply().await.map(|r| r.0), Some(220));
+    assert_eq!(raw.reply().await, None, "injected command answered");
     server.stop().await;
 }

@@ -119,15 +119,25 @@ fn print_snapshot(now: &FarmSnapshot, before: Option<&FarmSnapshot>) {
     let delivered: u64 = now.campaigns.iter().map(|c| c.delivered).sum();
     let before_delivered = before.map(|b| b.campaigns.iter().map(|c| c.delivered).sum());
     let sending = now.campaigns.iter().filter(|c| !c.finished).count();
+    let feedback = |f: fn(&mailfarm_protocol::CampaignCounters) -> u64| {
+        now.campaigns.iter().map(f).sum::<u64>()
+    };
     println!(
         "campaigns: {} ({sending} not finished)  delivered {delivered} ({:.0}/s)  queued {}  \
-         in-flight {}  deferred {}  failed {}",
+         in-flight {}  deferred {}  failed {}  bounced {}  complaints {}  unsubscribed {}",
         now.campaigns.len(),
         per_second(delivered, before_delivered),
         now.campaigns.iter().map(|c| c.queued).sum::<u64>(),
         now.campaigns.iter().map(|c| c.in_flight).sum::<u64>(),
         now.campaigns.iter().map(|c| c.deferred).sum::<u64>(),
         now.campaigns.iter().map(|c| c.failed).sum::<u64>(),
+        feedback(|c| c.bounced_hard + c.bounced_soft),
+        feedback(|c| c.complaints),
+        feedback(|c| c.unsubscribed),
+    );
+    println!(
+        "bounce queue: {} returned messages waiting",
+        now.bounce_queue
     );
     print_nodes(&now.nodes);
     println!();

@@ -3,8 +3,10 @@
 //! so Postfix itself writes the DSNs and sends them to the signed VERP return paths, which its
 //! transport map routes to the farm's `in` node. The `bounce` node classifies them
 //! (userunknown, hard), the addresses are suppressed farm-wide, and a second campaign to the
-//! same list skips them. Then a Postfix that refuses unknown users at RCPT time (the
-//! synchronous path), and an ARF complaint sent to a real message's return path.
+//! same list skips them. Until a node is assigned `bounce`, the returned mail waits in the
+//! coordinator's queue, through a kill -9 of the coordinator and of the `in` node. Then a
+//! Postfix that refuses unknown users at RCPT time (the synchronous path), and an ARF complaint
+//! sent to a real message's return path.
 
 use std::time::Duration;
 
@@ -26,6 +28,22 @@ fn launch(farm: &ProcessFarm, dir: &std::path::Path) {
     assert!(out.status.success(), "launch: {out:?}");
 }
 
+/// Waits (up to 60 s) until the bounce queue's depth satisfies `ok`.
+fn wait_queue(farm: &ProcessFarm, ok: impl Fn(u64) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let view = farm.farm_cmd(&["watch", "--json", "--count", "1"]);
+        if let Ok(snapshot) = serde_json::from_slice::<serde_json::Value>(&view.stdout) {
+            if snapshot["bounce_queue"].as_u64().is_some_and(&ok) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{snapshot}");
+        }
+        assert!(std::time::Instant::now() < deadline, "{view:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn reasons(c: &serde_json::Value) -> String {
     c["bounce_reasons"].to_string()
 }
@@ -35,7 +53,7 @@ fn bounces_and_complaints_suppress_addresses_for_the_next_campaign() {
     let swaks = require("swaks");
     let tmp = tempfile::tempdir().unwrap();
     let in_port = free_port();
-    let farm = ProcessFarm::start_full(
+    let mut farm = ProcessFarm::start_full(
         &tmp.path().join("farm"),
         3,
         16,
@@ -43,9 +61,7 @@ fn bounces_and_complaints_suppress_addresses_for_the_next_campaign() {
         &format!("[inbound]\nlisten = \"127.0.0.1:{in_port}\"\nhostname = \"mx.bounces.test\"\n"),
     );
     farm.assign("smurf-2", "in");
-    farm.assign("smurf-3", "bounce");
     farm.wait_role("smurf-2", "in");
-    farm.wait_role("smurf-3", "bounce");
 
     // Postfix accepts everyone at RCPT time, local(8) then bounces the unknown users, and the
     // DSN goes to the VERP return path, routed to the `in` node.
@@ -60,6 +76,20 @@ fn bounces_and_complaints_suppress_addresses_for_the_next_campaign() {
     let list = [GHOSTS[0], GHOSTS[1], "rcpt@example.test"];
     write_campaign(&first, "first", accepting.plain_addr, &csv(&list));
     launch(&farm, &first);
+    // No bounce node yet: the returned mail waits in the coordinator's queue.
+    wait_queue(&farm, |depth| depth == 2);
+    assert_eq!(farm.campaign_json("first")["bounced_hard"], 0);
+    // kill -9 of the coordinator and of the `in` node loses none of it, and the restarted
+    // node gets its role back.
+    farm.crash_and_restart_coordinator();
+    farm.smurfs[1].child.kill().unwrap();
+    farm.smurfs[1].child.wait().unwrap();
+    farm.start_smurf("smurf-2");
+    farm.wait_role("smurf-2", "in");
+    wait_queue(&farm, |depth| depth == 2);
+    // A bounce node drains the backlog.
+    farm.assign("smurf-3", "bounce");
+    farm.wait_role("smurf-3", "bounce");
     let c = farm.wait_campaign("first", Duration::from_secs(120), |c| {
         c["bounced_hard"].as_u64() == Some(2)
     });
@@ -99,6 +129,39 @@ fn bounces_and_complaints_suppress_addresses_for_the_next_campaign() {
         c["finished"] == true
     });
     assert_eq!(c["suppressed"], 1, "{c}");
+
+    // The mailto: of List-Unsubscribe, signed like the return path: mail to it unsubscribes.
+    let key = mailfarm_pki::load_secret(&farm.dir.join("verp.key")).unwrap();
+    let mailto = mailfarm_templates::UnsubscribeSigner::from_verp_key(&key).mailto_address(
+        "first",
+        2,
+        "bounces.sender.test",
+    );
+    let sent = std::process::Command::new(&swaks)
+        .args(["--server", &format!("127.0.0.1:{in_port}")])
+        .args(["--from", "rcpt@example.test", "--to", &mailto])
+        .args(["--header", "Subject: unsubscribe", "--body", "unsubscribe"])
+        .output()
+        .unwrap();
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stdout)
+    );
+    let c = farm.wait_campaign("first", Duration::from_secs(60), |c| c["unsubscribed"] == 1);
+    assert_eq!(c["unsubscribed"], 1, "{c}");
+    // A forged one is refused at RCPT time.
+    let forged = mailfarm_templates::UnsubscribeSigner::from_verp_key(b"another key")
+        .mailto_address("first", 2, "bounces.sender.test");
+    let refused = std::process::Command::new(&swaks)
+        .args(["--server", &format!("127.0.0.1:{in_port}")])
+        .args(["--from", "rcpt@example.test", "--to", &forged])
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "a forged unsubscribe address was accepted"
+    );
 
     // An ARF complaint about a message rcpt@example.test really got, sent to its return path.
     let delivered = refusing.wait_for_messages(1);

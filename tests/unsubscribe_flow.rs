@@ -75,7 +75,7 @@ fn one_click_unsubscribes_are_farm_wide_and_skip_unsent_mail() {
     // The link of the first message that arrived.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let (rcpt, url) = loop {
-        let found = sink.messages().into_iter().find_map(|(rcpt, raw)| {
+        let found = sink.messages_so_far().into_iter().find_map(|(rcpt, raw)| {
             let text = String::from_utf8_lossy(&raw).replace("\r\n ", " ");
             let header = text.lines().find(|l| l.starts_with("List-Unsubscribe:"))?;
             let start = header.find(&format!("<http://{web}"))? + 1;

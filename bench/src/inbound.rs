@@ -408,10 +408,7 @@ fn tree_cpu(root: u32) -> anyhow::Result<Duration> {
             }
         }
     }
-    // SAFETY: sysconf only reads a constant of the C library.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let hz = if hz > 0 { hz as u64 } else { 100 };
-    Ok(Duration::from_micros(total * 1_000_000 / hz))
+    Ok(crate::sys::ticks_to_duration(total))
 }
 
 fn count_files(dir: &Path) -> u64 {

@@ -116,7 +116,6 @@ refused after the first 10 s), and a run whose limit is raised from --raise-from
 new limit in at most 30 s). --svg writes the rate-against-time plot. Exits non-zero when a \
 target is missed.";
 
-
 /// Long help of `inbound`.
 const INBOUND_HELP: &str = "\
 The inbound MX (the `in` role) taking smtp-source's load durably, next to Postfix smtpd.
@@ -208,12 +207,7 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let outcome = match &cli.command {
-        Command::Throughput(o) => throughput::throughput(o)
-            .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
-        Command::Ingest(o) => {
-            ingest::ingest(o).and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref()))
-            let outcome =
+    let outcome =
         match &cli.command {
             Command::Throughput(o) => throughput::throughput(o)
                 .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
@@ -224,22 +218,15 @@ fn main() -> ExitCode {
             Command::Mx(o) => {
                 mx::mx(o).and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref()))
             }
-        Command::Durability(o) => durability::durability(o)
-            .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
-        Command::Mx(o) => {
-            mx::mx(o).and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref()))
-        }
-        Command::Bounce(o) => {
-            let report = bounce::bounce(o);
-            report.and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref()))
-        }
-        Command::Unsubscribe(o) => unsubscribe::unsubscribe(o)
-            .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
-        Command::UnsubscribeServer(o) => unsubscribe::serve(o),
-        Command::Throttle(o) => throttle::throttle(o)
-            .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
-    };
-
+            Command::Bounce(o) => {
+                let report = bounce::bounce(o);
+                report.and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref()))
+            }
+            Command::Unsubscribe(o) => unsubscribe::unsubscribe(o)
+                .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
+            Command::UnsubscribeServer(o) => unsubscribe::serve(o),
+            Command::Throttle(o) => throttle::throttle(o)
+                .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
             Command::Inbound(o) => inbound::inbound(o)
                 .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
         };

@@ -178,10 +178,15 @@ pub fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
             .with_context(|| format!("malformed {path}"))
     };
     let total = ticks(11)? + ticks(12)?;
+    Ok(ticks_to_duration(total))
+}
+
+/// CPU time of `ticks` clock ticks (`/proc` counts in them).
+pub fn ticks_to_duration(ticks: u64) -> Duration {
     // SAFETY: sysconf only reads a constant of the C library.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let hz = if hz > 0 { hz as u64 } else { 100 };
-    Ok(Duration::from_micros(total * 1_000_000 / hz))
+    Duration::from_micros(ticks * 1_000_000 / hz)
 }
 
 /// Sends SIGKILL to process `pid` (a child of this process): the crash the durability benches

@@ -77,6 +77,54 @@ pub fn render(farm: &Farm) -> String {
         "QUIC payload bytes of a campaign (template and data).",
         &per_campaign(|c| c.wire_bytes + c.template_bytes),
     );
+    let mut bounces = Vec::new();
+    for c in &campaigns {
+        let id = escape(&c.id);
+        for (kind, value) in [
+            ("hard", c.bounced_hard),
+            ("soft", c.bounced_soft),
+            ("complaint", c.complaints),
+            ("unsubscribe", c.unsubscribed),
+        ] {
+            bounces.push((format!("campaign=\"{id}\",kind=\"{kind}\""), value));
+        }
+    }
+    family(
+        &mut out,
+        "mailfarm_campaign_feedback_total",
+        "counter",
+        "Bounces (hard, soft), complaints and unsubscribes of a campaign.",
+        &bounces,
+    );
+    let reasons: Vec<(String, u64)> = campaigns
+        .iter()
+        .flat_map(|c| {
+            c.bounce_reasons.iter().map(move |(reason, n)| {
+                (
+                    format!(
+                        "campaign=\"{}\",reason=\"{}\"",
+                        escape(&c.id),
+                        escape(reason)
+                    ),
+                    *n,
+                )
+            })
+        })
+        .collect();
+    family(
+        &mut out,
+        "mailfarm_campaign_bounces_by_reason_total",
+        "counter",
+        "Bounces of a campaign by reason (Sisimai's vocabulary).",
+        &reasons,
+    );
+    family(
+        &mut out,
+        "mailfarm_bounce_queue",
+        "gauge",
+        "Returned messages waiting for a bounce node.",
+        &[(String::new(), farm.bounce_depth())],
+    );
     let nodes = farm.nodes();
     let per_node = |value: fn(&mailfarm_protocol::NodeInfo) -> u64| {
         nodes

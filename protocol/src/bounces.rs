@@ -45,6 +45,9 @@ pub enum ReturnKind {
     NotBounce,
     /// Its VERP address did not verify: forged or tampered; nothing is changed.
     Forged,
+    /// Mail to a signed unsubscribe address (the `mailto:` of List-Unsubscribe): the
+    /// recipient the token names leaves the list.
+    Unsubscribe,
 }
 
 impl ReturnKind {
@@ -57,6 +60,7 @@ impl ReturnKind {
             ReturnKind::Complaint => "complaint",
             ReturnKind::NotBounce => "notbounce",
             ReturnKind::Forged => "forged",
+            ReturnKind::Unsubscribe => "unsubscribe",
         }
     }
 }

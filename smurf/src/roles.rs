@@ -267,6 +267,7 @@ fn record_of(event: &InboundEvent) -> InboundRecord {
         .iter()
         .map(|(_, d)| match d {
             Destination::Bounce(_) => "bounce",
+            Destination::Unsubscribe(_) => "unsubscribe",
             Destination::Local => "local",
             Destination::Forward => "forward",
         })

@@ -402,8 +402,19 @@ impl SmtpSink {
         }
     }
 
-    /// The dumped transactions: (envelope recipient, raw dump).
+    /// The dumped transactions: (envelope recipient, raw dump). Every dump must be complete:
+    /// call it once the sender is done.
     pub fn messages(&self) -> Vec<(String, Vec<u8>)> {
+        self.dumps(false)
+    }
+
+    /// The dumps complete so far, while a sender may still be writing: a dump smtp-sink has
+    /// not finished (no envelope line yet) is left out instead of failing.
+    pub fn messages_so_far(&self) -> Vec<(String, Vec<u8>)> {
+        self.dumps(true)
+    }
+
+    fn dumps(&self, skip_partial: bool) -> Vec<(String, Vec<u8>)> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.dir).unwrap() {
             let path = entry.unwrap().path();
@@ -412,10 +423,12 @@ impl SmtpSink {
             let rcpt = text
                 .lines()
                 .find_map(|l| l.strip_prefix("X-Rcpt-Args: <"))
-                .and_then(|l| l.split('>').next())
-                .unwrap_or_else(|| panic!("no X-Rcpt-Args in {}", path.display()))
-                .to_owned();
-            out.push((rcpt, raw));
+                .and_then(|l| l.split('>').next());
+            match rcpt {
+                Some(rcpt) => out.push((rcpt.to_owned(), raw.clone())),
+                None if skip_partial => {}
+                None => panic!("no X-Rcpt-Args in {}", path.display()),
+            }
         }
         out
     }

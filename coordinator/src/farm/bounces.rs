@@ -138,6 +138,14 @@ impl Farm {
                         }
                     }
                 }
+                ReturnKind::Unsubscribe => {
+                    if let Some(address) = verdict.recipient_id.and_then(|id| self.address_of(id)) {
+                        count(&mut effects, "unsubscribed".into());
+                        let list = self.list_of(&campaign);
+                        let reason = format!("unsubscribed: {}", list.as_deref().unwrap_or("list"));
+                        effects.suppress.push((address, reason));
+                    }
+                }
                 ReturnKind::Complaint => {
                     for r in &verdict.recipients {
                         count(&mut effects, "complaints".into());

@@ -332,7 +332,7 @@ impl SessionHandler for MxSession {
 
 fn kind_of(d: &Destination) -> MailKind {
     match d {
-        Destination::Bounce(_) => MailKind::Bounce,
+        Destination::Bounce(_) | Destination::Unsubscribe(_) => MailKind::Bounce,
         Destination::Local => MailKind::Local,
         Destination::Forward => MailKind::Forward,
     }

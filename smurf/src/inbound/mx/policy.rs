@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use mailfarm_templates::{VerpSigner, VerpToken};
+use mailfarm_templates::{UnsubscribeSigner, UnsubscribeTarget, VerpSigner, VerpToken};
 
 use crate::smtp::policy::Answer;
 
@@ -18,6 +18,8 @@ use crate::smtp::policy::Answer;
 pub struct InboundPolicy {
     /// The farm's VERP key; `None`: no bounce address is valid.
     pub verp: Option<VerpSigner>,
+    /// The farm's unsubscribe signer (from the VERP key); `None`: no unsubscribe address.
+    pub unsubscribe: Option<UnsubscribeSigner>,
     /// Domains of the VERP return paths (lower case, no trailing dot).
     pub bounce_domains: Vec<String>,
     /// Local addresses: postmaster@, abuse@, the campaigns' Reply-To (lower
@@ -38,6 +40,7 @@ impl InboundPolicy {
     ) -> Self {
         Self {
             verp: verp_key.map(VerpSigner::new),
+            unsubscribe: verp_key.map(UnsubscribeSigner::from_verp_key),
             bounce_domains: bounce_domains
                 .into_iter()
                 .map(|d| normal_domain(&d))
@@ -63,6 +66,9 @@ fn normal_domain(d: &str) -> String {
 pub enum Destination {
     /// A valid VERP return path: for bounce processing.
     Bounce(VerpToken),
+    /// A signed unsubscribe address (the `mailto:` of List-Unsubscribe): stored with the
+    /// returned mail, whose processing turns it into an unsubscribe.
+    Unsubscribe(UnsubscribeTarget),
     /// A local address: kept for the operator.
     Local,
     /// A forwarded address.
@@ -133,6 +139,11 @@ pub fn classify(
         if let Some(signer) = &policy.verp {
             if let Ok(token) = signer.verify_for_domain(path, &domain) {
                 return Ok(Destination::Bounce(token));
+            }
+        }
+        if let Some(signer) = &policy.unsubscribe {
+            if let Ok(target) = signer.verify_mailto(path, &domain) {
+                return Ok(Destination::Unsubscribe(target));
             }
         }
         return Err(if local.to_ascii_lowercase().starts_with("b-") {

@@ -2,18 +2,17 @@
 //! Selenium): a farm of real processes sends the example newsletter to smtp-sink; the
 //! unsubscribe link is taken from a message as the sink received it; chromium opens it (the GET
 //! changes nothing), clicks the button, sees the confirmation, and the web node's journal has
-//! the unsubscribe. Then chromium logs in to the dashboard with the secret `farm init` printed
-//! and watches the sent counter of a running campaign rise. Screenshots go to
+//! the unsubscribe, and the coordinator counts it. The web node is a smurf on web duty (`farm
+//! assign smurf-2 web`). Then chromium logs in to the dashboard with the secret `farm init`
+//! printed and watches the sent counter of a running campaign rise, as the coordinator feeds it. Screenshots go to
 //! `<target>/screenshots/` (copies in docs/web/). Missing chromium, chromedriver or selenium
 //! fails the test.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mailfarm_smurf::web::{Action, CampaignCounters, DashboardSnapshot, WebConfig, WebServer};
 use mailfarm_templates::{derive_unsubscribe_key, UnsubscribeSigner};
 use mailfarm_testkit::{mailfarm, require, ProcessFarm, SmtpSink};
-use tokio::sync::watch;
 
 fn screenshots_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -56,20 +55,6 @@ fn newsletter(dir: &Path, id: &str, relay: &str, base: &str, rows: usize) {
     std::fs::write(dir.join("recipients.csv"), head.join("\n") + "\n").unwrap();
 }
 
-fn counters_of(farm: &ProcessFarm, id: &str) -> CampaignCounters {
-    let status = farm.status(id);
-    let n = |k: &str| mailfarm_testkit::number(&status, k);
-    CampaignCounters {
-        id: id.into(),
-        status: status.get("state").cloned().unwrap_or_default(),
-        total: n("total"),
-        sent: n("delivered"),
-        deferred: n("deferred"),
-        failed: n("failed"),
-        ..Default::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsubscribe_and_dashboard_in_chromium() {
     require("chromium");
@@ -94,31 +79,23 @@ async fn unsubscribe_and_dashboard_in_chromium() {
         .nth(1)
         .map(|l| l.trim().to_owned())
         .expect("farm init prints the dashboard secret");
-    let farm = ProcessFarm::start(&farm_dir, 1, 64);
+    // smurf-1 sends; smurf-2 goes on web duty (the role switch), with the farm's keys from the
+    // coordinator and the dashboard hash `farm init` wrote.
+    let web_addr = format!("127.0.0.1:{}", mailfarm_testkit::free_port());
+    let farm = ProcessFarm::start_full(
+        &farm_dir,
+        2,
+        64,
+        "",
+        &format!("[web]\nlisten = \"{web_addr}\"\n"),
+    );
+    farm.assign("smurf-2", "web");
+    farm.wait_role("smurf-2", "web");
     let sink = SmtpSink::start(&tmp.path().join("sink"));
-
-    // The web node, with the farm's unsubscribe key and dashboard hash.
     let verp_key = mailfarm_pki::load_secret(&farm_dir.join("verp.key")).unwrap();
     let unsubscribe_key = derive_unsubscribe_key(&verp_key);
-    let journal_dir = tmp.path().join("web-journal");
-    let (snap_tx, snap_rx) = watch::channel(DashboardSnapshot::default());
-    let web = WebServer::start(
-        WebConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            tls: None,
-            journal_dir: journal_dir.clone(),
-            unsubscribe_key,
-            dashboard_hash: Some(
-                mailfarm_pki::dashboard::load_dashboard_hash(&farm_dir.join("dashboard.argon2"))
-                    .unwrap(),
-            ),
-            undo_window: Duration::from_secs(24 * 3600),
-        },
-        snap_rx,
-    )
-    .await
-    .expect("web node starts");
-    let base = format!("http://{}", web.local_addr());
+    let journal_dir = farm_dir.join("state/smurf-2/web");
+    let base = format!("http://{web_addr}");
 
     // A real campaign, really sent.
     let campaign = tmp.path().join("newsletter");
@@ -155,8 +132,8 @@ async fn unsubscribe_and_dashboard_in_chromium() {
         "the body carries the same link ({{{{unsubscribe_url}}}})"
     );
 
-    // A second campaign that runs while the browser watches the dashboard; its counters come
-    // from the real coordinator every half second.
+    // A second campaign that runs while the browser watches the dashboard: the web node shows
+    // what the coordinator sends it every second.
     let burst = tmp.path().join("burst");
     newsletter(&burst, "burst", &sink.addr.to_string(), &base, 400);
     let out = farm.campaign(&[
@@ -167,33 +144,6 @@ async fn unsubscribe_and_dashboard_in_chromium() {
         "--detach",
     ]);
     assert!(out.status.success(), "{out:?}");
-    let farm = std::sync::Arc::new(farm);
-    let feeder_farm = farm.clone();
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-    let feeder = std::thread::spawn(move || {
-        while stop_rx.try_recv().is_err() {
-            let snapshot = DashboardSnapshot {
-                at_ms: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_millis() as u64,
-                campaigns: vec![
-                    counters_of(&feeder_farm, "burst"),
-                    counters_of(&feeder_farm, "autumn-2026"),
-                ],
-                nodes: vec![mailfarm_smurf::web::NodeInfo {
-                    name: "smurf-1".into(),
-                    role: "out".into(),
-                    state: "active".into(),
-                    load_percent: 40,
-                    serves: None,
-                }],
-                ..Default::default()
-            };
-            snap_tx.send_replace(snapshot);
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    });
 
     let shots = screenshots_dir();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web_browser.py");
@@ -211,8 +161,6 @@ async fn unsubscribe_and_dashboard_in_chromium() {
         .await
         .expect("browser run in time")
         .expect("python3 runs");
-    let _ = stop_tx.send(());
-    let _ = feeder.join();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -222,12 +170,11 @@ async fn unsubscribe_and_dashboard_in_chromium() {
     assert!(stdout.contains("GET changed nothing"), "{stdout}");
     assert!(stdout.contains("dashboard sent counter rose"), "{stdout}");
 
-    // The web node has it on record, for the coordinator.
-    let pending = web.journal().pending();
-    assert_eq!(pending.len(), 1, "{pending:?}");
-    assert_eq!(pending[0].action, Action::Unsubscribe);
-    assert_eq!(pending[0].campaign_id, "autumn-2026");
-    assert_eq!(pending[0].recipient_id, target.recipient_id);
+    // The web node forwarded it: the coordinator counts it and suppresses the address.
+    let c = farm.wait_campaign("autumn-2026", Duration::from_secs(30), |c| {
+        c["unsubscribed"] == 1
+    });
+    assert_eq!(c["unsubscribed"], 1, "{c}");
     for shot in [
         "01-unsubscribe-page.png",
         "02-unsubscribed.png",
@@ -239,5 +186,4 @@ async fn unsubscribe_and_dashboard_in_chromium() {
             .unwrap_or(0);
         assert!(size > 1000, "screenshot {shot} saved");
     }
-    web.shutdown().await;
 }

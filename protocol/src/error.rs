@@ -65,3 +65,14 @@ pub enum ProtocolError {
     #[error(transparent)]
     Frame(#[from] FrameError),
 }
+
+/// The reply refusing a hello, and the error that caused it: what both session machines
+/// return when they turn a client away.
+pub(crate) fn refusal(error: ProtocolError) -> (crate::HelloReply, ProtocolError) {
+    (
+        crate::HelloReply::Refused {
+            reason: error.to_string(),
+        },
+        error,
+    )
+}

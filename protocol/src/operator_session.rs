@@ -54,34 +54,26 @@ impl OperatorLink {
         hello: Hello,
         certified: impl Fn(&str) -> bool,
     ) -> Result<HelloReply, (HelloReply, ProtocolError)> {
-        let refuse = |error: ProtocolError| {
-            (
-                HelloReply::Refused {
-                    reason: error.to_string(),
-                },
-                error,
-            )
-        };
         if self.phase != Phase::Hello {
-            return Err(refuse(ProtocolError::Unexpected {
+            return Err(crate::error::refusal(ProtocolError::Unexpected {
                 message: "second hello",
                 state: "ready",
             }));
         }
         if hello.version != PROTOCOL_VERSION {
-            return Err(refuse(ProtocolError::VersionMismatch {
+            return Err(crate::error::refusal(ProtocolError::VersionMismatch {
                 peer: hello.version,
                 ours: PROTOCOL_VERSION,
             }));
         }
         let Role::Operator { name } = hello.role else {
-            return Err(refuse(ProtocolError::Unexpected {
+            return Err(crate::error::refusal(ProtocolError::Unexpected {
                 message: "smurf hello",
                 state: "expecting an operator",
             }));
         };
         if !certified(&name) {
-            return Err(refuse(ProtocolError::Refused(format!(
+            return Err(crate::error::refusal(ProtocolError::Refused(format!(
                 "certificate is not the operator certificate of {name:?}"
             ))));
         }

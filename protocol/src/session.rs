@@ -36,22 +36,14 @@ impl CoordinatorLink {
         hello: Hello,
         certified_node: impl Fn(&str) -> bool,
     ) -> Result<HelloReply, (HelloReply, ProtocolError)> {
-        let refuse = |error: ProtocolError| {
-            (
-                HelloReply::Refused {
-                    reason: error.to_string(),
-                },
-                error,
-            )
-        };
         if self.node.is_some() {
-            return Err(refuse(ProtocolError::Unexpected {
+            return Err(crate::error::refusal(ProtocolError::Unexpected {
                 message: "second hello",
                 state: "ready",
             }));
         }
         if hello.version != PROTOCOL_VERSION {
-            return Err(refuse(ProtocolError::VersionMismatch {
+            return Err(crate::error::refusal(ProtocolError::VersionMismatch {
                 peer: hello.version,
                 ours: PROTOCOL_VERSION,
             }));
@@ -63,13 +55,13 @@ impl CoordinatorLink {
             ..
         } = hello.role
         else {
-            return Err(refuse(ProtocolError::Unexpected {
+            return Err(crate::error::refusal(ProtocolError::Unexpected {
                 message: "operator hello",
                 state: "expecting a smurf",
             }));
         };
         if !certified_node(&node) {
-            return Err(refuse(ProtocolError::Refused(format!(
+            return Err(crate::error::refusal(ProtocolError::Refused(format!(
                 "node name {node:?} is not the name in the client certificate"
             ))));
         }

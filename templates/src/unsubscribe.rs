@@ -18,10 +18,7 @@ use ring::{digest, hmac};
 
 use crate::address::is_domain;
 use crate::error::UnsubscribeError;
-use crate::verp::{
-    is_campaign_id, parse_base32_sig, parse_base36, push_base32, push_base36, MAX_ID_DIGITS,
-    SIG_BYTES, SIG_CHARS,
-};
+use crate::verp::{is_campaign_id, parse_base32_sig, parse_base36, SIG_BYTES, SIG_CHARS};
 
 /// Label of the key derivation: the unsubscribe key is `HMAC-SHA256(verp_key, label)`.
 pub const UNSUBSCRIBE_KEY_LABEL: &[u8] = b"mailfarm unsubscribe v1";
@@ -170,18 +167,8 @@ impl UnsubscribeSigner {
 
     /// The signed mailto address `u-<campaign>-<id>-<sig>@<bounce_domain>`, for the `in` role.
     pub fn mailto_address(&self, campaign_id: &str, recipient_id: u64, domain: &str) -> String {
-        let mut out = String::with_capacity(
-            MAILTO_PREFIX.len() + campaign_id.len() + MAX_ID_DIGITS + SIG_CHARS + 3 + domain.len(),
-        );
-        out.push_str(MAILTO_PREFIX);
-        out.push_str(campaign_id);
-        out.push('-');
-        push_base36(&mut out, recipient_id);
-        out.push('-');
-        push_base32(&mut out, &self.mailto_sig(campaign_id, recipient_id));
-        out.push('@');
-        out.push_str(domain);
-        out
+        let signature = self.mailto_sig(campaign_id, recipient_id);
+        crate::verp::signed_address(MAILTO_PREFIX, campaign_id, recipient_id, &signature, domain)
     }
 
     /// Checks a mailto recipient (with or without `<>`) that must be at `bounce_domain`

@@ -79,18 +79,8 @@ impl VerpSigner {
     /// The campaign id is expected to be valid (as [`crate::MessageTemplate::compile`] checks):
     /// with a longer one the local part can exceed 64 octets.
     pub fn return_path(&self, campaign_id: &str, recipient_id: u64, bounce_domain: &str) -> String {
-        let mut out = String::with_capacity(
-            PREFIX.len() + campaign_id.len() + MAX_ID_DIGITS + SIG_CHARS + 3 + bounce_domain.len(),
-        );
-        out.push_str(PREFIX);
-        out.push_str(campaign_id);
-        out.push('-');
-        push_base36(&mut out, recipient_id);
-        out.push('-');
-        push_base32(&mut out, &self.signature(campaign_id, recipient_id));
-        out.push('@');
-        out.push_str(bounce_domain);
-        out
+        let signature = self.signature(campaign_id, recipient_id);
+        signed_address(PREFIX, campaign_id, recipient_id, &signature, bounce_domain)
     }
 
     /// Checks a return path (with or without `<>`, domain in any case) and returns what it
@@ -293,4 +283,27 @@ mod tests {
         assert!(is_campaign_id(&campaign));
         assert!(!is_campaign_id(&format!("{campaign}c")));
     }
+}
+
+/// `<prefix><campaign>-<id base36>-<signature base32>@<domain>`: the shape of every signed
+/// address (VERP return paths, unsubscribe mailto addresses).
+pub(crate) fn signed_address(
+    prefix: &str,
+    campaign_id: &str,
+    recipient_id: u64,
+    signature: &[u8; SIG_BYTES],
+    domain: &str,
+) -> String {
+    let mut out = String::with_capacity(
+        prefix.len() + campaign_id.len() + MAX_ID_DIGITS + SIG_CHARS + 3 + domain.len(),
+    );
+    out.push_str(prefix);
+    out.push_str(campaign_id);
+    out.push('-');
+    push_base36(&mut out, recipient_id);
+    out.push('-');
+    push_base32(&mut out, signature);
+    out.push('@');
+    out.push_str(domain);
+    out
 }

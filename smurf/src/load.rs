@@ -40,31 +40,45 @@ impl CpuMeter {
         let Some(ticks) = process_ticks() else {
             return 0;
         };
-        let elapsed = self.last_time.elapsed().as_secs_f64();
-        let used = ticks.saturating_sub(self.last_ticks) as f64 / 100.0;
+        let now = Instant::now();
+        let percent = percent_of(
+            ticks.saturating_sub(self.last_ticks),
+            now.duration_since(self.last_time),
+        );
         self.last_ticks = ticks;
-        self.last_time = Instant::now();
-        if elapsed <= 0.0 {
-            return 0;
-        }
-        (used / elapsed * 100.0).round().min(f64::from(u16::MAX)) as u16
+        self.last_time = now;
+        percent
     }
+}
+
+/// The CPU use that `used_ticks` clock ticks (100 Hz) over `elapsed` are, in percent of one
+/// core.
+fn percent_of(used_ticks: u64, elapsed: std::time::Duration) -> u16 {
+    let elapsed = elapsed.as_secs_f64();
+    if elapsed <= 0.0 {
+        return 0;
+    }
+    let used = used_ticks as f64 / 100.0;
+    (used / elapsed * 100.0).round().min(f64::from(u16::MAX)) as u16
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use std::time::Duration;
+
     #[test]
-    fn busy_loop_shows_cpu_use() {
-        let mut meter = CpuMeter::new();
-        let start = Instant::now();
-        let mut x = 0u64;
-        while start.elapsed().as_millis() < 300 {
-            x = x.wrapping_mul(31).wrapping_add(7);
-        }
-        std::hint::black_box(x);
-        let percent = meter.percent();
-        assert!(percent >= 30, "a busy loop should use CPU, got {percent}%");
+    fn ticks_over_time_are_a_share_of_one_core() {
+        assert_eq!(percent_of(50, Duration::from_secs(1)), 50);
+        assert_eq!(percent_of(200, Duration::from_secs(2)), 100);
+        assert_eq!(percent_of(150, Duration::from_millis(500)), 300);
+        assert_eq!(percent_of(7, Duration::ZERO), 0);
+        assert_eq!(percent_of(u64::MAX, Duration::from_millis(1)), u16::MAX);
+    }
+
+    #[test]
+    fn the_process_cpu_time_is_readable() {
+        assert!(process_ticks().is_some(), "/proc/self/stat");
     }
 }

@@ -243,6 +243,29 @@ pub(crate) fn parse_base32_sig(text: &str) -> Option<[u8; SIG_BYTES]> {
     Some(out)
 }
 
+/// `<prefix><campaign>-<id base36>-<signature base32>@<domain>`: the shape of every signed
+/// address (VERP return paths, unsubscribe mailto addresses).
+pub(crate) fn signed_address(
+    prefix: &str,
+    campaign_id: &str,
+    recipient_id: u64,
+    signature: &[u8; SIG_BYTES],
+    domain: &str,
+) -> String {
+    let mut out = String::with_capacity(
+        prefix.len() + campaign_id.len() + MAX_ID_DIGITS + SIG_CHARS + 3 + domain.len(),
+    );
+    out.push_str(prefix);
+    out.push_str(campaign_id);
+    out.push('-');
+    push_base36(&mut out, recipient_id);
+    out.push('-');
+    push_base32(&mut out, signature);
+    out.push('@');
+    out.push_str(domain);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,27 +306,4 @@ mod tests {
         assert!(is_campaign_id(&campaign));
         assert!(!is_campaign_id(&format!("{campaign}c")));
     }
-}
-
-/// `<prefix><campaign>-<id base36>-<signature base32>@<domain>`: the shape of every signed
-/// address (VERP return paths, unsubscribe mailto addresses).
-pub(crate) fn signed_address(
-    prefix: &str,
-    campaign_id: &str,
-    recipient_id: u64,
-    signature: &[u8; SIG_BYTES],
-    domain: &str,
-) -> String {
-    let mut out = String::with_capacity(
-        prefix.len() + campaign_id.len() + MAX_ID_DIGITS + SIG_CHARS + 3 + domain.len(),
-    );
-    out.push_str(prefix);
-    out.push_str(campaign_id);
-    out.push('-');
-    push_base36(&mut out, recipient_id);
-    out.push('-');
-    push_base32(&mut out, signature);
-    out.push('@');
-    out.push_str(domain);
-    out
 }

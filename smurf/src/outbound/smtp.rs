@@ -20,6 +20,14 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+mod auth;
+mod outcome;
+
+#[cfg(test)]
+use auth::base64;
+pub use auth::Credentials;
+pub use outcome::{Delivery, Phase, Rejection, SmtpError};
+
 use crate::smtp::line::LineReader;
 use crate::smtp::reply::{
     read_reply, Capabilities, EnhancedStatus, ProtocolError, ReadReplyError, Reply, MAX_REPLY_LINE,
@@ -103,203 +111,6 @@ impl ClientConfig {
     }
 }
 
-/// A step of the SMTP exchange, for errors and for telling where a message
-/// was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Phase {
-    /// Decided by this client without asking the server (size limit,
-    /// SMTPUTF8 not offered, unusable address).
-    Local,
-    /// Opening the TCP connection (see [`super::session::open_session`]).
-    Connect,
-    /// Waiting for the 220 greeting.
-    Greeting,
-    /// EHLO.
-    Ehlo,
-    /// HELO (fallback after EHLO got 5xx).
-    Helo,
-    /// STARTTLS, including the TLS handshake.
-    StartTls,
-    /// AUTH (RFC 4954), including the SASL exchange.
-    Auth,
-    /// MAIL FROM.
-    MailFrom,
-    /// RCPT TO.
-    RcptTo,
-    /// DATA, up to the 354.
-    Data,
-    /// Writing the message content.
-    DataBody,
-    /// Waiting for the reply to the final `.`.
-    DataEnd,
-    /// RSET.
-    Rset,
-    /// NOOP.
-    Noop,
-    /// QUIT.
-    Quit,
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Phase::Local => "local checks",
-            Phase::Connect => "connect",
-            Phase::Greeting => "greeting",
-            Phase::Ehlo => "EHLO",
-            Phase::Helo => "HELO",
-            Phase::StartTls => "STARTTLS",
-            Phase::Auth => "AUTH",
-            Phase::MailFrom => "MAIL FROM",
-            Phase::RcptTo => "RCPT TO",
-            Phase::Data => "DATA",
-            Phase::DataBody => "message content",
-            Phase::DataEnd => "end of data",
-            Phase::Rset => "RSET",
-            Phase::Noop => "NOOP",
-            Phase::Quit => "QUIT",
-        })
-    }
-}
-
-/// A message refused with a definite reply, and where.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    /// Which step refused it ([`Phase::Local`] if this client decided).
-    pub phase: Phase,
-    /// The server's reply, or a synthesised one for [`Phase::Local`].
-    pub reply: Reply,
-}
-
-/// The definite outcome of one message. Only produced when the server gave a
-/// clear answer (or a local check refused the message); anything uncertain is
-/// an [`SmtpError`] instead.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivery {
-    /// 2xx to the final `.`: the server took responsibility for the message.
-    Delivered(Reply),
-    /// 4xx at some step: try again later (possibly via another MX).
-    Deferred(Rejection),
-    /// 5xx at some step, or a local check: do not retry as is.
-    Failed(Rejection),
-}
-
-impl Delivery {
-    /// The reply that decided the outcome.
-    pub fn reply(&self) -> &Reply {
-        match self {
-            Delivery::Delivered(r) => r,
-            Delivery::Deferred(r) | Delivery::Failed(r) => &r.reply,
-        }
-    }
-
-    /// Whether the message was accepted.
-    pub fn is_delivered(&self) -> bool {
-        matches!(self, Delivery::Delivered(_))
-    }
-}
-
-/// Errors of an SMTP session. After any variant except [`SmtpError::Rejected`]
-/// (when the reply was not 421) the client is broken: see
-/// [`SmtpClient::is_broken`].
-#[derive(Debug, thiserror::Error)]
-pub enum SmtpError {
-    /// The stream failed (reset, broken pipe, TLS error...). Temporary.
-    #[error("I/O error during {phase}: {source}")]
-    Io {
-        /// Where it happened.
-        phase: Phase,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The server did not complete a reply (or accept a write) in time.
-    /// Temporary.
-    #[error("timed out after {after:?} during {phase}")]
-    Timeout {
-        /// Where it happened.
-        phase: Phase,
-        /// The timeout that expired.
-        after: Duration,
-    },
-    /// The server closed the connection before replying. Temporary.
-    #[error("connection closed by the server during {phase}")]
-    Closed {
-        /// Where it happened.
-        phase: Phase,
-    },
-    /// The server violated the protocol or our limits. Temporary (another
-    /// attempt, maybe with another MX, may work).
-    #[error("protocol error during {phase}: {error}")]
-    Protocol {
-        /// Where it happened.
-        phase: Phase,
-        /// What was wrong.
-        #[source]
-        error: ProtocolError,
-    },
-    /// The server refused a session command (greeting, EHLO/HELO, RSET, NOOP,
-    /// STARTTLS). Temporary unless the reply is 5xx.
-    #[error("server refused {phase}: {reply}")]
-    Rejected {
-        /// The refused step.
-        phase: Phase,
-        /// The server's reply.
-        reply: Reply,
-    },
-    /// [`ClientConfig::helo_name`] is empty or contains spaces or control
-    /// characters. Permanent (fix the configuration).
-    #[error("invalid HELO name {0:?}")]
-    InvalidHeloName(String),
-    /// The client was already broken by an earlier error; open a new session.
-    /// Temporary.
-    #[error("SMTP session unusable after an earlier error")]
-    Broken,
-    /// TLS is required ([`TlsPolicy::Required`](super::tls::TlsPolicy))
-    /// but the server did not offer STARTTLS or refused it. Nothing was sent
-    /// in plaintext beyond EHLO. Temporary (the server may be fixed).
-    #[error("TLS required but {0}")]
-    TlsRequired(String),
-    /// The TLS handshake after STARTTLS failed (certificate verification
-    /// included) or timed out. Temporary; under
-    /// [`TlsPolicy::Opportunistic`](super::tls::TlsPolicy) the session layer
-    /// retries in plaintext on a new connection instead.
-    #[error("TLS handshake failed: {0}")]
-    TlsHandshake(#[source] std::io::Error),
-    /// AUTH could not be attempted: the server offers no mechanism we
-    /// support (PLAIN, LOGIN), or the session is not encrypted and plaintext
-    /// AUTH is not allowed. Temporary: like Postfix, a relay that cannot
-    /// authenticate us defers mail rather than bouncing it (TLS may work on
-    /// the next attempt, the relay may be fixed).
-    #[error("cannot authenticate: {0}")]
-    AuthUnavailable(String),
-    /// The configured credentials cannot be sent (empty user name, or a NUL
-    /// byte, which SASL PLAIN uses as separator). Permanent (fix the
-    /// configuration).
-    #[error("invalid AUTH credentials: {0}")]
-    InvalidCredentials(&'static str),
-}
-
-impl SmtpError {
-    /// Whether retrying later (or elsewhere) makes sense. `true` for every
-    /// error that leaves a message's fate unknown: such a message was never
-    /// reported delivered.
-    pub fn is_temporary(&self) -> bool {
-        match self {
-            SmtpError::Rejected { reply, .. } => !reply.is_permanent(),
-            SmtpError::InvalidHeloName(_) | SmtpError::InvalidCredentials(_) => false,
-            SmtpError::Io { .. }
-            | SmtpError::Timeout { .. }
-            | SmtpError::Closed { .. }
-            | SmtpError::Protocol { .. }
-            | SmtpError::Broken
-            | SmtpError::TlsRequired(_)
-            | SmtpError::TlsHandshake(_)
-            | SmtpError::AuthUnavailable(_) => true,
-        }
-    }
-}
-
 /// Result of [`SmtpClient::starttls`].
 // Returned once per session and unpacked at once: boxing the client would
 // only make the refused path clumsier.
@@ -311,38 +122,6 @@ pub enum StartTls<S> {
     Ready(S),
     /// The server refused; the plaintext session is still usable.
     Refused(SmtpClient<S>, Reply),
-}
-
-/// A user name and password for AUTH (RFC 4954) to a relay. `Debug` does
-/// not print the password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    /// SASL authentication identity (user name).
-    pub username: String,
-    /// The password.
-    pub password: String,
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
-
-impl Credentials {
-    /// Checks the credentials can be sent with every mechanism we support.
-    fn check(&self) -> Result<(), SmtpError> {
-        if self.username.is_empty() {
-            return Err(SmtpError::InvalidCredentials("empty user name"));
-        }
-        if self.username.contains('\0') || self.password.contains('\0') {
-            return Err(SmtpError::InvalidCredentials("NUL byte"));
-        }
-        Ok(())
-    }
 }
 
 /// One SMTP session over the stream `S`, reusable for many messages.
@@ -744,105 +523,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         Ok(StartTls::Ready(stream))
     }
 
-    /// Authenticates with the mechanism the server prefers among those we
-    /// support: PLAIN, else LOGIN (from the EHLO `AUTH` capability). Errors
-    /// with [`SmtpError::AuthUnavailable`] when neither is offered. Whether
-    /// the stream is encrypted is the caller's business (see
-    /// [`super::session::open_session`]).
-    pub async fn authenticate(&mut self, credentials: &Credentials) -> Result<Reply, SmtpError> {
-        let offered = |m: &str| self.caps.auth.iter().any(|a| a.eq_ignore_ascii_case(m));
-        if offered("PLAIN") {
-            self.auth_plain(credentials).await
-        } else if offered("LOGIN") {
-            self.auth_login(credentials).await
-        } else if self.caps.auth.is_empty() {
-            Err(SmtpError::AuthUnavailable(
-                "server does not offer AUTH".into(),
-            ))
-        } else {
-            Err(SmtpError::AuthUnavailable(format!(
-                "no supported mechanism among {}",
-                self.caps.auth.join(" ")
-            )))
-        }
-    }
-
-    /// AUTH PLAIN (RFC 4616) with the credentials as initial response (sent
-    /// after an empty 334 challenge instead when the command would be too
-    /// long). 235 → `Ok`; a 4xx/5xx (454 temporary failure, 535 bad
-    /// credentials) → [`SmtpError::Rejected`] with [`Phase::Auth`], whose
-    /// [`SmtpError::is_temporary`] follows the reply class; the session stays
-    /// usable after such a refusal.
-    pub async fn auth_plain(&mut self, credentials: &Credentials) -> Result<Reply, SmtpError> {
-        self.ready_for_auth(credentials)?;
-        let mut token = Vec::with_capacity(credentials.username.len() * 2 + 2);
-        token.push(0);
-        token.extend_from_slice(credentials.username.as_bytes());
-        token.push(0);
-        token.extend_from_slice(credentials.password.as_bytes());
-        let token = base64(&token);
-        // RFC 4954 §4: the command line is limited to 512 octets.
-        let reply = if token.len() <= 490 {
-            self.auth_step(format!("AUTH PLAIN {token}\r\n")).await?
-        } else {
-            let reply = self.auth_step("AUTH PLAIN\r\n".into()).await?;
-            if reply.code != 334 {
-                return self.auth_end(reply);
-            }
-            self.auth_step(format!("{token}\r\n")).await?
-        };
-        self.auth_end(reply)
-    }
-
-    /// AUTH LOGIN (the obsolete but widespread mechanism): user name and
-    /// password each answer a 334 challenge. Outcomes as for
-    /// [`SmtpClient::auth_plain`].
-    pub async fn auth_login(&mut self, credentials: &Credentials) -> Result<Reply, SmtpError> {
-        self.ready_for_auth(credentials)?;
-        let mut reply = self.auth_step("AUTH LOGIN\r\n".into()).await?;
-        for secret in [&credentials.username, &credentials.password] {
-            if reply.code != 334 {
-                return self.auth_end(reply);
-            }
-            reply = self
-                .auth_step(format!("{}\r\n", base64(secret.as_bytes())))
-                .await?;
-        }
-        self.auth_end(reply)
-    }
-
-    fn ready_for_auth(&self, credentials: &Credentials) -> Result<(), SmtpError> {
-        if self.broken {
-            return Err(SmtpError::Broken);
-        }
-        credentials.check()
-    }
-
-    async fn auth_step(&mut self, line: String) -> Result<Reply, SmtpError> {
-        let t = self.config.timeouts.command;
-        self.command(line.as_bytes(), Phase::Auth, t).await
-    }
-
-    /// Final reply of an AUTH exchange. A 334 here means the server wants
-    /// more than the mechanism has to say: the exchange is out of step, so
-    /// the session is abandoned.
-    fn auth_end(&mut self, reply: Reply) -> Result<Reply, SmtpError> {
-        if reply.code == 235 {
-            Ok(reply)
-        } else if reply.is_transient() || reply.is_permanent() {
-            Err(SmtpError::Rejected {
-                phase: Phase::Auth,
-                reply,
-            })
-        } else {
-            self.broken = true;
-            Err(SmtpError::Protocol {
-                phase: Phase::Auth,
-                error: ProtocolError::UnexpectedReply(reply),
-            })
-        }
-    }
-
     /// Ends the session: QUIT, wait for the reply (best effort: any reply,
     /// or the server simply closing, is fine), shut the stream down. On a
     /// broken client only the shutdown is attempted. An error is only worth
@@ -919,12 +599,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         }
         result
     }
-}
-
-/// Standard base64 with padding (RFC 4648 §4), as SASL over SMTP uses.
-fn base64(input: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(input)
 }
 
 fn check_helo_name(name: &str) -> Result<(), SmtpError> {

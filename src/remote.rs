@@ -294,7 +294,8 @@ fn print_status_line(c: &CampaignCounters) {
          deferred {deferred}  failed {failed}  suppressed {suppressed}  skipped {skipped}  \
          rejected-rows {rejected}  attempts {attempts}  elapsed {secs:.1}s  \
          template-shipments {shipments}  wire-bytes {wire}  rendered-bytes {rendered}  \
-         bounced-hard {hard}  bounced-soft {soft}  complaints {complaints}{reasons}",
+         bounced-hard {hard}  bounced-soft {soft}  complaints {complaints}  \
+         unsubscribed {unsubscribed}{reasons}{since}",
         id = c.id,
         state = c.state.as_str(),
         total = c.total,
@@ -314,6 +315,16 @@ fn print_status_line(c: &CampaignCounters) {
         hard = c.bounced_hard,
         soft = c.bounced_soft,
         complaints = c.complaints,
+        unsubscribed = c.unsubscribed,
+        since = if c.traffic_since_ms == 0 {
+            String::new()
+        } else {
+            let ago = mailfarm_coordinator::farm::now_ms().saturating_sub(c.traffic_since_ms);
+            format!(
+                "  (shipments and bytes since the coordinator restarted {:.0}s ago)",
+                ago as f64 / 1000.0
+            )
+        },
         reasons = if c.bounce_reasons.is_empty() {
             String::new()
         } else {

@@ -54,6 +54,13 @@ fn coordinator_crashes_lose_nothing() {
     });
     assert_eq!(number(&status, "delivered"), RECIPIENTS, "{status:?}");
     assert_eq!(number(&status, "failed"), 0, "{status:?}");
+    // Attempts come from the store: a restart does not make them fewer than the deliveries.
+    let json = farm.campaign_json("coord-crash");
+    assert!(
+        json["attempts"].as_u64().unwrap() >= RECIPIENTS,
+        "attempts after the restarts: {json}"
+    );
+    assert!(json["traffic_since_ms"].as_u64().unwrap() > 0, "{json}");
 
     let mut per_recipient: HashMap<String, u64> = HashMap::new();
     let mut message_ids = std::collections::HashSet::new();

@@ -204,6 +204,9 @@ impl Farm {
             c.deferred = counts.deferred;
             c.failed = counts.failed;
             c.skipped = counts.skipped;
+            c.attempts = counts.attempts;
+            // The byte and shipment counters are this process's: they count from now.
+            c.traffic_since_ms = now_ms();
             state.by_id.insert(c.id.clone(), seq);
             state.campaigns.insert(seq, live);
         }

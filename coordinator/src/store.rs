@@ -135,6 +135,8 @@ pub struct StateCounts {
     pub failed: u64,
     /// Skipped.
     pub skipped: u64,
+    /// Delivery attempts recorded, over all recipients.
+    pub attempts: u64,
 }
 
 /// What happens to a row offered at ingest.
@@ -354,6 +356,7 @@ impl Store {
         {
             let (_, value) = entry.map_err(dberr)?;
             let record: RecipientRecord = postcard::from_bytes(value.value())?;
+            counts.attempts += u64::from(record.attempts);
             match record.state {
                 StoredState::Pending => counts.pending += 1,
                 StoredState::Delivered => counts.delivered += 1,

@@ -488,6 +488,10 @@ pub struct CampaignCounters {
     pub bounce_reasons: Vec<(String, u64)>,
     /// Recipients who unsubscribed (one-click or the unsubscribe page).
     pub unsubscribed: u64,
+    /// Since when `wire_bytes`, `template_bytes`, `template_shipments` and `rendered_bytes`
+    /// count (ms since the epoch): they are the running coordinator's traffic, not stored, so
+    /// after a restart they start again from the restart (0: since the launch).
+    pub traffic_since_ms: u64,
 }
 
 /// Coordinator-to-operator responses.

@@ -178,27 +178,10 @@ impl UnsubscribeSigner {
         address: &str,
         bounce_domain: &str,
     ) -> Result<UnsubscribeTarget, UnsubscribeError> {
-        let address = address.trim();
-        if address.len() > 320 {
-            return Err(UnsubscribeError::Malformed("address too long"));
-        }
-        let address = match address.strip_prefix('<') {
-            Some(inner) => inner
-                .strip_suffix('>')
-                .ok_or(UnsubscribeError::Malformed("unbalanced angle brackets"))?,
-            None => address,
-        };
-        let (local, domain) = address
-            .rsplit_once('@')
-            .ok_or(UnsubscribeError::Malformed("no @"))?;
-        let domain = domain.trim_end_matches('.');
+        let (local, domain) =
+            crate::verp::split_signed_address(address).map_err(UnsubscribeError::Malformed)?;
         if !is_domain(domain) || !domain.eq_ignore_ascii_case(bounce_domain.trim_end_matches('.')) {
             return Err(UnsubscribeError::WrongDomain);
-        }
-        if local.len() > 64 {
-            return Err(UnsubscribeError::Malformed(
-                "local part longer than 64 octets",
-            ));
         }
         let rest = local
             .strip_prefix(MAILTO_PREFIX)

@@ -107,25 +107,9 @@ impl VerpSigner {
     }
 
     fn verify_parts<'a>(&self, address: &'a str) -> Result<(VerpToken, &'a str), VerpError> {
-        let address = address.trim();
-        if address.len() > MAX_ADDRESS_LEN {
-            return Err(VerpError::Malformed("address too long"));
-        }
-        let address = match address.strip_prefix('<') {
-            Some(inner) => inner
-                .strip_suffix('>')
-                .ok_or(VerpError::Malformed("unbalanced angle brackets"))?,
-            None => address,
-        };
-        let (local, domain) = address
-            .rsplit_once('@')
-            .ok_or(VerpError::Malformed("no @"))?;
-        let domain = domain.trim_end_matches('.');
+        let (local, domain) = split_signed_address(address).map_err(VerpError::Malformed)?;
         if !is_domain(domain) {
             return Err(VerpError::Malformed("invalid domain"));
-        }
-        if local.len() > 64 {
-            return Err(VerpError::Malformed("local part longer than 64 octets"));
         }
         let rest = local
             .strip_prefix(PREFIX)
@@ -241,6 +225,24 @@ pub(crate) fn parse_base32_sig(text: &str) -> Option<[u8; SIG_BYTES]> {
         *byte = (bits >> ((SIG_BYTES - 1 - i) * 8)) as u8;
     }
     Some(out)
+}
+
+/// The local part and domain (trailing dot removed) of a signed address, with or without
+/// `<>`, after the checks every signed address shares; the domain is not checked yet.
+pub(crate) fn split_signed_address(address: &str) -> Result<(&str, &str), &'static str> {
+    let address = address.trim();
+    if address.len() > MAX_ADDRESS_LEN {
+        return Err("address too long");
+    }
+    let address = match address.strip_prefix('<') {
+        Some(inner) => inner.strip_suffix('>').ok_or("unbalanced angle brackets")?,
+        None => address,
+    };
+    let (local, domain) = address.rsplit_once('@').ok_or("no @")?;
+    if local.len() > 64 {
+        return Err("local part longer than 64 octets");
+    }
+    Ok((local, domain.trim_end_matches('.')))
 }
 
 /// `<prefix><campaign>-<id base36>-<signature base32>@<domain>`: the shape of every signed

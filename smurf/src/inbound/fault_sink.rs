@@ -21,7 +21,7 @@
 //!
 //! The protocol is the shared server core's ([`crate::smtp::server`], as for
 //! the capture receiver and the inbound MX); this module holds the plan's
-//! decisions and [`session`] applies them. The sink runs the core in its
+//! decisions and its `session` module applies them. The sink runs the core in its
 //! lenient mode (MAIL parameters other than SIZE are ignored) and bounded
 //! everywhere else: line lengths, message size, recipients per message, idle
 //! time and bad commands per session.

@@ -294,11 +294,12 @@ fn run_one(
     child.wait()?;
     let journal = UnsubscribeJournal::open(&dir)?;
     let pending = journal.pending();
-    let recorded: std::collections::HashSet<u64> =
-        pending.iter().map(|e| e.recipient_id).collect();
+    let recorded: std::collections::HashSet<u64> = pending.iter().map(|e| e.recipient_id).collect();
     let lost = ids.iter().filter(|id| !recorded.contains(id)).count() as u64;
     if lost > 0 {
-        problems.push(format!("{name}: {lost} POSTs answered 200 are not in the journal"));
+        problems.push(format!(
+            "{name}: {lost} POSTs answered 200 are not in the journal"
+        ));
     }
     if kill_at.is_none() && ids.len() as u64 != opts.requests {
         problems.push(format!(

@@ -32,7 +32,7 @@ fn launch(farm: &ProcessFarm, dir: &std::path::Path) {
 fn wait_queue(farm: &ProcessFarm, ok: impl Fn(u64) -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let view = farm.farm_cmd(&["watch", "--json", "--count", "1"]);
+        let view = farm.farm(&["watch", "--json", "--count", "1"]);
         if let Ok(snapshot) = serde_json::from_slice::<serde_json::Value>(&view.stdout) {
             if snapshot["bounce_queue"].as_u64().is_some_and(&ok) {
                 return;
@@ -219,7 +219,7 @@ fn bounces_and_complaints_suppress_addresses_for_the_next_campaign() {
     // the complaint.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let farm_view = farm.farm_cmd(&["watch", "--json", "--count", "1"]);
+        let farm_view = farm.farm(&["watch", "--json", "--count", "1"]);
         let snapshot: serde_json::Value = serde_json::from_slice(&farm_view.stdout).unwrap();
         let to_bounce = snapshot["inbound"]["to_bounce"].as_u64().unwrap();
         if snapshot["bounce_queue"] == 0 && to_bounce >= 2 {

@@ -56,7 +56,7 @@ fn smurfs_change_roles_mid_campaign_without_losing_or_doubling_mail() {
     assert!(std::net::TcpStream::connect(web_addr).is_ok(), "{web}");
 
     // smurf-1 is now the last `out` node: taking it away is refused without --force.
-    let refused = farm.farm_cmd(&["assign", "smurf-1", "in"]);
+    let refused = farm.farm(&["assign", "smurf-1", "in"]);
     assert!(!refused.status.success(), "{refused:?}");
     let why = String::from_utf8_lossy(&refused.stderr);
     assert!(why.contains("last `out` node"), "{why}");
@@ -78,7 +78,7 @@ fn smurfs_change_roles_mid_campaign_without_losing_or_doubling_mail() {
     farm.crash_and_restart_coordinator();
     let inbound = farm.wait_role("smurf-2", "in");
     assert_eq!(farm.node_json("smurf-3")["role"], "web");
-    let farm_view = farm.farm_cmd(&["watch", "--json", "--count", "2"]);
+    let farm_view = farm.farm(&["watch", "--json", "--count", "2"]);
     assert!(farm_view.status.success(), "{farm_view:?}");
 
     // And back to out: its inbound address stops answering.

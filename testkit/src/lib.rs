@@ -16,11 +16,10 @@ pub mod peers;
 pub mod postfix;
 pub mod process;
 mod roles;
-pub use roles::metrics;
 
 pub use farm::{
-    assert_permanent_dns_failure, domains_csv, mailfarm, mailfarm_binary, number, recipients_csv,
-    write_campaign, write_campaign_direct, ProcessFarm,
+    assert_permanent_dns_failure, domains_csv, mailfarm, mailfarm_binary, metrics, number,
+    recipients_csv, write_campaign, write_campaign_direct, ProcessFarm,
 };
 pub use fault_sink::FaultSinkProcess;
 pub use peers::{free_port, free_udp_port, is_root, require};

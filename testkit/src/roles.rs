@@ -6,25 +6,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::farm::{mailfarm, ProcessFarm};
+use crate::farm::ProcessFarm;
 
 impl ProcessFarm {
-    /// Runs `mailfarm farm ARGS` against this farm.
-    pub fn farm_cmd(&self, args: &[&str]) -> std::process::Output {
-        mailfarm()
-            .arg("farm")
-            .args(args)
-            .arg("--farm")
-            .arg(&self.dir)
-            .arg("--coordinator")
-            .arg(self.addr.to_string())
-            .output()
-            .expect("running mailfarm farm")
-    }
-
     /// `farm nodes --json`.
     pub fn nodes_json(&self) -> Vec<Value> {
-        let out = self.farm_cmd(&["nodes", "--json"]);
+        let out = self.farm(&["nodes", "--json"]);
         assert!(out.status.success(), "farm nodes: {out:?}");
         let nodes: Value = serde_json::from_slice(&out.stdout).expect("farm nodes --json");
         nodes.as_array().cloned().unwrap_or_default()
@@ -39,7 +26,7 @@ impl ProcessFarm {
 
     /// `farm assign NAME ROLE`, which must succeed.
     pub fn assign(&self, name: &str, role: &str) {
-        let out = self.farm_cmd(&["assign", name, role]);
+        let out = self.farm(&["assign", name, role]);
         assert!(out.status.success(), "assign {name} {role}: {out:?}");
     }
 
@@ -84,32 +71,4 @@ impl ProcessFarm {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-}
-
-/// The coordinator's `/metrics` page (its address is what the coordinator printed at start:
-/// the config must set `metrics_listen`).
-pub fn metrics(farm: &ProcessFarm) -> String {
-    use std::io::{Read, Write};
-    let line = farm
-        .coordinator
-        .stdout
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .iter()
-        .find(|l| l.starts_with("mailfarm metrics on http://"))
-        .cloned()
-        .expect("metrics address printed");
-    let addr = line
-        .trim_start_matches("mailfarm metrics on http://")
-        .trim_end_matches("/metrics");
-    let mut stream = std::net::TcpStream::connect(addr).expect("connecting to /metrics");
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("asking for /metrics");
-    let mut body = String::new();
-    stream.read_to_string(&mut body).expect("reading /metrics");
-    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-    body
 }

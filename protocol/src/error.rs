@@ -76,3 +76,23 @@ pub(crate) fn refusal(error: ProtocolError) -> (crate::HelloReply, ProtocolError
         error,
     )
 }
+
+/// The checks every hello gets first, on either kind of link: only one hello, and our version.
+pub(crate) fn check_hello(
+    already_welcomed: bool,
+    hello: &crate::Hello,
+) -> Result<(), (crate::HelloReply, ProtocolError)> {
+    if already_welcomed {
+        return Err(refusal(ProtocolError::Unexpected {
+            message: "second hello",
+            state: "ready",
+        }));
+    }
+    if hello.version != crate::PROTOCOL_VERSION {
+        return Err(refusal(ProtocolError::VersionMismatch {
+            peer: hello.version,
+            ours: crate::PROTOCOL_VERSION,
+        }));
+    }
+    Ok(())
+}

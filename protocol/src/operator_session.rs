@@ -54,18 +54,7 @@ impl OperatorLink {
         hello: Hello,
         certified: impl Fn(&str) -> bool,
     ) -> Result<HelloReply, (HelloReply, ProtocolError)> {
-        if self.phase != Phase::Hello {
-            return Err(crate::error::refusal(ProtocolError::Unexpected {
-                message: "second hello",
-                state: "ready",
-            }));
-        }
-        if hello.version != PROTOCOL_VERSION {
-            return Err(crate::error::refusal(ProtocolError::VersionMismatch {
-                peer: hello.version,
-                ours: PROTOCOL_VERSION,
-            }));
-        }
+        crate::error::check_hello(self.phase != Phase::Hello, &hello)?;
         let Role::Operator { name } = hello.role else {
             return Err(crate::error::refusal(ProtocolError::Unexpected {
                 message: "smurf hello",

@@ -36,18 +36,7 @@ impl CoordinatorLink {
         hello: Hello,
         certified_node: impl Fn(&str) -> bool,
     ) -> Result<HelloReply, (HelloReply, ProtocolError)> {
-        if self.node.is_some() {
-            return Err(crate::error::refusal(ProtocolError::Unexpected {
-                message: "second hello",
-                state: "ready",
-            }));
-        }
-        if hello.version != PROTOCOL_VERSION {
-            return Err(crate::error::refusal(ProtocolError::VersionMismatch {
-                peer: hello.version,
-                ours: PROTOCOL_VERSION,
-            }));
-        }
+        crate::error::check_hello(self.node.is_some(), &hello)?;
         let Role::Smurf {
             node,
             window,

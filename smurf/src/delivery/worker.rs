@@ -87,6 +87,26 @@ fn classify(site: &Site, shared: &Shared, reply: &Reply) -> Action {
         .classify(&site.key().0, reply.code, reply.enhanced, &reply.text)
 }
 
+/// What an attempt that did not deliver comes to: outcome, reply code, enhanced code, what it
+/// tells about the site, and the throttling action.
+type Verdict = (Outcome, u16, Option<(u8, u16, u16)>, Option<Signal>, Action);
+
+/// The deferral a refusal means, and what it tells about the site: a throttling reply shows the
+/// site works, only not this fast; any other temporary refusal counts against it.
+fn deferred_by(reply: &Reply, action: Action) -> Verdict {
+    let signal = match action {
+        Action::Ignore => Signal::TempFailure,
+        _ => Signal::Success,
+    };
+    (
+        Outcome::Deferred,
+        reply.code,
+        enhanced(reply),
+        Some(signal),
+        action,
+    )
+}
+
 fn enhanced(reply: &Reply) -> Option<(u8, u16, u16)> {
     reply.enhanced.map(|e| (e.class, e.subject, e.detail))
 }
@@ -299,19 +319,7 @@ async fn deliver(site: &Site, shared: &Shared, job: &mut Job, open: &mut Option<
                         (Outcome::Failed, 0, None, None, Action::Ignore)
                     }
                     SmtpError::Rejected { reply, .. } => {
-                        let action = classify(site, shared, reply);
-                        // A throttling reply shows the site works, only not this fast.
-                        let signal = match action {
-                            Action::Ignore => Signal::TempFailure,
-                            _ => Signal::Success,
-                        };
-                        (
-                            Outcome::Deferred,
-                            reply.code,
-                            enhanced(reply),
-                            Some(signal),
-                            action,
-                        )
+                        deferred_by(reply, classify(site, shared, reply))
                     }
                     _ => (
                         Outcome::Deferred,
@@ -444,17 +452,7 @@ async fn open_for(plan: &Plan, shared: &Shared, site: &Site) -> Result<Open, Ope
             if *phase == Phase::Greeting && action == Action::Throttle(ThrottleKind::Rate) {
                 action = Action::Throttle(ThrottleKind::Connections);
             }
-            let signal = match action {
-                Action::Ignore => Signal::TempFailure,
-                _ => Signal::Success,
-            };
-            (
-                Outcome::Deferred,
-                reply.code,
-                enhanced(reply),
-                Some(signal),
-                action,
-            )
+            deferred_by(reply, action)
         }
         // Dropped at banner time: a site limiting connections that way.
         SmtpError::Closed {

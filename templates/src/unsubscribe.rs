@@ -225,15 +225,7 @@ impl UnsubscribeSigner {
     }
 
     fn mailto_sig(&self, campaign_id: &str, recipient_id: u64) -> [u8; SIG_BYTES] {
-        let mut ctx = hmac::Context::with_key(&self.key);
-        ctx.update(MAILTO_CONTEXT);
-        ctx.update(&(campaign_id.len() as u64).to_be_bytes());
-        ctx.update(campaign_id.as_bytes());
-        ctx.update(&recipient_id.to_be_bytes());
-        let tag = ctx.sign();
-        let mut out = [0u8; SIG_BYTES];
-        out.copy_from_slice(&tag.as_ref()[..SIG_BYTES]);
-        out
+        crate::verp::address_signature(&self.key, MAILTO_CONTEXT, campaign_id, recipient_id)
     }
 }
 

@@ -143,16 +143,27 @@ impl VerpSigner {
     }
 
     fn signature(&self, campaign_id: &str, recipient_id: u64) -> [u8; SIG_BYTES] {
-        let mut ctx = hmac::Context::with_key(&self.key);
-        ctx.update(SIGN_CONTEXT);
-        ctx.update(&(campaign_id.len() as u64).to_be_bytes());
-        ctx.update(campaign_id.as_bytes());
-        ctx.update(&recipient_id.to_be_bytes());
-        let tag = ctx.sign();
-        let mut out = [0u8; SIG_BYTES];
-        out.copy_from_slice(&tag.as_ref()[..SIG_BYTES]);
-        out
+        address_signature(&self.key, SIGN_CONTEXT, campaign_id, recipient_id)
     }
+}
+
+/// The truncated HMAC of a signed address: `context` keeps each kind of address apart, the
+/// campaign id is length-prefixed so no two (campaign, id) pairs sign the same bytes.
+pub(crate) fn address_signature(
+    key: &hmac::Key,
+    context: &[u8],
+    campaign_id: &str,
+    recipient_id: u64,
+) -> [u8; SIG_BYTES] {
+    let mut ctx = hmac::Context::with_key(key);
+    ctx.update(context);
+    ctx.update(&(campaign_id.len() as u64).to_be_bytes());
+    ctx.update(campaign_id.as_bytes());
+    ctx.update(&recipient_id.to_be_bytes());
+    let tag = ctx.sign();
+    let mut out = [0u8; SIG_BYTES];
+    out.copy_from_slice(&tag.as_ref()[..SIG_BYTES]);
+    out
 }
 
 /// True for 1 to [`MAX_CAMPAIGN_ID_LEN`] characters of `[A-Za-z0-9_-]`.

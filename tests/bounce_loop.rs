@@ -214,6 +214,27 @@ fn bounces_and_complaints_suppress_addresses_for_the_next_campaign() {
     launch(&farm, &last);
     let c = farm.wait_campaign("last", Duration::from_secs(60), |c| c["finished"] == true);
     assert_eq!(c["suppressed"], 2, "the complainer is suppressed too: {c}");
+    // The accounting log has a line per applied bounce and per message the `in` node took.
+    let log = std::fs::read_to_string(farm.dir.join("state/accounting.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let bounce_lines = lines
+        .iter()
+        .filter(|l| l["event"] == "bounce" && l["reason"] == "userunknown")
+        .count();
+    assert!(
+        bounce_lines >= 2,
+        "bounce lines in the accounting log: {bounce_lines}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["kind"] == "unsubscribe" && l["rcpt_to"][0] == mailto),
+        "the in node's line for the mailto unsubscribe"
+    );
+
     // The queue drained: nothing waits for a bounce node; the `in` counters (reported every
     // second, counted since the coordinator and the node restarted) show the unsubscribe and
     // the complaint.

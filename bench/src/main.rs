@@ -20,6 +20,7 @@ mod mx_report;
 mod mx_sinks;
 mod mx_text;
 mod mx_zone;
+mod netns;
 mod report;
 mod sink;
 mod source;
@@ -76,6 +77,10 @@ enum Command {
     /// The inbound MX (the `in` role) taking smtp-source's load durably, next to Postfix smtpd.
     #[command(long_about = INBOUND_HELP)]
     Inbound(inbound::Inbound),
+    /// The farm across network namespaces: coordinator, 1..4 smurfs and the sink on their own
+    /// "hosts"; coordinator CPU per recipient and smurfs per coordinator.
+    #[command(long_about = netns::HELP)]
+    Netns(netns::Netns),
 }
 
 /// Long help of `bounce`.
@@ -228,6 +233,8 @@ fn main() -> ExitCode {
             Command::Throttle(o) => throttle::throttle(o)
                 .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
             Command::Inbound(o) => inbound::inbound(o)
+                .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
+            Command::Netns(o) => netns::netns(o)
                 .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
         };
     match outcome {

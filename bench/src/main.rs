@@ -234,8 +234,9 @@ fn main() -> ExitCode {
                 .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
             Command::Inbound(o) => inbound::inbound(o)
                 .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
-            Command::Netns(o) => netns::netns(o)
-                .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
+            Command::Netns(o) => {
+                netns::netns(o).and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref()))
+            }
         };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -103,7 +103,11 @@ impl FarmFiles {
     /// Smurf `name`'s host folder under `run`: its certificate and `NAME.toml`.
     pub fn smurf_host(&self, run: &Path, name: &str, tuning: Tuning) -> anyhow::Result<PathBuf> {
         let host = run.join(name);
-        let files = ["ca.pem".to_owned(), format!("{name}.pem"), format!("{name}.key")];
+        let files = [
+            "ca.pem".to_owned(),
+            format!("{name}.pem"),
+            format!("{name}.key"),
+        ];
         self.provision(&host, &files)?;
         let mut config = read(&self.pki.join(format!("{name}.toml")))?;
         config = set_key(&config, "helo_name", &format!("\"{name}.netns.test\""));
@@ -280,7 +284,10 @@ pub fn write_campaign(
         ("connections", connections.to_string()),
     ] {
         if !has_key(&toml, key) {
-            bail!("{} has no `{key} = ` line", template.join("campaign.toml").display());
+            bail!(
+                "{} has no `{key} = ` line",
+                template.join("campaign.toml").display()
+            );
         }
         toml = set_key(&toml, key, &value);
     }
@@ -351,7 +358,10 @@ mod tests {
     fn keys_are_replaced_in_place_or_appended() {
         let text = "node = \"smurf-1\"\nwindow = 512\n# helo_name = \"x\"\n";
         let text = set_key(text, "window", "64");
-        assert_eq!(text, "node = \"smurf-1\"\nwindow = 64\n# helo_name = \"x\"\n");
+        assert_eq!(
+            text,
+            "node = \"smurf-1\"\nwindow = 64\n# helo_name = \"x\"\n"
+        );
         let text = set_key(&text, "helo_name", "\"s1.test\"");
         assert!(text.ends_with("# helo_name = \"x\"\nhelo_name = \"s1.test\"\n"));
         assert!(!has_key("windows = 1\n", "window"));

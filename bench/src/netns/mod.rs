@@ -184,11 +184,10 @@ fn run_all(o: &Netns, mailfarm: &Path, topology: &Topology, root: &Path) -> anyh
     let coordinator = topology.host("coord")?;
     let sink_host = topology.host("sink")?;
     let sink_addr = SocketAddr::from((sink_host.addr, SMTP_PORT));
-    let sessions = (o.smurfs.iter().max().copied().unwrap_or(1) as usize
-        * usize::from(o.connections)
-        * 2)
-    .max(256)
-    .to_string();
+    let sessions =
+        (o.smurfs.iter().max().copied().unwrap_or(1) as usize * usize::from(o.connections) * 2)
+            .max(256)
+            .to_string();
     let sink_args: Vec<String> = [
         "-c",
         "-m",
@@ -232,7 +231,9 @@ fn run_all(o: &Netns, mailfarm: &Path, topology: &Topology, root: &Path) -> anyh
             o.connections,
             o.recipients,
         )?;
-        let run = run_one(o, &files, topology, root, &mut sink, k, &id, &campaign, tuning)?;
+        let run = run_one(
+            o, &files, topology, root, &mut sink, k, &id, &campaign, tuning,
+        )?;
         avg_message = run.avg_message_bytes;
         problems.extend(run.problems.iter().map(|p| format!("{k} smurf(s): {p}")));
         eprintln!(
@@ -263,7 +264,8 @@ fn run_one(
     let coord_ns = topology.host("coord")?.ns.clone();
     let coordinator_host = files.coordinator_host(&run, tuning)?;
     let operator = files.operator_host(&run)?;
-    let mut coordinator = files.start_coordinator(&coord_ns, &coordinator_host, &log("coordinator"))?;
+    let mut coordinator =
+        files.start_coordinator(&coord_ns, &coordinator_host, &log("coordinator"))?;
     let mut smurfs = Vec::new();
     for i in 1..=k {
         let name = format!("smurf-{i}");
@@ -305,12 +307,17 @@ fn run_one(
     for smurf in &mut smurfs {
         let (status, clean) = smurf.stop(STOP_GRACE)?;
         if !clean || !status.success() {
-            problems.push(format!("{} did not stop cleanly on SIGTERM ({status})", smurf.name));
+            problems.push(format!(
+                "{} did not stop cleanly on SIGTERM ({status})",
+                smurf.name
+            ));
         }
     }
     let (status, clean) = coordinator.stop(STOP_GRACE)?;
     if !clean || !status.success() {
-        problems.push(format!("the coordinator did not stop cleanly on SIGTERM ({status})"));
+        problems.push(format!(
+            "the coordinator did not stop cleanly on SIGTERM ({status})"
+        ));
     }
     Ok(RunReport::new(
         k,
@@ -346,7 +353,11 @@ pub struct Cpu {
 
 impl Cpu {
     /// Reads the CPU time of each process.
-    fn read(coordinator: &NsProcess, smurfs: &[NsProcess], sink: &NsProcess) -> anyhow::Result<Self> {
+    fn read(
+        coordinator: &NsProcess,
+        smurfs: &[NsProcess],
+        sink: &NsProcess,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             coordinator: coordinator.cpu()?,
             smurfs: smurfs

@@ -104,7 +104,9 @@ impl NsProcess {
             .stdout(Stdio::piped())
             .stderr(err)
             .spawn()
-            .with_context(|| format!("starting {name}: ip netns exec {ns} {}", program.display()))?;
+            .with_context(|| {
+                format!("starting {name}: ip netns exec {ns} {}", program.display())
+            })?;
         let lines = Arc::new(Mutex::new(Vec::new()));
         if let Some(out) = child.stdout.take() {
             let lines = lines.clone();
@@ -278,7 +280,10 @@ mod tests {
     #[test]
     fn lines_end_at_carriage_returns_and_newlines() {
         let lines = Mutex::new(Vec::new());
-        collect_lines(&b"sess=1 mesg=1\rsess=1 mesg=2\r\nlistening on x\n"[..], &lines);
+        collect_lines(
+            &b"sess=1 mesg=1\rsess=1 mesg=2\r\nlistening on x\n"[..],
+            &lines,
+        );
         let lines = lines.into_inner().unwrap();
         assert_eq!(lines, ["sess=1 mesg=1", "sess=1 mesg=2", "listening on x"]);
     }

@@ -465,7 +465,19 @@ mod tests {
             smurfs: vec![],
             sink: Duration::ZERO,
         };
-        let r = RunReport::new(1, String::new(), &counters, 8, &cpu, &cpu, 0, vec![], 0, 10, vec![]);
+        let r = RunReport::new(
+            1,
+            String::new(),
+            &counters,
+            8,
+            &cpu,
+            &cpu,
+            0,
+            vec![],
+            0,
+            10,
+            vec![],
+        );
         assert_eq!(r.problems.len(), 2, "{:?}", r.problems);
     }
 }

@@ -141,7 +141,15 @@ impl Topology {
         ])?;
         ip(&["-n", &sw, "link", "set", &port, "master", "br0", "up"])?;
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "eth0",
+        ])?;
         ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
         self.hosts.push(Host {
             role: role.to_owned(),

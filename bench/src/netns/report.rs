@@ -197,11 +197,11 @@ impl RunReport {
 /// How many smurfs one coordinator can feed before it is the bottleneck.
 #[derive(Debug, Serialize)]
 pub struct Estimate {
-    /// The coordinator's CPU per recipient, mean over the runs, microseconds.
+    /// The coordinator's CPU per recipient, median over the runs, microseconds.
     pub coordinator_cpu_us_per_recipient: f64,
     /// Recipients one coordinator core handles per second: one core-second divided by that.
     pub recipients_per_coordinator_core_s: f64,
-    /// The smurfs' CPU per message, mean over the runs, milliseconds.
+    /// The smurfs' CPU per message, median over the runs, milliseconds.
     pub smurf_cpu_ms_per_message: f64,
     /// Messages one smurf core sends per second: one core-second divided by that.
     pub messages_per_smurf_core_s: f64,
@@ -214,19 +214,12 @@ pub struct Estimate {
 }
 
 impl Estimate {
-    /// The estimate from the runs that delivered something.
+    /// The estimate from the runs that delivered something: the median of their per-recipient
+    /// and per-message CPU figures (robust to one odd run).
     pub fn from_runs(runs: &[RunReport]) -> Option<Self> {
         let good: Vec<&RunReport> = runs.iter().filter(|r| r.delivered > 0).collect();
-        if good.is_empty() {
-            return None;
-        }
-        let n = good.len() as f64;
-        let coordinator_us = good
-            .iter()
-            .map(|r| r.coordinator_cpu_us_per_recipient)
-            .sum::<f64>()
-            / n;
-        let smurf_ms = good.iter().map(|r| r.smurf_cpu_ms_per_message).sum::<f64>() / n;
+        let coordinator_us = median(good.iter().map(|r| r.coordinator_cpu_us_per_recipient))?;
+        let smurf_ms = median(good.iter().map(|r| r.smurf_cpu_ms_per_message))?;
         if coordinator_us <= 0.0 || smurf_ms <= 0.0 {
             return None;
         }
@@ -245,6 +238,21 @@ impl Estimate {
                 .map(|r| per_core / r),
         })
     }
+}
+
+/// The median of `values` (the mean of the middle two for an even count); None when empty.
+fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = values.collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 0 {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    })
 }
 
 impl NetnsReport {
@@ -359,7 +367,7 @@ impl NetnsReport {
             )?;
             writeln!(
                 out,
-                "            => one coordinator core keeps about {:.0} one-core smurfs busy before it is the bottleneck",
+                "            => one coordinator core keeps about {:.1} one-core smurfs busy before it is the bottleneck",
                 e.smurf_cores_per_coordinator_core
             )?;
             if let (Some(rate), Some(n)) = (
@@ -368,7 +376,8 @@ impl NetnsReport {
             ) {
                 writeln!(
                     out,
-                    "            (or {n:.0} smurfs at the {rate:.0} msgs/s the one-smurf run reached here)"
+                    "            (a lone smurf reached only {rate:.0} msgs/s here; at that rate one coordinator \
+                     core feeds {n:.1} of them)"
                 )?;
             }
         }
@@ -444,11 +453,13 @@ mod tests {
         assert!(one.problems.is_empty());
         let two = run(2, 70, 150);
         let e = Estimate::from_runs(&[one, two]).expect("runs delivered");
-        // Mean coordinator CPU 60 us -> 16,667 recipients per core-second; smurf 0.3 ms ->
-        // 3,333 messages per core-second; about 5 smurf cores per coordinator core.
+        // Median coordinator CPU 60 us -> 16,667 recipients per core-second; smurf 0.3 ms ->
+        // 3,333 messages per core-second; 5 smurf cores per coordinator core.
         assert!((e.recipients_per_coordinator_core_s - 16_666.67).abs() < 0.1);
         assert!((e.smurf_cores_per_coordinator_core - 5.0).abs() < 1e-6);
         assert_eq!(e.one_smurf_measured_msgs_per_s, Some(500.0));
+        assert_eq!(median([3.0, 1.0, 100.0].into_iter()), Some(3.0));
+        assert_eq!(median(std::iter::empty()), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use crate::mx_report::MxReport;
 use crate::mx_zone::THROTTLED;
-use crate::report::{mib, thousands, write_machine};
+use crate::report::{mib, text_of, thousands, write_heading};
 
 /// "yes" or "NO".
 fn yes(b: bool) -> &'static str {
@@ -19,17 +19,14 @@ fn yes(b: bool) -> &'static str {
 impl MxReport {
     /// The report as text.
     pub fn text(&self) -> String {
-        let mut out = String::new();
-        let _ = self.write_text(&mut out);
-        out
+        text_of(|out| self.write_text(out))
     }
 
     /// Writes the text report into `out`.
     fn write_text(&self, out: &mut String) -> std::fmt::Result {
         let (c, m, r, t) = (&self.conditions, &self.mx, &self.relay, &self.throttle);
         let title = "mailfarm-bench mx: MX routing with farm-wide shaping, vs relay mode";
-        writeln!(out, "{title}\n{}", "=".repeat(title.len()))?;
-        write_machine(out, &self.machine, self.build_profile)?;
+        write_heading(out, title, &self.machine, self.build_profile)?;
         writeln!(
             out,
             "conditions  {} messages over {} domains d0..d{}.test ({} sites) + {} at {THROTTLED}, \

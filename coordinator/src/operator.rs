@@ -8,6 +8,7 @@ use mailfarm_protocol::{
 };
 use tracing::info;
 
+use crate::farm::FarmError;
 use crate::launch::{LaunchError, Launched};
 use crate::links::answer_hello;
 use crate::CoordinatorHandle;
@@ -126,7 +127,9 @@ fn answer(request: OperatorRequest, handle: &CoordinatorHandle, name: &str) -> O
                     "campaign {campaign_id} cancelled: {skipped} unsent recipients skipped"
                 ),
             },
-            Err(message) => OperatorResponse::Error { message },
+            Err(e) => OperatorResponse::Error {
+                message: e.to_string(),
+            },
         },
         OperatorRequest::Nodes => OperatorResponse::Nodes(farm().nodes()),
         OperatorRequest::Sites => OperatorResponse::Sites(farm().throttle().sites()),
@@ -182,10 +185,12 @@ fn answer(request: OperatorRequest, handle: &CoordinatorHandle, name: &str) -> O
     }
 }
 
-fn done(result: Result<(), String>, message: String) -> OperatorResponse {
+fn done(result: Result<(), FarmError>, message: String) -> OperatorResponse {
     match result {
         Ok(()) => OperatorResponse::Done { message },
-        Err(message) => OperatorResponse::Error { message },
+        Err(e) => OperatorResponse::Error {
+            message: e.to_string(),
+        },
     }
 }
 

@@ -26,10 +26,11 @@ fn smurf_reconnects_after_the_coordinator_restarts() {
         .arg("--config")
         .arg(farm.dir.join("coordinator.toml"));
     let mut coordinator = Daemon::spawn("coordinator-2", command);
-    coordinator.wait_line("a smurf rejoining", Duration::from_secs(60), |l| {
-        l.contains("smurf joined")
+    coordinator.wait_line("its listening address", Duration::from_secs(30), |l| {
+        l.starts_with("mailfarm coordinator listening on ")
     });
     farm.coordinator = coordinator;
+    farm.wait_joined(1);
 
     let campaign = tmp.path().join("c");
     write_campaign(

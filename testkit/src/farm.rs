@@ -19,12 +19,18 @@ pub fn mailfarm() -> Command {
 }
 
 /// Where the `mailfarm` binary is: `MAILFARM_BIN`, else next to the running test executable
-/// (Cargo puts integration tests in `target/<profile>/deps/` and binaries one level up).
-/// Panics when it is not there: only the root package's tests make Cargo build it.
+/// (see [`built_binary`]).
 pub fn mailfarm_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("MAILFARM_BIN") {
         return PathBuf::from(path);
     }
+    built_binary("mailfarm")
+}
+
+/// A binary Cargo built for the running test: next to the test executable (Cargo puts
+/// integration tests in `target/<profile>/deps/` and binaries one level up). Panics when it is
+/// not there: Cargo builds a package's binaries for that package's integration tests only.
+pub fn built_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("locating the running test executable");
     let mut dir = exe
         .parent()
@@ -33,11 +39,11 @@ pub fn mailfarm_binary() -> PathBuf {
     if dir.ends_with("deps") {
         dir.pop();
     }
-    let binary = dir.join(format!("mailfarm{}", std::env::consts::EXE_SUFFIX));
+    let binary = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         binary.is_file(),
-        "{} is missing: process farms run the binary of the root package `mailfarm` \
-         (use them from its tests, or set MAILFARM_BIN)",
+        "{} is missing: run this from the tests of the package that builds `{name}` \
+         (for `mailfarm`, or set MAILFARM_BIN)",
         binary.display()
     );
     binary

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::farm_run::StateStore;
-use crate::report::{mib, text_of, thousands, write_heading, Side};
+use crate::report::{mib, text_of, thousands, write_heading, write_verdict, Side};
 use crate::sys::{self, Machine};
 use crate::throughput::{build_profile, measure_mailfarm, FarmArgs};
 use crate::workload;
@@ -228,16 +228,10 @@ impl DurabilityReport {
             ratio(d.msgs_per_sec, b.msgs_per_sec)
         )?;
         writeln!(out)?;
-        for problem in &self.problems {
-            writeln!(out, "PROBLEM: {problem}")?;
-        }
-        if self.problems.is_empty() {
-            writeln!(
-                out,
-                "RESULT: OK (both runs delivered every message; sink counts agree)"
-            )
-        } else {
-            writeln!(out, "RESULT: FAILED")
-        }
+        write_verdict(
+            out,
+            &self.problems,
+            "both runs delivered every message; sink counts agree",
+        )
     }
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::csvgen::{ListShape, RecipientRows};
 use crate::farm_run::{self, FarmShape, Routing, StateStore};
-use crate::report::{mib, text_of, thousands, write_heading};
+use crate::report::{mib, text_of, thousands, write_heading, write_verdict};
 use crate::sys::{self, Machine};
 use crate::throughput::{build_profile, secs};
 use crate::workload;
@@ -373,16 +373,10 @@ impl IngestReport {
             }
         }
         writeln!(out)?;
-        for problem in &self.problems {
-            writeln!(out, "PROBLEM: {problem}")?;
-        }
-        if self.problems.is_empty() {
-            writeln!(
-                out,
-                "RESULT: OK (every valid row stored, every planted bad row rejected)"
-            )
-        } else {
-            writeln!(out, "RESULT: FAILED")
-        }
+        write_verdict(
+            out,
+            &self.problems,
+            "every valid row stored, every planted bad row rejected",
+        )
     }
 }

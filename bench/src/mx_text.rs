@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use crate::mx_report::MxReport;
 use crate::mx_zone::THROTTLED;
-use crate::report::{mib, text_of, thousands, write_heading};
+use crate::report::{mib, text_of, thousands, write_heading, write_verdict};
 
 /// "yes" or "NO".
 fn yes(b: bool) -> &'static str {
@@ -188,17 +188,11 @@ impl MxReport {
         writeln!(out, "  per second            {}", seconds.join(" "))?;
         writeln!(out, "  measured <= configured: {}", yes(t.within_limit()))?;
         writeln!(out)?;
-        for problem in &self.problems {
-            writeln!(out, "PROBLEM: {problem}")?;
-        }
-        if self.problems.is_empty() {
-            writeln!(
-                out,
-                "RESULT: OK (every recipient delivered exactly once, to its domain's MX host; \
-                 sink counts agree with the farm's)"
-            )
-        } else {
-            writeln!(out, "RESULT: FAILED")
-        }
+        write_verdict(
+            out,
+            &self.problems,
+            "every recipient delivered exactly once, to its domain's MX host; \
+                 sink counts agree with the farm's",
+        )
     }
 }

@@ -307,18 +307,11 @@ impl Report {
             "  (mailfarm CPU and RSS are the whole bench process: coordinator + smurfs)"
         )?;
         writeln!(out)?;
-        if self.problems.is_empty() {
-            writeln!(
-                out,
-                "RESULT: OK (both sides delivered every message; sink counts agree)"
-            )?;
-        } else {
-            for problem in &self.problems {
-                writeln!(out, "PROBLEM: {problem}")?;
-            }
-            writeln!(out, "RESULT: FAILED")?;
-        }
-        Ok(())
+        write_verdict(
+            out,
+            &self.problems,
+            "both sides delivered every message; sink counts agree",
+        )
     }
 }
 
@@ -334,6 +327,19 @@ pub fn text_of(write: impl FnOnce(&mut String) -> std::fmt::Result) -> String {
     let mut out = String::new();
     let _ = write(&mut out);
     out
+}
+
+/// The foot every text report ends with: one `PROBLEM:` line per failed check, then
+/// `RESULT: OK (what was checked)` or `RESULT: FAILED`.
+pub fn write_verdict(out: &mut String, problems: &[String], checked: &str) -> std::fmt::Result {
+    for problem in problems {
+        writeln!(out, "PROBLEM: {problem}")?;
+    }
+    if problems.is_empty() {
+        writeln!(out, "RESULT: OK ({checked})")
+    } else {
+        writeln!(out, "RESULT: FAILED")
+    }
 }
 
 /// The head every text report starts with: its title, underlined, then the machine it ran on.

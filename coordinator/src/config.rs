@@ -16,7 +16,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use mailfarm_pki::{FarmFiles, Identity, PkiError};
+use mailfarm_pki::{read_toml, ConfigFileError, FarmFiles, Identity, PkiError};
 use serde::Deserialize;
 
 use crate::{CoordinatorSettings, RetryPolicy};
@@ -72,22 +72,9 @@ fn default_batch() -> usize {
 /// Why the coordinator's config could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("reading {}", path.display())]
-    Read {
-        /// The config file.
-        path: PathBuf,
-        /// What reading said.
-        source: std::io::Error,
-    },
-    /// The file is not a valid config (TOML syntax, unknown keys, wrong types).
-    #[error("parsing {}", path.display())]
-    Parse {
-        /// The config file.
-        path: PathBuf,
-        /// What the parser said.
-        source: toml::de::Error,
-    },
+    /// The file could not be read or parsed.
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
     /// Values that parsed but cannot be used, every one of them.
     #[error("{}:\n  - {}", path.display(), problems.join("\n  - "))]
     Invalid {
@@ -130,14 +117,7 @@ impl CoordinatorConfig {
         path: &Path,
         check_shaping: impl Fn(&str) -> Result<(), Vec<String>>,
     ) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let mut config: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source,
-        })?;
+        let mut config: Self = read_toml(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.farm_dir = base.join(&config.farm_dir);
         config.state_dir = base.join(&config.state_dir);

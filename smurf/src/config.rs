@@ -49,7 +49,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mailfarm_pki::{FarmFiles, Identity, PkiError};
+use mailfarm_pki::{read_toml, ConfigFileError, FarmFiles, Identity, PkiError};
 use mailfarm_protocol::parse_duration;
 use mailfarm_protocol::NodeRole;
 use serde::Deserialize;
@@ -174,22 +174,9 @@ fn default_smtp_port() -> u16 {
 /// Why a smurf's config could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("reading {}", path.display())]
-    Read {
-        /// The config file.
-        path: PathBuf,
-        /// What reading said.
-        source: std::io::Error,
-    },
-    /// The file is not a valid config (TOML syntax, unknown keys, wrong types).
-    #[error("parsing {}", path.display())]
-    Parse {
-        /// The config file.
-        path: PathBuf,
-        /// What the parser said.
-        source: toml::de::Error,
-    },
+    /// The file could not be read or parsed.
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
     /// Values that parsed but cannot be used, every one of them.
     #[error("{}: {}", path.display(), problems.join("; "))]
     Invalid {
@@ -214,14 +201,7 @@ pub enum ConfigError {
 impl SmurfConfig {
     /// Reads a config file; relative paths are resolved against its folder.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let mut config: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source,
-        })?;
+        let mut config: Self = read_toml(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
         let problems = config.problems();

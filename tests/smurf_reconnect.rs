@@ -44,6 +44,14 @@ fn smurf_reconnects_after_the_coordinator_restarts() {
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("sent       2"), "{stdout}");
     assert_eq!(sink.messages().len(), 2);
+    // The smurf's own account of joining twice (its output is read by a thread: allow it a
+    // moment to catch up).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while farm.smurfs[0].count_lines(|l| l.contains("joined the farm")) < 2
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
         farm.smurfs[0].count_lines(|l| l.contains("joined the farm")) >= 2,
         "{}",

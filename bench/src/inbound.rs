@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use mailfarm_smurf::inbound::mx::{InboundConfig, InboundLimits, InboundPolicy, InboundServer};
+use mailfarm_testkit::postfix::{MAIN_CF_BASE, MASTER_CF_SERVICES};
 use serde::Serialize;
 
+use crate::source::SourceRun;
 use crate::sys::Machine;
 use crate::throughput::{build_profile, require_program};
 
@@ -170,22 +172,35 @@ pub fn inbound(o: &Inbound) -> anyhow::Result<InboundReport> {
     })
 }
 
-fn side(
-    name: &str,
+/// Runs smtp-source against `addr` with the options' load, reading the receiver's CPU time
+/// with `receiver_cpu` before and after: the source's run and the receiver's CPU time over it.
+fn drive(
     o: &Inbound,
-    stored: u64,
-    wall: Duration,
-    recv: Duration,
-    src: Duration,
-) -> Side {
+    addr: SocketAddr,
+    receiver_cpu: impl Fn() -> anyhow::Result<Duration>,
+) -> anyhow::Result<(SourceRun, Duration)> {
+    let before = receiver_cpu()?;
+    let run = crate::source::run(
+        &o.smtp_source,
+        addr,
+        o.messages,
+        o.message_bytes,
+        o.sessions,
+    )?;
+    let after = receiver_cpu()?;
+    Ok((run, after.saturating_sub(before)))
+}
+
+/// One receiver's figures from its smtp-source run.
+fn side(name: &str, o: &Inbound, stored: u64, run: &SourceRun, receiver_cpu: Duration) -> Side {
     Side {
         name: name.to_owned(),
         messages: o.messages,
         stored,
-        wall_secs: wall.as_secs_f64(),
-        msgs_per_sec: o.messages as f64 / wall.as_secs_f64().max(1e-9),
-        receiver_cpu_secs: recv.as_secs_f64(),
-        source_cpu_secs: src.as_secs_f64(),
+        wall_secs: run.wall.as_secs_f64(),
+        msgs_per_sec: o.messages as f64 / run.wall.as_secs_f64().max(1e-9),
+        receiver_cpu_secs: receiver_cpu.as_secs_f64(),
+        source_cpu_secs: run.cpu.as_secs_f64(),
     }
 }
 
@@ -213,15 +228,7 @@ fn run_mailfarm(o: &Inbound, dir: &Path, problems: &mut Vec<String>) -> anyhow::
     let task = runtime.spawn(server.run(async {
         let _ = stop_rx.await;
     }));
-    let before = crate::sys::usage(libc::RUSAGE_SELF)?;
-    let run = crate::source::run(
-        &o.smtp_source,
-        addr,
-        o.messages,
-        o.message_bytes,
-        o.sessions,
-    )?;
-    let after = crate::sys::usage(libc::RUSAGE_SELF)?;
+    let (run, receiver_cpu) = drive(o, addr, || Ok(crate::sys::usage(libc::RUSAGE_SELF)?.cpu))?;
     let _ = stop_tx.send(());
     runtime.block_on(task)??;
     let received = counters.received.load(std::sync::atomic::Ordering::Relaxed);
@@ -238,54 +245,22 @@ fn run_mailfarm(o: &Inbound, dir: &Path, problems: &mut Vec<String>) -> anyhow::
         "mailfarm in (fsync, group)",
         o,
         stored,
-        run.wall,
-        after.cpu.saturating_sub(before.cpu),
-        run.cpu,
+        &run,
+        receiver_cpu,
     ))
 }
 
+/// This instance's main.cf, after the shared base: everything accepted from loopback is held.
 const MAIN_CF: &str = "\
-compatibility_level = 3.6
-queue_directory = @DIR@/spool
-data_directory = @DIR@/data
-mail_owner = postfix
-setgid_group = postdrop
 myhostname = mx.bench.test
 mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-maillog_file = @DIR@/maillog
-maillog_file_prefixes = @DIR@
 syslog_name = mailfarm-bench
 alias_maps =
-alias_database =
-biff = no
 smtpd_tls_security_level = none
 default_process_limit = 400
 smtpd_client_connection_count_limit = 0
 smtpd_client_message_rate_limit = 0
 smtpd_end_of_data_restrictions = check_client_access static:HOLD
-";
-
-const MASTER_CF: &str = "\
-127.0.0.1:@PORT@ inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-proxymap  unix  -       -       n       -       -       proxymap
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
 ";
 
 fn run_postfix(o: &Inbound, root: &Path, problems: &mut Vec<String>) -> anyhow::Result<Side> {
@@ -303,10 +278,13 @@ fn run_postfix(o: &Inbound, root: &Path, problems: &mut Vec<String>) -> anyhow::
     }
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let dir = root.to_str().context("non-UTF-8 temporary path")?;
-    fs::write(root.join("etc/main.cf"), MAIN_CF.replace("@DIR@", dir))?;
+    fs::write(
+        root.join("etc/main.cf"),
+        format!("{MAIN_CF_BASE}{MAIN_CF}").replace("@DIR@", dir),
+    )?;
     fs::write(
         root.join("etc/master.cf"),
-        MASTER_CF.replace("@PORT@", &port.to_string()),
+        format!("127.0.0.1:{port} inet n - n - - smtpd\n{MASTER_CF_SERVICES}"),
     )?;
     let control = |cmd: &str| {
         Command::new(&o.postfix)
@@ -334,15 +312,7 @@ fn run_postfix(o: &Inbound, root: &Path, problems: &mut Vec<String>) -> anyhow::
     }
     let result = (|| -> anyhow::Result<Side> {
         let master = master_pid(root)?;
-        let before = tree_cpu(master)?;
-        let run = crate::source::run(
-            &o.smtp_source,
-            addr,
-            o.messages,
-            o.message_bytes,
-            o.sessions,
-        )?;
-        let after = tree_cpu(master)?;
+        let (run, receiver_cpu) = drive(o, addr, || tree_cpu(master))?;
         let held = count_files(&root.join("spool/hold"));
         if held != o.messages {
             problems.push(format!(
@@ -354,9 +324,8 @@ fn run_postfix(o: &Inbound, root: &Path, problems: &mut Vec<String>) -> anyhow::
             "postfix smtpd (queue, hold)",
             o,
             held,
-            run.wall,
-            after.saturating_sub(before),
-            run.cpu,
+            &run,
+            receiver_cpu,
         ))
     })();
     let _ = control("stop");

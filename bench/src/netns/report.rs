@@ -10,7 +10,7 @@ use mailfarm_protocol::CampaignCounters;
 use serde::Serialize;
 
 use super::Cpu;
-use crate::report::{mib, thousands, write_machine};
+use crate::report::{mib, text_of, thousands, write_heading, write_verdict};
 use crate::sys::{self, Machine};
 
 /// The whole report.
@@ -296,18 +296,17 @@ impl NetnsReport {
 
     /// The report as text.
     pub fn text(&self) -> String {
-        let mut out = String::new();
-        let _ = self.write_text(&mut out);
-        out
+        text_of(|out| self.write_text(out))
     }
 
     fn write_text(&self, out: &mut String) -> std::fmt::Result {
         let c = &self.conditions;
-        writeln!(
+        write_heading(
             out,
-            "mailfarm-bench netns: coordinator, smurfs and sink on separate network namespaces"
+            "mailfarm-bench netns: coordinator, smurfs and sink on separate network namespaces",
+            &self.machine,
+            self.build_profile,
         )?;
-        write_machine(out, &self.machine, self.build_profile)?;
         writeln!(out, "network     {}", c.network)?;
         writeln!(
             out,
@@ -389,14 +388,11 @@ impl NetnsReport {
             self.machine.cpus_online
         )?;
         writeln!(out)?;
-        if self.problems.is_empty() {
-            writeln!(out, "RESULT: OK")
-        } else {
-            for problem in &self.problems {
-                writeln!(out, "PROBLEM: {problem}")?;
-            }
-            writeln!(out, "RESULT: FAILED")
-        }
+        write_verdict(
+            out,
+            &self.problems,
+            "every message delivered and counted by the sink",
+        )
     }
 }
 

@@ -26,7 +26,7 @@ fn accepted_per_second(run: &Run) -> Vec<(f64, f64)> {
     out
 }
 
-fn polyline(
+pub(crate) fn polyline(
     out: &mut String,
     points: &[(f64, f64)],
     map: impl Fn(f64, f64) -> (f64, f64),

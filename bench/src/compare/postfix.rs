@@ -1,0 +1,289 @@
+//! The traditional pipeline: a private Postfix instance (`postfix -c DIR start`, its own queue,
+//! log and ports; no system configuration touched) that accepts personalised messages over SMTP
+//! from loopback and relays every one to the sink (`relayhost`), as an MTA behind a newsletter
+//! application does. The injector is a plain SMTP client (PIPELINING of MAIL/RCPT/DATA) over
+//! parallel sessions; the messages are rendered before the clock starts, so the figures are
+//! Postfix's alone.
+//!
+//! Latency comes from Postfix's own log: `delay=` on each `status=sent` line is the time from
+//! the message's arrival (injection) to the sink's 250.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use super::render::Prepared;
+
+const MAIN_CF: &str = "\
+compatibility_level = 3.6
+queue_directory = @DIR@/spool
+data_directory = @DIR@/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = relay.bench.test
+mydestination =
+local_recipient_maps =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+relayhost = [127.0.0.1]:@SINK_PORT@
+maillog_file = @DIR@/maillog
+maillog_file_prefixes = @DIR@
+syslog_name = mailfarm-bench
+alias_maps =
+alias_database =
+biff = no
+smtpd_tls_security_level = none
+smtp_tls_security_level = none
+default_process_limit = 400
+smtpd_client_connection_count_limit = 0
+smtpd_client_message_rate_limit = 0
+smtp_destination_concurrency_limit = @CONC@
+initial_destination_concurrency = @CONC@
+";
+
+const MASTER_CF: &str = "\
+127.0.0.1:@PORT@ inet n - n - - smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+";
+
+/// A running private Postfix relay; stopped when dropped.
+pub struct PostfixRelay {
+    postfix: PathBuf,
+    root: tempfile::TempDir,
+    /// Its smtpd.
+    pub addr: SocketAddr,
+}
+
+impl PostfixRelay {
+    /// Starts `postfix` relaying everything to `sink` over at most `concurrency` sessions.
+    /// Needs root (the master drops privileges) and the `postfix` user.
+    pub fn start(postfix: &Path, sink: SocketAddr, concurrency: usize) -> anyhow::Result<Self> {
+        // Short path: Postfix's UNIX sockets live under the queue directory.
+        let root = tempfile::Builder::new()
+            .prefix("mailfarm-pfr.")
+            .tempdir_in("/tmp")
+            .context("creating the Postfix folder")?;
+        let dir = root.path();
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+        for sub in ["etc", "spool", "data"] {
+            fs::create_dir(dir.join(sub))?;
+        }
+        let status = Command::new("chown")
+            .arg("postfix:postfix")
+            .arg(dir.join("data"))
+            .status()
+            .context("running chown")?;
+        if !status.success() {
+            bail!("chown postfix: {status} (the Postfix side needs root and the postfix user)");
+        }
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let text = dir.to_str().context("non-UTF-8 temporary path")?;
+        fs::write(
+            dir.join("etc/main.cf"),
+            MAIN_CF
+                .replace("@DIR@", text)
+                .replace("@SINK_PORT@", &sink.port().to_string())
+                .replace("@CONC@", &concurrency.to_string()),
+        )?;
+        fs::write(
+            dir.join("etc/master.cf"),
+            MASTER_CF.replace("@PORT@", &port.to_string()),
+        )?;
+        let relay = Self {
+            postfix: postfix.to_owned(),
+            root,
+            addr: ([127, 0, 0, 1], port).into(),
+        };
+        let out = relay.control("start")?;
+        if !out.status.success() {
+            bail!(
+                "postfix start: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(relay.addr).is_err() {
+            if Instant::now() > deadline {
+                bail!("Postfix does not listen on {}", relay.addr);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(relay)
+    }
+
+    fn control(&self, cmd: &str) -> anyhow::Result<std::process::Output> {
+        Command::new(&self.postfix)
+            .arg("-c")
+            .arg(self.root.path().join("etc"))
+            .arg(cmd)
+            .output()
+            .with_context(|| format!("postfix {cmd}"))
+    }
+
+    /// The master's pid: every Postfix process of the instance descends from it.
+    pub fn master_pid(&self) -> anyhow::Result<u32> {
+        let path = self.root.path().join("spool/pid/master.pid");
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        text.trim().parse().context("master.pid")
+    }
+
+    /// Queue files not yet delivered (incoming, active, deferred, hold, maildrop).
+    pub fn queued(&self) -> u64 {
+        ["incoming", "active", "deferred", "hold", "maildrop"]
+            .iter()
+            .map(|q| count_files(&self.root.path().join("spool").join(q)))
+            .sum()
+    }
+
+    /// Seconds from arrival to the relay's 250 of every message delivered (`delay=` of each
+    /// `status=sent` log line), in log order.
+    pub fn delivery_delays(&self) -> Vec<f64> {
+        let log = fs::read_to_string(self.root.path().join("maillog")).unwrap_or_default();
+        parse_delays(&log)
+    }
+}
+
+impl Drop for PostfixRelay {
+    fn drop(&mut self) {
+        let _ = self.control("stop");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Files under `dir`, recursively (Postfix hashes queue files into subfolders).
+fn count_files(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => count_files(&e.path()),
+            Ok(_) => 1,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// The `delay=` values of `status=sent` lines.
+pub fn parse_delays(log: &str) -> Vec<f64> {
+    log.lines()
+        .filter(|l| l.contains("status=sent"))
+        .filter_map(|l| {
+            l.split([' ', ','])
+                .find_map(|f| f.strip_prefix("delay="))
+                .and_then(|v| v.parse().ok())
+        })
+        .collect()
+}
+
+/// Sends `messages` to `addr` over `sessions` parallel SMTP sessions (each message in its own
+/// transaction, MAIL/RCPT/DATA pipelined); returns when every one got its 250.
+pub fn inject(addr: SocketAddr, messages: &[Prepared], sessions: usize) -> anyhow::Result<()> {
+    let sessions = sessions.clamp(1, messages.len().max(1));
+    let per = messages.len().div_ceil(sessions);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = messages
+            .chunks(per.max(1))
+            .map(|chunk| scope.spawn(move || session(addr, chunk)))
+            .collect();
+        for worker in workers {
+            match worker.join() {
+                Ok(result) => result?,
+                Err(_) => bail!("an injector thread panicked"),
+            }
+        }
+        Ok(())
+    })
+}
+
+/// One SMTP session sending `messages` in turn.
+fn session(addr: SocketAddr, messages: &[Prepared]) -> anyhow::Result<()> {
+    let stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+    stream.set_nodelay(true)?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = std::io::BufWriter::with_capacity(64 * 1024, stream);
+    expect(&mut reader, 220, "greeting")?;
+    writer.write_all(b"EHLO injector.bench.test\r\n")?;
+    writer.flush()?;
+    expect(&mut reader, 250, "EHLO")?;
+    for m in messages {
+        write!(
+            writer,
+            "MAIL FROM:<{}>\r\nRCPT TO:<{}>\r\nDATA\r\n",
+            m.from, m.to
+        )?;
+        writer.flush()?;
+        expect(&mut reader, 250, "MAIL FROM")?;
+        expect(&mut reader, 250, "RCPT TO")?;
+        expect(&mut reader, 354, "DATA")?;
+        writer.write_all(&m.data)?;
+        writer.write_all(b".\r\n")?;
+        writer.flush()?;
+        expect(&mut reader, 250, "end of data")?;
+    }
+    writer.write_all(b"QUIT\r\n")?;
+    writer.flush()?;
+    Ok(())
+}
+
+/// Reads one (possibly multi-line) reply and checks its code.
+fn expect(reader: &mut impl BufRead, code: u16, what: &str) -> anyhow::Result<()> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            bail!("connection closed waiting for the reply to {what}");
+        }
+        if line.as_bytes().get(3) != Some(&b'-') {
+            break;
+        }
+    }
+    let got: u16 = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+    if got != code {
+        bail!("{what}: expected {code}, got {}", line.trim_end());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_come_from_sent_lines_only() {
+        let log = "Dec  2 04:00:01 h mailfarm-bench/smtp[9]: 4A: to=<a@b>, relay=127.0.0.1[127.0.0.1]:25, \
+                   delay=0.12, delays=0.01/0/0.01/0.1, dsn=2.0.0, status=sent (250 Ok)\n\
+                   Dec  2 04:00:01 h mailfarm-bench/smtp[9]: 4B: to=<c@d>, delay=3.5, status=deferred\n\
+                   Dec  2 04:00:02 h mailfarm-bench/smtp[9]: 4C: to=<e@f>, delay=1, status=sent (250)\n";
+        assert_eq!(parse_delays(log), vec![0.12, 1.0]);
+    }
+}

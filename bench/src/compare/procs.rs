@@ -542,7 +542,7 @@ impl TreeWatch {
                 peak_rss_bytes: *rss,
             })
             .collect();
-        out.sort_by(|a, b| b.peak_rss_bytes.cmp(&a.peak_rss_bytes));
+        out.sort_by_key(|p| std::cmp::Reverse(p.peak_rss_bytes));
         out
     }
 }

@@ -70,7 +70,8 @@ impl Latency {
         }
         samples_ms.sort_by(f64::total_cmp);
         let at = |p: f64| {
-            let rank = (p / 100.0 * samples_ms.len() as f64).ceil() as usize;
+            // The small epsilon keeps 99.9 % of 1,000 at rank 999 despite float rounding.
+            let rank = (p * samples_ms.len() as f64 / 100.0 - 1e-9).ceil() as usize;
             samples_ms[rank.clamp(1, samples_ms.len()) - 1]
         };
         Some(Self {

@@ -176,7 +176,7 @@ impl<'a> Context<'a> {
         let (done, timeline) = self.timed(
             || {
                 ticks += 1;
-                if ticks % 2 == 0 {
+                if ticks.is_multiple_of(2) {
                     watch.sample(master);
                 }
             },

@@ -10,16 +10,15 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use mailfarm_smurf::inbound::mx::{InboundConfig, InboundLimits, InboundPolicy, InboundServer};
 use serde::Serialize;
 
+use crate::compare::procs::tree_cpu;
+use crate::postfix::PrivatePostfix;
 use crate::sys::Machine;
 use crate::throughput::{build_profile, require_program};
 
@@ -148,10 +147,7 @@ pub fn inbound(o: &Inbound) -> anyhow::Result<InboundReport> {
         .prefix("mailfarm-in.")
         .tempdir_in(&base)?;
     let mailfarm = run_mailfarm(o, ours_dir.path(), &mut problems)?;
-    let pf_dir = tempfile::Builder::new()
-        .prefix("mailfarm-pfx.")
-        .tempdir_in("/tmp")?;
-    let postfix = run_postfix(o, pf_dir.path(), &mut problems)?;
+    let postfix = run_postfix(o, &mut problems)?;
     let ratio = if postfix.msgs_per_sec > 0.0 {
         mailfarm.msgs_per_sec / postfix.msgs_per_sec
     } else {
@@ -288,139 +284,31 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 ";
 
-fn run_postfix(o: &Inbound, root: &Path, problems: &mut Vec<String>) -> anyhow::Result<Side> {
-    fs::set_permissions(root, fs::Permissions::from_mode(0o755))?;
-    for sub in ["etc", "spool", "data"] {
-        fs::create_dir(root.join(sub))?;
-    }
-    let status = Command::new("chown")
-        .arg("postfix:postfix")
-        .arg(root.join("data"))
-        .status()
-        .context("chown")?;
-    if !status.success() {
-        bail!("chown postfix: {status} (the Postfix side needs root and the postfix user)");
-    }
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let dir = root.to_str().context("non-UTF-8 temporary path")?;
-    fs::write(root.join("etc/main.cf"), MAIN_CF.replace("@DIR@", dir))?;
-    fs::write(
-        root.join("etc/master.cf"),
-        MASTER_CF.replace("@PORT@", &port.to_string()),
+fn run_postfix(o: &Inbound, problems: &mut Vec<String>) -> anyhow::Result<Side> {
+    let postfix = PrivatePostfix::start(&o.postfix, MAIN_CF, MASTER_CF)?;
+    let master = postfix.master_pid()?;
+    let before = tree_cpu(master);
+    let run = crate::source::run(
+        &o.smtp_source,
+        postfix.addr,
+        o.messages,
+        o.message_bytes,
+        o.sessions,
     )?;
-    let control = |cmd: &str| {
-        Command::new(&o.postfix)
-            .arg("-c")
-            .arg(root.join("etc"))
-            .arg(cmd)
-            .output()
-    };
-    let out = control("start")?;
-    if !out.status.success() {
-        bail!(
-            "postfix start: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let after = tree_cpu(master);
+    let held = postfix.queue_files(&["hold"]);
+    if held != o.messages {
+        problems.push(format!(
+            "postfix: {held} messages on hold, {} sent",
+            o.messages
+        ));
     }
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(addr).is_err() {
-        if Instant::now() > deadline {
-            let _ = control("stop");
-            bail!("Postfix does not listen on {addr}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let result = (|| -> anyhow::Result<Side> {
-        let master = master_pid(root)?;
-        let before = tree_cpu(master)?;
-        let run = crate::source::run(
-            &o.smtp_source,
-            addr,
-            o.messages,
-            o.message_bytes,
-            o.sessions,
-        )?;
-        let after = tree_cpu(master)?;
-        let held = count_files(&root.join("spool/hold"));
-        if held != o.messages {
-            problems.push(format!(
-                "postfix: {held} messages on hold, {} sent",
-                o.messages
-            ));
-        }
-        Ok(side(
-            "postfix smtpd (queue, hold)",
-            o,
-            held,
-            run.wall,
-            after.saturating_sub(before),
-            run.cpu,
-        ))
-    })();
-    let _ = control("stop");
-    std::thread::sleep(Duration::from_millis(500));
-    result
-}
-
-fn master_pid(root: &Path) -> anyhow::Result<u32> {
-    let path = root.join("spool/pid/master.pid");
-    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    text.trim().parse().context("master.pid")
-}
-
-/// CPU of a process and all its descendants, the reaped ones included (cutime, cstime).
-fn tree_cpu(root: u32) -> anyhow::Result<Duration> {
-    let mut parent = std::collections::HashMap::new();
-    let mut ticks = std::collections::HashMap::new();
-    for entry in fs::read_dir("/proc")? {
-        let Ok(entry) = entry else { continue };
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        parent.insert(pid, num(1) as u32);
-        ticks.insert(pid, num(11) + num(12) + num(13) + num(14));
-    }
-    let mut total = 0;
-    for (&pid, &t) in &ticks {
-        let mut p = pid;
-        for _ in 0..64 {
-            if p == root {
-                total += t;
-                break;
-            }
-            match parent.get(&p) {
-                Some(&pp) if pp != 0 && pp != p => p = pp,
-                _ => break,
-            }
-        }
-    }
-    Ok(crate::sys::ticks_to_duration(total))
-}
-
-fn count_files(dir: &Path) -> u64 {
-    let mut n = 0;
-    if let Ok(entries) = fs::read_dir(dir) {
-        for e in entries.flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => n += count_files(&e.path()),
-                Ok(_) => n += 1,
-                Err(_) => {}
-            }
-        }
-    }
-    n
+    Ok(side(
+        "postfix smtpd (queue, hold)",
+        o,
+        held,
+        run.wall,
+        after.saturating_sub(before),
+        run.cpu,
+    ))
 }

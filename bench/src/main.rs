@@ -21,6 +21,7 @@ mod mx_report;
 mod mx_sinks;
 mod mx_text;
 mod mx_zone;
+mod postfix;
 mod report;
 mod sink;
 mod source;

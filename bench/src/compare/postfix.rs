@@ -8,17 +8,14 @@
 //! Latency comes from Postfix's own log: `delay=` on each `status=sent` line is the time from
 //! the message's arrival (injection) to the sink's 250.
 
-use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 
 use anyhow::{bail, Context};
 
 use super::render::Prepared;
+use crate::postfix::PrivatePostfix;
 
 const MAIN_CF: &str = "\
 compatibility_level = 3.6
@@ -74,8 +71,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 
 /// A running private Postfix relay; stopped when dropped.
 pub struct PostfixRelay {
-    postfix: PathBuf,
-    root: tempfile::TempDir,
+    instance: PrivatePostfix,
     /// Its smtpd.
     pub addr: SocketAddr,
 }
@@ -84,113 +80,33 @@ impl PostfixRelay {
     /// Starts `postfix` relaying everything to `sink` over at most `concurrency` sessions.
     /// Needs root (the master drops privileges) and the `postfix` user.
     pub fn start(postfix: &Path, sink: SocketAddr, concurrency: usize) -> anyhow::Result<Self> {
-        // Short path: Postfix's UNIX sockets live under the queue directory.
-        let root = tempfile::Builder::new()
-            .prefix("mailfarm-pfr.")
-            .tempdir_in("/tmp")
-            .context("creating the Postfix folder")?;
-        let dir = root.path();
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
-        for sub in ["etc", "spool", "data"] {
-            fs::create_dir(dir.join(sub))?;
-        }
-        let status = Command::new("chown")
-            .arg("postfix:postfix")
-            .arg(dir.join("data"))
-            .status()
-            .context("running chown")?;
-        if !status.success() {
-            bail!("chown postfix: {status} (the Postfix side needs root and the postfix user)");
-        }
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let text = dir.to_str().context("non-UTF-8 temporary path")?;
-        fs::write(
-            dir.join("etc/main.cf"),
-            MAIN_CF
-                .replace("@DIR@", text)
-                .replace("@SINK_PORT@", &sink.port().to_string())
-                .replace("@CONC@", &concurrency.to_string()),
-        )?;
-        fs::write(
-            dir.join("etc/master.cf"),
-            MASTER_CF.replace("@PORT@", &port.to_string()),
-        )?;
-        let relay = Self {
-            postfix: postfix.to_owned(),
-            root,
-            addr: ([127, 0, 0, 1], port).into(),
-        };
-        let out = relay.control("start")?;
-        if !out.status.success() {
-            bail!(
-                "postfix start: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(relay.addr).is_err() {
-            if Instant::now() > deadline {
-                bail!("Postfix does not listen on {}", relay.addr);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(relay)
-    }
-
-    fn control(&self, cmd: &str) -> anyhow::Result<std::process::Output> {
-        Command::new(&self.postfix)
-            .arg("-c")
-            .arg(self.root.path().join("etc"))
-            .arg(cmd)
-            .output()
-            .with_context(|| format!("postfix {cmd}"))
+        let main_cf = MAIN_CF
+            .replace("@SINK_PORT@", &sink.port().to_string())
+            .replace("@CONC@", &concurrency.to_string());
+        let instance = PrivatePostfix::start(postfix, &main_cf, MASTER_CF)?;
+        Ok(Self {
+            addr: instance.addr,
+            instance,
+        })
     }
 
     /// The master's pid: every Postfix process of the instance descends from it.
     pub fn master_pid(&self) -> anyhow::Result<u32> {
-        let path = self.root.path().join("spool/pid/master.pid");
-        let text =
-            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        text.trim().parse().context("master.pid")
+        self.instance.master_pid()
     }
 
     /// Queue files not yet delivered (incoming, active, deferred, hold, maildrop).
     pub fn queued(&self) -> u64 {
-        ["incoming", "active", "deferred", "hold", "maildrop"]
-            .iter()
-            .map(|q| count_files(&self.root.path().join("spool").join(q)))
-            .sum()
+        self.instance
+            .queue_files(&["incoming", "active", "deferred", "hold", "maildrop"])
     }
 
     /// Seconds from arrival to the relay's 250 of every message delivered (`delay=` of each
     /// `status=sent` log line), in log order.
     pub fn delivery_delays(&self) -> Vec<f64> {
-        let log = fs::read_to_string(self.root.path().join("maillog")).unwrap_or_default();
+        let log = std::fs::read_to_string(self.instance.dir().join("maillog")).unwrap_or_default();
         parse_delays(&log)
     }
-}
-
-impl Drop for PostfixRelay {
-    fn drop(&mut self) {
-        let _ = self.control("stop");
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-/// Files under `dir`, recursively (Postfix hashes queue files into subfolders).
-fn count_files(dir: &Path) -> u64 {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => count_files(&e.path()),
-            Ok(_) => 1,
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 /// The `delay=` values of `status=sent` lines.

@@ -240,52 +240,14 @@ fn run_mailfarm(o: &Inbound, dir: &Path, problems: &mut Vec<String>) -> anyhow::
     ))
 }
 
+/// main.cf lines of the inbound side, after the shared base: every accepted message is held.
 const MAIN_CF: &str = "\
-compatibility_level = 3.6
-queue_directory = @DIR@/spool
-data_directory = @DIR@/data
-mail_owner = postfix
-setgid_group = postdrop
 myhostname = mx.bench.test
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-maillog_file = @DIR@/maillog
-maillog_file_prefixes = @DIR@
-syslog_name = mailfarm-bench
-alias_maps =
-alias_database =
-biff = no
-smtpd_tls_security_level = none
-default_process_limit = 400
-smtpd_client_connection_count_limit = 0
-smtpd_client_message_rate_limit = 0
 smtpd_end_of_data_restrictions = check_client_access static:HOLD
 ";
 
-const MASTER_CF: &str = "\
-127.0.0.1:@PORT@ inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-proxymap  unix  -       -       n       -       -       proxymap
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-";
-
 fn run_postfix(o: &Inbound, problems: &mut Vec<String>) -> anyhow::Result<Side> {
-    let postfix = PrivatePostfix::start(&o.postfix, MAIN_CF, MASTER_CF)?;
+    let postfix = PrivatePostfix::start(&o.postfix, MAIN_CF)?;
     let master = postfix.master_pid()?;
     let before = tree_cpu(master);
     let run = crate::source::run(

@@ -4,7 +4,8 @@
 //! what MX routing over real DNS with farm-wide shaping costs next to relay mode; how the
 //! farm learns a throttling relay's rate; how fast the bounce analysis reads real bounces; how
 //! many one-click unsubscribes per second the web role takes durably; and how fast the inbound
-//! MX takes mail durably next to Postfix's smtpd.
+//! MX takes mail durably next to Postfix's smtpd; and all the peers side by side in one run
+//! (`compare`).
 
 #![warn(clippy::unwrap_used)]
 

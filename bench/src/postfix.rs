@@ -13,6 +13,54 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+/// The main.cf every instance starts from (`@DIR@`: its folder); a user's lines follow and may
+/// override these.
+const MAIN_CF_BASE: &str = "\
+compatibility_level = 3.6
+queue_directory = @DIR@/spool
+data_directory = @DIR@/data
+mail_owner = postfix
+setgid_group = postdrop
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+maillog_file = @DIR@/maillog
+maillog_file_prefixes = @DIR@
+syslog_name = mailfarm-bench
+alias_maps =
+alias_database =
+biff = no
+smtpd_tls_security_level = none
+default_process_limit = 400
+smtpd_client_connection_count_limit = 0
+smtpd_client_message_rate_limit = 0
+";
+
+/// master.cf: one smtpd on `@PORT@` and the services a queue and an SMTP client need.
+const MASTER_CF: &str = "\
+127.0.0.1:@PORT@ inet n - n - - smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+";
+
 /// A running private Postfix instance.
 pub struct PrivatePostfix {
     postfix: PathBuf,
@@ -22,9 +70,10 @@ pub struct PrivatePostfix {
 }
 
 impl PrivatePostfix {
-    /// Writes `main_cf` (`@DIR@`: the instance's folder) and `master_cf` (`@PORT@`: a free
-    /// loopback port for its smtpd), starts `postfix` and waits until the smtpd listens.
-    pub fn start(postfix: &Path, main_cf: &str, master_cf: &str) -> anyhow::Result<Self> {
+    /// Writes main.cf (the shared base, then `main_cf`; `@DIR@`: the instance's folder) and
+    /// master.cf (smtpd on a free loopback port), starts `postfix` and waits until the smtpd
+    /// listens.
+    pub fn start(postfix: &Path, main_cf: &str) -> anyhow::Result<Self> {
         // Short path: Postfix's UNIX sockets live under the queue directory.
         let root = tempfile::Builder::new()
             .prefix("mailfarm-pfx.")
@@ -45,10 +94,13 @@ impl PrivatePostfix {
         }
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let text = dir.to_str().context("non-UTF-8 temporary path")?;
-        fs::write(dir.join("etc/main.cf"), main_cf.replace("@DIR@", text))?;
+        fs::write(
+            dir.join("etc/main.cf"),
+            format!("{MAIN_CF_BASE}{main_cf}").replace("@DIR@", text),
+        )?;
         fs::write(
             dir.join("etc/master.cf"),
-            master_cf.replace("@PORT@", &port.to_string()),
+            MASTER_CF.replace("@PORT@", &port.to_string()),
         )?;
         let instance = Self {
             postfix: postfix.to_owned(),

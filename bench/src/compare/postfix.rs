@@ -17,56 +17,15 @@ use anyhow::{bail, Context};
 use super::render::Prepared;
 use crate::postfix::PrivatePostfix;
 
+/// main.cf lines of the relay, after the shared base: everything to the sink.
 const MAIN_CF: &str = "\
-compatibility_level = 3.6
-queue_directory = @DIR@/spool
-data_directory = @DIR@/data
-mail_owner = postfix
-setgid_group = postdrop
 myhostname = relay.bench.test
-mydestination =
 local_recipient_maps =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject
 relayhost = [127.0.0.1]:@SINK_PORT@
-maillog_file = @DIR@/maillog
-maillog_file_prefixes = @DIR@
-syslog_name = mailfarm-bench
-alias_maps =
-alias_database =
-biff = no
-smtpd_tls_security_level = none
 smtp_tls_security_level = none
-default_process_limit = 400
-smtpd_client_connection_count_limit = 0
-smtpd_client_message_rate_limit = 0
 smtp_destination_concurrency_limit = @CONC@
 initial_destination_concurrency = @CONC@
-";
-
-const MASTER_CF: &str = "\
-127.0.0.1:@PORT@ inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
 ";
 
 /// A running private Postfix relay; stopped when dropped.
@@ -83,7 +42,7 @@ impl PostfixRelay {
         let main_cf = MAIN_CF
             .replace("@SINK_PORT@", &sink.port().to_string())
             .replace("@CONC@", &concurrency.to_string());
-        let instance = PrivatePostfix::start(postfix, &main_cf, MASTER_CF)?;
+        let instance = PrivatePostfix::start(postfix, &main_cf)?;
         Ok(Self {
             addr: instance.addr,
             instance,

@@ -217,7 +217,8 @@ pub struct ProcCost {
     pub name: String,
     /// How many processes of that name this entry covers (Postfix starts several smtpd).
     pub processes: u32,
-    /// CPU seconds (user + system) over the measured span.
+    /// CPU seconds (user + system) over the measured span; 0 in the per-name peaks of a
+    /// [`TreeWatch`], whose tree is measured as a whole with [`tree_cpu`].
     pub cpu_seconds: f64,
     /// Peak resident set size (`VmHWM`), the largest of the processes covered.
     pub peak_rss_bytes: u64,

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::report::SideReport;
-use crate::throttle_svg::polyline;
+use crate::throttle_svg::{axes, polyline, Axes};
 
 const WIDTH: f64 = 760.0;
 const HEIGHT: f64 = 320.0;
@@ -46,34 +46,27 @@ pub fn plot(sides: &[SideReport], title: &str) -> String {
         out,
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" \
          font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"{LEFT}\" y=\"18\" font-weight=\"bold\">{}</text>\n\
-         <rect x=\"{LEFT}\" y=\"{TOP}\" width=\"{w:.1}\" height=\"{h:.1}\" fill=\"none\" stroke=\"#999\"/>",
+         <text x=\"{LEFT}\" y=\"18\" font-weight=\"bold\">{}</text>",
         escape(title)
     );
-    for k in 0..=4 {
-        let v = y_max / 1.1 * f64::from(k) / 4.0;
-        let (_, py) = map(0.0, v);
-        let _ = writeln!(
-            out,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{v:.0}/s</text>",
-            LEFT - 4.0,
-            py + 4.0
-        );
-    }
     let step = [1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0]
         .into_iter()
         .find(|s| t_max / s <= 12.0)
         .unwrap_or(300.0);
-    let mut t = 0.0;
-    while t <= t_max {
-        let (px, _) = map(t, 0.0);
-        let _ = writeln!(
-            out,
-            "<text x=\"{px:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{t:.0} s</text>",
-            HEIGHT - 12.0
-        );
-        t += step;
-    }
+    axes(
+        &mut out,
+        &Axes {
+            left: LEFT,
+            top: TOP,
+            w,
+            h,
+            v_top: y_max / 1.1,
+            t_max,
+            step,
+            label_y: HEIGHT - 12.0,
+        },
+        map,
+    );
     for (i, (side, points)) in sides.iter().zip(&rates).enumerate() {
         let colour = side.key.colour();
         polyline(

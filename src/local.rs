@@ -13,7 +13,7 @@ use mailfarm_coordinator::{load_campaign_dir, CoordinatorHandle};
 use mailfarm_protocol::CampaignSubmission;
 use mailfarm_smurf::inbound::capture::CaptureServer;
 
-use crate::progress::{print_summary, standing_text, waiting_text, Follower};
+use crate::progress::{print_summary, Follower, Standing};
 use crate::remote::report_rejects;
 
 /// How often the note on a campaign that only waits for retries is repeated unchanged.
@@ -99,7 +99,13 @@ async fn follow(
             let key = (counters.deferred, next_retry());
             if noted.is_none_or(|(k, at)| k != key || at.elapsed() >= WAITING_NOTE_EVERY) {
                 let reasons = handle.farm().top_reasons(&id, 3);
-                follower.note(&waiting_text(&counters, &reasons, key.1, now_ms()));
+                let standing = Standing {
+                    counters: &counters,
+                    reasons: &reasons,
+                    next_retry_ms: key.1,
+                    now_ms: now_ms(),
+                };
+                follower.note(&standing.waiting_text());
                 noted = Some((key, Instant::now()));
             }
         }
@@ -108,7 +114,13 @@ async fn follow(
             _ = &mut interrupted => {
                 follower.finish();
                 let reasons = handle.farm().top_reasons(&id, 5);
-                eprintln!("{}", standing_text(&counters, &reasons, next_retry(), now_ms()));
+                let standing = Standing {
+                    counters: &counters,
+                    reasons: &reasons,
+                    next_retry_ms: next_retry(),
+                    now_ms: now_ms(),
+                };
+                eprintln!("{}", standing.interrupted_text());
                 return Ok(ExitCode::from(130));
             }
         }

@@ -127,55 +127,68 @@ pub fn next_retry_text(next_retry_ms: u64, now_ms: u64) -> String {
     )
 }
 
-/// What a campaign that only waits for retries is waiting for: how many recipients are
-/// deferred, why, and when the next retry is.
-pub fn waiting_text(
-    c: &CampaignCounters,
-    reasons: &[(String, u64)],
-    next_retry_ms: Option<u64>,
-    now_ms: u64,
-) -> String {
-    let mut text = format!(
-        "waiting: {} deferred, nothing in flight; next retry {}",
-        c.deferred,
-        next_retry_ms.map_or_else(|| "not scheduled".into(), |t| next_retry_text(t, now_ms))
-    );
-    push_reasons(&mut text, "why", reasons);
-    text
+/// Where a campaign stands, for the notes of a `--local` run: its counters, its most frequent
+/// non-delivery reasons and its next retry time, seen at `now_ms`.
+pub struct Standing<'a> {
+    /// The campaign's counters.
+    pub counters: &'a CampaignCounters,
+    /// Most frequent non-delivery reasons, with their counts.
+    pub reasons: &'a [(String, u64)],
+    /// When the next retry is due (ms since the epoch), if one is scheduled.
+    pub next_retry_ms: Option<u64>,
+    /// Now, in ms since the epoch.
+    pub now_ms: u64,
 }
 
-/// Where an interrupted campaign stands (Ctrl-C on a `--local` run).
-pub fn standing_text(
-    c: &CampaignCounters,
-    reasons: &[(String, u64)],
-    next_retry_ms: Option<u64>,
-    now_ms: u64,
-) -> String {
-    let mut text = format!(
-        "interrupted: campaign {} stands at {} of {} recipients: sent {}, deferred {}, failed {}, \
-         in flight {}, queued {}",
-        c.id,
-        c.delivered + c.deferred + c.failed + c.in_flight + c.queued,
-        c.total,
-        c.delivered,
-        c.deferred,
-        c.failed,
-        c.in_flight,
-        c.queued
-    );
-    if let Some(next) = next_retry_ms {
-        text.push_str(&format!(
-            "\n  next retry was {}",
-            next_retry_text(next, now_ms)
-        ));
+impl Standing<'_> {
+    /// What a campaign that only waits for retries is waiting for: how many recipients are
+    /// deferred, why, and when the next retry is.
+    pub fn waiting_text(&self) -> String {
+        let mut text = format!(
+            "waiting: {} deferred, nothing in flight; next retry {}",
+            self.counters.deferred,
+            self.next_retry_ms.map_or_else(
+                || "not scheduled".into(),
+                |t| next_retry_text(t, self.now_ms)
+            )
+        );
+        push_reasons(&mut text, "why", self.reasons);
+        text
     }
-    push_reasons(&mut text, "most frequent non-delivery reasons", reasons);
-    let unsent = c.total.saturating_sub(c.delivered + c.failed);
-    text.push_str(&format!(
-        "\n  a --local farm keeps no state: the {unsent} recipients not delivered or failed will \
-         not be sent"
-    ));
-    text
+
+    /// Where an interrupted campaign stands (Ctrl-C on a `--local` run).
+    pub fn interrupted_text(&self) -> String {
+        let c = self.counters;
+        let mut text = format!(
+            "interrupted: campaign {} stands at {} of {} recipients: sent {}, deferred {}, \
+             failed {}, in flight {}, queued {}",
+            c.id,
+            c.delivered + c.deferred + c.failed + c.in_flight + c.queued,
+            c.total,
+            c.delivered,
+            c.deferred,
+            c.failed,
+            c.in_flight,
+            c.queued
+        );
+        if let Some(next) = self.next_retry_ms {
+            text.push_str(&format!(
+                "\n  next retry was {}",
+                next_retry_text(next, self.now_ms)
+            ));
+        }
+        push_reasons(
+            &mut text,
+            "most frequent non-delivery reasons",
+            self.reasons,
+        );
+        let unsent = c.total.saturating_sub(c.delivered + c.failed);
+        text.push_str(&format!(
+            "\n  a --local farm keeps no state: the {unsent} recipients not delivered or failed \
+             will not be sent"
+        ));
+        text
+    }
 }
 
 /// Appends `title:` and one `count  reason` line per reason (nothing when there are none).
@@ -202,11 +215,26 @@ mod tests {
         }
     }
 
+    fn waiting(
+        c: &CampaignCounters,
+        reasons: &[(String, u64)],
+        next_retry_ms: Option<u64>,
+        now_ms: u64,
+    ) -> String {
+        Standing {
+            counters: c,
+            reasons,
+            next_retry_ms,
+            now_ms,
+        }
+        .waiting_text()
+    }
+
     #[test]
     fn the_waiting_note_says_what_why_and_when() {
         let reasons = vec![("451 4.3.0 try later".to_owned(), 6)];
         let now = 1_796_000_000_000;
-        let text = waiting_text(&deferred(6), &reasons, Some(now + 299_200), now);
+        let text = waiting(&deferred(6), &reasons, Some(now + 299_200), now);
         assert!(text.starts_with("waiting: 6 deferred"), "{text}");
         assert!(
             text.contains("next retry in 4m 60s") || text.contains("next retry in 5m"),
@@ -214,7 +242,7 @@ mod tests {
         );
         assert!(text.contains("(at 20"), "{text}");
         assert!(text.contains("       6  451 4.3.0 try later"), "{text}");
-        assert!(waiting_text(&deferred(1), &[], Some(now - 5), now).contains("due now"));
+        assert!(waiting(&deferred(1), &[], Some(now - 5), now).contains("due now"));
     }
 
     #[test]
@@ -222,7 +250,13 @@ mod tests {
         let mut c = deferred(6);
         c.total = 10;
         c.delivered = 4;
-        let text = standing_text(&c, &[], None, 0);
+        let text = Standing {
+            counters: &c,
+            reasons: &[],
+            next_retry_ms: None,
+            now_ms: 0,
+        }
+        .interrupted_text();
         assert!(
             text.starts_with(
                 "interrupted: campaign c stands at 10 of 10 recipients: sent 4, deferred 6"

@@ -45,10 +45,7 @@ fn a_dead_site_goes_to_the_bog_without_holding_up_the_rest() {
         2,
         64,
         "retry_schedule = [\"1s\"]\nretry_max_age = \"10m\"",
-        &format!(
-            "smtp_port = {port}\n[resolver]\nnameserver = \"{}\"",
-            dns.addr
-        ),
+        &dns.smurf_config(port),
     );
     let campaign = tmp.path().join("c");
     write_campaign_direct(

@@ -32,10 +32,7 @@ fn good_and_bad_domains_each_get_the_right_outcome() {
         2,
         32,
         "retry_schedule = [\"500ms\"]\nretry_max_age = \"3s\"",
-        &format!(
-            "smtp_port = {port}\n[resolver]\nnameserver = \"{}\"\ntimeout = \"2s\"",
-            dns.addr
-        ),
+        &format!("{}\ntimeout = \"2s\"", dns.smurf_config(port)),
     );
     let campaign = tmp.path().join("c");
     write_campaign_direct(

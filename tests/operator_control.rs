@@ -104,7 +104,7 @@ fn operator_controls_a_running_campaign() {
     assert!(watch.contains("cancelled"), "{watch}");
 
     // Drain smurf-1: it finishes its work, shows idle, and gets nothing new.
-    assert!(ok(mailfarm_farm(&farm, &["drain", "smurf-1"])).contains("draining"));
+    assert!(ok(farm.farm(&["drain", "smurf-1"])).contains("draining"));
     let before = wait_node_state(&farm, "smurf-1", "idle");
     let results_of = |nodes: &serde_json::Value, node: &str| -> u64 {
         node_of(nodes, node)["results"].as_u64().unwrap()
@@ -124,7 +124,7 @@ fn operator_controls_a_running_campaign() {
         results_of(&after, "smurf-1"),
         "a drained node gets no new work: {after}"
     );
-    ok(mailfarm_farm(&farm, &["undrain", "smurf-1"]));
+    ok(farm.farm(&["undrain", "smurf-1"]));
     let nodes = wait_node_state(&farm, "smurf-1", "active");
     assert_eq!(node_of(&nodes, "smurf-1")["draining"], false, "{nodes}");
     assert!(
@@ -137,7 +137,7 @@ fn operator_controls_a_running_campaign() {
 
 /// `farm nodes --json`.
 fn nodes_json(farm: &ProcessFarm) -> serde_json::Value {
-    serde_json::from_str(&ok(mailfarm_farm(farm, &["nodes", "--json"]))).unwrap()
+    serde_json::from_str(&ok(farm.farm(&["nodes", "--json"]))).unwrap()
 }
 
 fn node_of<'a>(nodes: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
@@ -156,16 +156,4 @@ fn wait_node_state(farm: &ProcessFarm, node: &str, state: &str) -> serde_json::V
         assert!(Instant::now() < deadline, "{node} never {state}: {nodes}");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn mailfarm_farm(farm: &ProcessFarm, args: &[&str]) -> std::process::Output {
-    mailfarm_testkit::mailfarm()
-        .arg("farm")
-        .args(args)
-        .arg("--farm")
-        .arg(&farm.dir)
-        .arg("--coordinator")
-        .arg(farm.addr.to_string())
-        .output()
-        .unwrap()
 }

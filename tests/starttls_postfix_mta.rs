@@ -21,9 +21,8 @@ fn campaign_arrives_over_required_starttls_at_postfix() {
         32,
         "",
         &format!(
-            "smtp_port = {}\n[resolver]\nnameserver = \"{}\"\n[tls]\npolicy = \"required\"\nverify = {{ custom_roots = \"{}\" }}",
-            mta.tls_addr.port(),
-            dns.addr,
+            "{}\n[tls]\npolicy = \"required\"\nverify = {{ custom_roots = \"{}\" }}",
+            dns.smurf_config(mta.tls_addr.port()),
             mta.ca_pem.display()
         ),
     );

@@ -1,23 +1,14 @@
 //! Scenario: an address on the suppression list is skipped by later campaigns and counted as
 //! suppressed; it never reaches the receiving server.
 
-use mailfarm_testkit::{mailfarm, number, recipients_csv, write_campaign, ProcessFarm, SmtpSink};
+use mailfarm_testkit::{number, recipients_csv, write_campaign, ProcessFarm, SmtpSink};
 
 #[test]
 fn suppressed_addresses_are_skipped_and_counted() {
     let tmp = tempfile::tempdir().unwrap();
     let sink = SmtpSink::start(&tmp.path().join("sink"));
     let farm = ProcessFarm::start(&tmp.path().join("farm"), 1, 32);
-    let suppress = |address: &str| {
-        mailfarm()
-            .args(["farm", "suppress", address, "--reason", "complained"])
-            .arg("--farm")
-            .arg(&farm.dir)
-            .arg("--coordinator")
-            .arg(farm.addr.to_string())
-            .output()
-            .unwrap()
-    };
+    let suppress = |address: &str| farm.farm(&["suppress", address, "--reason", "complained"]);
     // Case does not matter.
     assert!(suppress("SU3@d3.example").status.success());
     let bad = suppress("not an address");

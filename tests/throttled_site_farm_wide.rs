@@ -34,10 +34,7 @@ fn farm_wide_rate_stays_under_the_site_limit() {
         2,
         64,
         "shaping_file = \"shaping.toml\"",
-        &format!(
-            "smtp_port = {port}\n[resolver]\nnameserver = \"{}\"",
-            dns.addr
-        ),
+        &dns.smurf_config(port),
     );
     let campaign = tmp.path().join("c");
     // slow2.test shares slow.test's MX host, so it shares the site and its limit.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::farm_run::StateStore;
-use crate::report::{mib, thousands, write_machine, Side};
+use crate::report::{mib, text_of, thousands, write_heading, write_verdict, Side};
 use crate::sys::{self, Machine};
 use crate::throughput::{build_profile, measure_mailfarm, FarmArgs};
 use crate::workload;
@@ -129,23 +129,18 @@ pub fn durability(o: &Durability) -> anyhow::Result<DurabilityReport> {
 impl DurabilityReport {
     /// The report as text.
     pub fn text(&self) -> String {
-        let mut out = String::new();
-        let _ = self.write_text(&mut out);
-        out
+        text_of(|out| self.write_text(out))
     }
 
     /// Writes the text report into `out`.
     fn write_text(&self, out: &mut String) -> std::fmt::Result {
         let (d, b) = (&self.durable, &self.baseline);
-        writeln!(
+        write_heading(
             out,
-            "mailfarm-bench durability: durable state folder vs in-memory store"
+            "mailfarm-bench durability: durable state folder vs in-memory store",
+            &self.machine,
+            self.build_profile,
         )?;
-        writeln!(
-            out,
-            "=================================================================="
-        )?;
-        write_machine(out, &self.machine, self.build_profile)?;
         writeln!(
             out,
             "conditions  {} messages per run, 1 recipient each; {} smurfs x {} SMTP connections",
@@ -233,16 +228,10 @@ impl DurabilityReport {
             ratio(d.msgs_per_sec, b.msgs_per_sec)
         )?;
         writeln!(out)?;
-        for problem in &self.problems {
-            writeln!(out, "PROBLEM: {problem}")?;
-        }
-        if self.problems.is_empty() {
-            writeln!(
-                out,
-                "RESULT: OK (both runs delivered every message; sink counts agree)"
-            )
-        } else {
-            writeln!(out, "RESULT: FAILED")
-        }
+        write_verdict(
+            out,
+            &self.problems,
+            "both runs delivered every message; sink counts agree",
+        )
     }
 }

@@ -10,6 +10,7 @@
 
 use std::fmt::Write as _;
 use std::fs;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use serde::Serialize;
 
 use crate::compare::procs::tree_cpu;
 use crate::postfix::PrivatePostfix;
+use crate::source::SourceRun;
 use crate::sys::Machine;
 use crate::throughput::{build_profile, require_program};
 
@@ -166,22 +168,35 @@ pub fn inbound(o: &Inbound) -> anyhow::Result<InboundReport> {
     })
 }
 
-fn side(
-    name: &str,
+/// Runs smtp-source against `addr` with the options' load, reading the receiver's CPU time
+/// with `receiver_cpu` before and after: the source's run and the receiver's CPU time over it.
+fn drive(
     o: &Inbound,
-    stored: u64,
-    wall: Duration,
-    recv: Duration,
-    src: Duration,
-) -> Side {
+    addr: SocketAddr,
+    receiver_cpu: impl Fn() -> anyhow::Result<Duration>,
+) -> anyhow::Result<(SourceRun, Duration)> {
+    let before = receiver_cpu()?;
+    let run = crate::source::run(
+        &o.smtp_source,
+        addr,
+        o.messages,
+        o.message_bytes,
+        o.sessions,
+    )?;
+    let after = receiver_cpu()?;
+    Ok((run, after.saturating_sub(before)))
+}
+
+/// One receiver's figures from its smtp-source run.
+fn side(name: &str, o: &Inbound, stored: u64, run: &SourceRun, receiver_cpu: Duration) -> Side {
     Side {
         name: name.to_owned(),
         messages: o.messages,
         stored,
-        wall_secs: wall.as_secs_f64(),
-        msgs_per_sec: o.messages as f64 / wall.as_secs_f64().max(1e-9),
-        receiver_cpu_secs: recv.as_secs_f64(),
-        source_cpu_secs: src.as_secs_f64(),
+        wall_secs: run.wall.as_secs_f64(),
+        msgs_per_sec: o.messages as f64 / run.wall.as_secs_f64().max(1e-9),
+        receiver_cpu_secs: receiver_cpu.as_secs_f64(),
+        source_cpu_secs: run.cpu.as_secs_f64(),
     }
 }
 
@@ -209,15 +224,7 @@ fn run_mailfarm(o: &Inbound, dir: &Path, problems: &mut Vec<String>) -> anyhow::
     let task = runtime.spawn(server.run(async {
         let _ = stop_rx.await;
     }));
-    let before = crate::sys::usage(libc::RUSAGE_SELF)?;
-    let run = crate::source::run(
-        &o.smtp_source,
-        addr,
-        o.messages,
-        o.message_bytes,
-        o.sessions,
-    )?;
-    let after = crate::sys::usage(libc::RUSAGE_SELF)?;
+    let (run, receiver_cpu) = drive(o, addr, || Ok(crate::sys::usage(libc::RUSAGE_SELF)?.cpu))?;
     let _ = stop_tx.send(());
     runtime.block_on(task)??;
     let received = counters.received.load(std::sync::atomic::Ordering::Relaxed);
@@ -234,9 +241,8 @@ fn run_mailfarm(o: &Inbound, dir: &Path, problems: &mut Vec<String>) -> anyhow::
         "mailfarm in (fsync, group)",
         o,
         stored,
-        run.wall,
-        after.cpu.saturating_sub(before.cpu),
-        run.cpu,
+        &run,
+        receiver_cpu,
     ))
 }
 
@@ -249,15 +255,7 @@ smtpd_end_of_data_restrictions = check_client_access static:HOLD
 fn run_postfix(o: &Inbound, problems: &mut Vec<String>) -> anyhow::Result<Side> {
     let postfix = PrivatePostfix::start(&o.postfix, MAIN_CF)?;
     let master = postfix.master_pid()?;
-    let before = tree_cpu(master);
-    let run = crate::source::run(
-        &o.smtp_source,
-        postfix.addr,
-        o.messages,
-        o.message_bytes,
-        o.sessions,
-    )?;
-    let after = tree_cpu(master);
+    let (run, receiver_cpu) = drive(o, postfix.addr, || Ok(tree_cpu(master)))?;
     let held = postfix.queue_files(&["hold"]);
     if held != o.messages {
         problems.push(format!(
@@ -269,8 +267,7 @@ fn run_postfix(o: &Inbound, problems: &mut Vec<String>) -> anyhow::Result<Side> 
         "postfix smtpd (queue, hold)",
         o,
         held,
-        run.wall,
-        after.saturating_sub(before),
-        run.cpu,
+        &run,
+        receiver_cpu,
     ))
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::csvgen::{ListShape, RecipientRows};
 use crate::farm_run::{self, FarmShape, Routing, StateStore};
-use crate::report::{mib, thousands, write_machine};
+use crate::report::{mib, text_of, thousands, write_heading, write_verdict};
 use crate::sys::{self, Machine};
 use crate::throughput::{build_profile, secs};
 use crate::workload;
@@ -266,22 +266,17 @@ fn launch_once(
 impl IngestReport {
     /// The report as text.
     pub fn text(&self) -> String {
-        let mut out = String::new();
-        let _ = self.write_text(&mut out);
-        out
+        text_of(|out| self.write_text(out))
     }
 
     /// Writes the text report into `out`.
     fn write_text(&self, out: &mut String) -> std::fmt::Result {
-        writeln!(
+        write_heading(
             out,
-            "mailfarm-bench ingest: streaming CSV launch into the coordinator store"
+            "mailfarm-bench ingest: streaming CSV launch into the coordinator store",
+            &self.machine,
+            self.build_profile,
         )?;
-        writeln!(
-            out,
-            "======================================================================"
-        )?;
-        write_machine(out, &self.machine, self.build_profile)?;
         let avg_row = self.csv_bytes as f64 / self.rows.max(1) as f64;
         writeln!(
             out,
@@ -378,16 +373,10 @@ impl IngestReport {
             }
         }
         writeln!(out)?;
-        for problem in &self.problems {
-            writeln!(out, "PROBLEM: {problem}")?;
-        }
-        if self.problems.is_empty() {
-            writeln!(
-                out,
-                "RESULT: OK (every valid row stored, every planted bad row rejected)"
-            )
-        } else {
-            writeln!(out, "RESULT: FAILED")
-        }
+        write_verdict(
+            out,
+            &self.problems,
+            "every valid row stored, every planted bad row rejected",
+        )
     }
 }

@@ -22,6 +22,7 @@ mod mx_report;
 mod mx_sinks;
 mod mx_text;
 mod mx_zone;
+mod netns;
 mod postfix;
 mod report;
 mod sink;
@@ -83,6 +84,10 @@ enum Command {
     /// (separate processes and embedded, DKIM off and on) against one smtp-sink (issue 12).
     #[command(long_about = COMPARE_HELP)]
     Compare(compare::Compare),
+    /// The farm across network namespaces: coordinator, 1..4 smurfs and the sink on their own
+    /// "hosts"; coordinator CPU per recipient and smurfs per coordinator.
+    #[command(long_about = netns::HELP)]
+    Netns(netns::Netns),
 }
 
 /// Long help of `compare`.
@@ -257,6 +262,9 @@ fn main() -> ExitCode {
                 .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
             Command::Compare(o) => compare::compare(o)
                 .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
+            Command::Netns(o) => {
+                netns::netns(o).and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref()))
+            }
         };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use crate::mx_report::MxReport;
 use crate::mx_zone::THROTTLED;
-use crate::report::{mib, thousands, write_machine};
+use crate::report::{mib, text_of, thousands, write_heading, write_verdict};
 
 /// "yes" or "NO".
 fn yes(b: bool) -> &'static str {
@@ -19,17 +19,14 @@ fn yes(b: bool) -> &'static str {
 impl MxReport {
     /// The report as text.
     pub fn text(&self) -> String {
-        let mut out = String::new();
-        let _ = self.write_text(&mut out);
-        out
+        text_of(|out| self.write_text(out))
     }
 
     /// Writes the text report into `out`.
     fn write_text(&self, out: &mut String) -> std::fmt::Result {
         let (c, m, r, t) = (&self.conditions, &self.mx, &self.relay, &self.throttle);
         let title = "mailfarm-bench mx: MX routing with farm-wide shaping, vs relay mode";
-        writeln!(out, "{title}\n{}", "=".repeat(title.len()))?;
-        write_machine(out, &self.machine, self.build_profile)?;
+        write_heading(out, title, &self.machine, self.build_profile)?;
         writeln!(
             out,
             "conditions  {} messages over {} domains d0..d{}.test ({} sites) + {} at {THROTTLED}, \
@@ -191,17 +188,11 @@ impl MxReport {
         writeln!(out, "  per second            {}", seconds.join(" "))?;
         writeln!(out, "  measured <= configured: {}", yes(t.within_limit()))?;
         writeln!(out)?;
-        for problem in &self.problems {
-            writeln!(out, "PROBLEM: {problem}")?;
-        }
-        if self.problems.is_empty() {
-            writeln!(
-                out,
-                "RESULT: OK (every recipient delivered exactly once, to its domain's MX host; \
-                 sink counts agree with the farm's)"
-            )
-        } else {
-            writeln!(out, "RESULT: FAILED")
-        }
+        write_verdict(
+            out,
+            &self.problems,
+            "every recipient delivered exactly once, to its domain's MX host; \
+                 sink counts agree with the farm's",
+        )
     }
 }

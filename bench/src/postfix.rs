@@ -2,7 +2,8 @@
 //! written into a fresh folder under /tmp (its own queue, data folder, log and smtpd port; no
 //! system configuration touched), stopped when dropped. `inbound` holds what its smtpd takes;
 //! `compare` relays it to the sink. Needs root (the master drops privileges) and the `postfix`
-//! user. Testkit has the tests' own launcher, which panics instead of reporting errors.
+//! user. The configuration base is the test kit's (one owner); the tests' launcher there panics
+//! instead of reporting errors, so the bench keeps this one.
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -12,53 +13,26 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use mailfarm_testkit::postfix::{MAIN_CF_BASE, MASTER_CF_SERVICES};
 
-/// The main.cf every instance starts from (`@DIR@`: its folder); a user's lines follow and may
-/// override these.
-const MAIN_CF_BASE: &str = "\
-compatibility_level = 3.6
-queue_directory = @DIR@/spool
-data_directory = @DIR@/data
-mail_owner = postfix
-setgid_group = postdrop
+/// The bench's main.cf lines after the test kit's shared base (`@DIR@`: the instance's folder);
+/// a caller's lines follow and may override these.
+const BENCH_MAIN_CF: &str = "\
 mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-maillog_file = @DIR@/maillog
-maillog_file_prefixes = @DIR@
 syslog_name = mailfarm-bench
 alias_maps =
-alias_database =
-biff = no
 smtpd_tls_security_level = none
 default_process_limit = 400
 smtpd_client_connection_count_limit = 0
 smtpd_client_message_rate_limit = 0
 ";
 
-/// master.cf: one smtpd on `@PORT@` and the services a queue and an SMTP client need.
-const MASTER_CF: &str = "\
+/// master.cf: one smtpd on `@PORT@` and the SMTP client, before the test kit's shared services.
+const BENCH_MASTER_CF: &str = "\
 127.0.0.1:@PORT@ inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
 flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
 smtp      unix  -       -       n       -       -       smtp
 relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
 ";
 
 /// A running private Postfix instance.
@@ -96,11 +70,11 @@ impl PrivatePostfix {
         let text = dir.to_str().context("non-UTF-8 temporary path")?;
         fs::write(
             dir.join("etc/main.cf"),
-            format!("{MAIN_CF_BASE}{main_cf}").replace("@DIR@", text),
+            format!("{MAIN_CF_BASE}{BENCH_MAIN_CF}{main_cf}").replace("@DIR@", text),
         )?;
         fs::write(
             dir.join("etc/master.cf"),
-            MASTER_CF.replace("@PORT@", &port.to_string()),
+            format!("{BENCH_MASTER_CF}{MASTER_CF_SERVICES}").replace("@PORT@", &port.to_string()),
         )?;
         let instance = Self {
             postfix: postfix.to_owned(),

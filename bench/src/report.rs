@@ -126,9 +126,7 @@ pub struct Coordination {
 impl Report {
     /// The report as text.
     pub fn text(&self) -> String {
-        let mut out = String::new();
-        let _ = self.write_text(&mut out);
-        out
+        text_of(|out| self.write_text(out))
     }
 
     /// Writes the text report into `out`.
@@ -140,15 +138,12 @@ impl Report {
             &self.smtp_source,
             &self.coordination,
         );
-        writeln!(
+        write_heading(
             out,
-            "mailfarm-bench throughput: mailfarm vs Postfix smtp-source"
+            "mailfarm-bench throughput: mailfarm vs Postfix smtp-source",
+            m,
+            self.build_profile,
         )?;
-        writeln!(
-            out,
-            "=========================================================="
-        )?;
-        write_machine(out, m, self.build_profile)?;
         writeln!(
             out,
             "conditions  {} messages, 1 recipient each; {} smurfs x {} SMTP connections = {} sessions",
@@ -312,18 +307,11 @@ impl Report {
             "  (mailfarm CPU and RSS are the whole bench process: coordinator + smurfs)"
         )?;
         writeln!(out)?;
-        if self.problems.is_empty() {
-            writeln!(
-                out,
-                "RESULT: OK (both sides delivered every message; sink counts agree)"
-            )?;
-        } else {
-            for problem in &self.problems {
-                writeln!(out, "PROBLEM: {problem}")?;
-            }
-            writeln!(out, "RESULT: FAILED")?;
-        }
-        Ok(())
+        write_verdict(
+            out,
+            &self.problems,
+            "both sides delivered every message; sink counts agree",
+        )
     }
 }
 
@@ -331,6 +319,38 @@ impl Report {
 pub fn write_json(report: &impl Serialize, path: &Path) -> anyhow::Result<()> {
     let json = serde_json::to_string_pretty(report).context("encoding the report")?;
     std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+/// A report's text, from its `write_text`: the one place that owns the string the writers
+/// fill (writing into a `String` cannot fail).
+pub fn text_of(write: impl FnOnce(&mut String) -> std::fmt::Result) -> String {
+    let mut out = String::new();
+    let _ = write(&mut out);
+    out
+}
+
+/// The foot every text report ends with: one `PROBLEM:` line per failed check, then
+/// `RESULT: OK (what was checked)` or `RESULT: FAILED`.
+pub fn write_verdict(out: &mut String, problems: &[String], checked: &str) -> std::fmt::Result {
+    for problem in problems {
+        writeln!(out, "PROBLEM: {problem}")?;
+    }
+    if problems.is_empty() {
+        writeln!(out, "RESULT: OK ({checked})")
+    } else {
+        writeln!(out, "RESULT: FAILED")
+    }
+}
+
+/// The head every text report starts with: its title, underlined, then the machine it ran on.
+pub fn write_heading(
+    out: &mut String,
+    title: &str,
+    m: &Machine,
+    build_profile: &str,
+) -> std::fmt::Result {
+    writeln!(out, "{title}\n{}", "=".repeat(title.chars().count()))?;
+    write_machine(out, m, build_profile)
 }
 
 /// The machine and build lines every report starts with.

@@ -159,7 +159,7 @@ fn read_counters(mut out: impl Read, messages: &AtomicU64) {
 }
 
 /// The `mesg=` value of one counter record.
-fn parse_mesg(record: &[u8]) -> Option<u64> {
+pub(crate) fn parse_mesg(record: &[u8]) -> Option<u64> {
     std::str::from_utf8(record)
         .ok()?
         .split_whitespace()

@@ -14,7 +14,7 @@
 //!
 //! Nothing here panics on hostile input (see the fuzz target in `fuzz/`).
 
-#![warn(missing_docs)]
+#![warn(clippy::unwrap_used)]
 
 mod address;
 mod analyse;

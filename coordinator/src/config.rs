@@ -16,8 +16,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-use mailfarm_pki::{FarmFiles, Identity};
+use mailfarm_pki::{read_toml, ConfigFileError, FarmFiles, Identity, PkiError};
 use serde::Deserialize;
 
 use crate::{CoordinatorSettings, RetryPolicy};
@@ -70,10 +69,43 @@ fn default_batch() -> usize {
     128
 }
 
+/// Why the coordinator's config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed.
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
+    /// Values that parsed but cannot be used, every one of them.
+    #[error("{}:\n  - {}", path.display(), problems.join("\n  - "))]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// One line per problem.
+        problems: Vec<String>,
+    },
+    /// The coordinator's certificate could not be loaded.
+    #[error("loading the coordinator certificate (run `mailfarm farm init`)")]
+    Identity(#[source] PkiError),
+    /// The VERP signing key could not be loaded.
+    #[error("loading the VERP signing key")]
+    VerpKey(#[source] PkiError),
+    /// The retry settings are unusable.
+    #[error("{0}")]
+    Retry(String),
+    /// The shaping file could not be read.
+    #[error("reading the shaping file {}", path.display())]
+    Shaping {
+        /// The shaping file.
+        path: PathBuf,
+        /// What reading said.
+        source: std::io::Error,
+    },
+}
+
 impl CoordinatorConfig {
     /// Reads a config file; relative paths are resolved against its folder. The shaping file
     /// is only checked to be TOML here; see [`CoordinatorConfig::load_checked`].
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
         Self::load_checked(path, |_| Ok(()))
     }
 
@@ -84,11 +116,8 @@ impl CoordinatorConfig {
     pub fn load_checked(
         path: &Path,
         check_shaping: impl Fn(&str) -> Result<(), Vec<String>>,
-    ) -> anyhow::Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut config: Self =
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    ) -> Result<Self, ConfigError> {
+        let mut config: Self = read_toml(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.farm_dir = base.join(&config.farm_dir);
         config.state_dir = base.join(&config.state_dir);
@@ -115,26 +144,32 @@ impl CoordinatorConfig {
             }
         }
         if !problems.is_empty() {
-            anyhow::bail!("{}:\n  - {}", path.display(), problems.join("\n  - "));
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            });
         }
         Ok(config)
     }
 
     /// Loads the certificates and VERP key the config points at.
-    pub fn settings(&self) -> anyhow::Result<CoordinatorSettings> {
+    pub fn settings(&self) -> Result<CoordinatorSettings, ConfigError> {
         let identity = Identity::load(&FarmFiles::in_dir(&self.farm_dir, "coordinator"))
-            .context("loading the coordinator certificate (run `mailfarm farm init`)")?;
+            .map_err(ConfigError::Identity)?;
         let verp_key = mailfarm_pki::load_secret(&self.farm_dir.join("verp.key"))
-            .context("loading the VERP signing key")?;
+            .map_err(ConfigError::VerpKey)?;
         let mut settings = CoordinatorSettings::new(self.listen, identity, verp_key);
         settings.batch_size = self.batch_size;
         settings.state_dir = Some(self.state_dir.clone());
         settings.metrics_listen = self.metrics_listen;
-        settings.retry = self.retry_policy().map_err(anyhow::Error::msg)?;
+        settings.retry = self.retry_policy().map_err(ConfigError::Retry)?;
         settings.inbound_local_addresses = self.local_addresses.clone();
         if let Some(file) = &self.shaping_file {
-            settings.shaping = std::fs::read_to_string(file)
-                .with_context(|| format!("reading the shaping file {}", file.display()))?;
+            settings.shaping =
+                std::fs::read_to_string(file).map_err(|source| ConfigError::Shaping {
+                    path: file.clone(),
+                    source,
+                })?;
         }
         Ok(settings)
     }

@@ -57,6 +57,18 @@ pub enum FarmError {
         /// A campaign that is sending.
         campaign: String,
     },
+    /// A campaign of that id is already on this coordinator.
+    #[error("{0} already exists on this coordinator")]
+    CampaignExists(String),
+    /// No campaign of that id is on this coordinator.
+    #[error("no campaign {0:?} on this coordinator")]
+    NoCampaign(String),
+    /// The campaign finished: its status no longer changes.
+    #[error("campaign {0} already finished")]
+    CampaignFinished(String),
+    /// The campaign was cancelled: its status no longer changes.
+    #[error("campaign {0} was cancelled")]
+    CampaignCancelled(String),
 }
 
 /// Milliseconds since the Unix epoch.
@@ -305,16 +317,13 @@ impl Farm {
     }
 
     /// Stores a new campaign and registers it; refuses a taken id.
-    pub fn create_campaign(&self, record: CampaignRecord) -> Result<CampaignRecord, String> {
+    pub fn create_campaign(&self, record: CampaignRecord) -> Result<CampaignRecord, FarmError> {
         let mut state = self.lock();
         let id = record.bundle.campaign_id.clone();
         if state.by_id.contains_key(&id) {
-            return Err(format!("{id} already exists on this coordinator"));
+            return Err(FarmError::CampaignExists(id));
         }
-        let record = self
-            .store
-            .create_campaign(record)
-            .map_err(|e| e.to_string())?;
+        let record = self.store.create_campaign(record)?;
         let seq = record.seq;
         state.by_id.insert(id, seq);
         state.campaigns.insert(seq, Live::new(record.clone()));
@@ -426,17 +435,17 @@ impl Farm {
         self.store.update_campaign(&record)
     }
 
-    fn set_status(&self, id: &str, status: CampaignStatus) -> Result<CampaignRecord, String> {
+    fn set_status(&self, id: &str, status: CampaignStatus) -> Result<CampaignRecord, FarmError> {
         let mut state = self.lock();
-        let Some(&seq) = state.by_id.get(id) else {
-            return Err(format!("no campaign {id:?} on this coordinator"));
-        };
-        let Some(live) = state.campaigns.get_mut(&seq) else {
-            return Err(format!("no campaign {id:?} on this coordinator"));
-        };
-        match (live.record.status, status) {
-            (CampaignStatus::Finished, _) => return Err(format!("campaign {id} already finished")),
-            (CampaignStatus::Cancelled, _) => return Err(format!("campaign {id} was cancelled")),
+        let live = state
+            .by_id
+            .get(id)
+            .copied()
+            .and_then(|seq| state.campaigns.get_mut(&seq))
+            .ok_or_else(|| FarmError::NoCampaign(id.to_owned()))?;
+        match live.record.status {
+            CampaignStatus::Finished => return Err(FarmError::CampaignFinished(id.to_owned())),
+            CampaignStatus::Cancelled => return Err(FarmError::CampaignCancelled(id.to_owned())),
             _ => {}
         }
         live.record.status = status;
@@ -444,27 +453,22 @@ impl Farm {
     }
 
     /// Pauses a campaign: nothing new is leased; in-flight messages finish.
-    pub fn pause(&self, id: &str) -> Result<(), String> {
+    pub fn pause(&self, id: &str) -> Result<(), FarmError> {
         let record = self.set_status(id, CampaignStatus::Paused)?;
-        self.store
-            .update_campaign(&record)
-            .map_err(|e| e.to_string())
+        Ok(self.store.update_campaign(&record)?)
     }
 
     /// Resumes a paused campaign.
-    pub fn resume(&self, id: &str) -> Result<(), String> {
+    pub fn resume(&self, id: &str) -> Result<(), FarmError> {
         let record = self.set_status(id, CampaignStatus::Running)?;
-        self.store
-            .update_campaign(&record)
-            .map_err(|e| e.to_string())?;
+        self.store.update_campaign(&record)?;
         self.signal_work();
-        let seq = record.seq;
-        self.check_finished(seq).map_err(|e| e.to_string())
+        Ok(self.check_finished(record.seq)?)
     }
 
     /// Cancels a campaign: unsent recipients are skipped; in-flight messages finish.
     /// Returns how many were skipped.
-    pub fn cancel(&self, id: &str) -> Result<u64, String> {
+    pub fn cancel(&self, id: &str) -> Result<u64, FarmError> {
         let record = self.set_status(id, CampaignStatus::Cancelled)?;
         let seq = record.seq;
         let keep: HashSet<u64> = self
@@ -474,13 +478,8 @@ impl Farm {
             .copied()
             .filter(|&i| split_id(i).0 == seq)
             .collect();
-        self.store
-            .update_campaign(&record)
-            .map_err(|e| e.to_string())?;
-        let skipped = self
-            .store
-            .skip_unsent(seq, &keep)
-            .map_err(|e| e.to_string())?;
+        self.store.update_campaign(&record)?;
+        let skipped = self.store.skip_unsent(seq, &keep)?;
         let mut state = self.lock();
         if let Some(live) = state.campaigns.get_mut(&seq) {
             live.ready.clear();

@@ -125,7 +125,7 @@ pub fn launch(
             suppressed: 0,
             finished_ms: None,
         })
-        .map_err(LaunchError::Id)?;
+        .map_err(|e| LaunchError::Id(e.to_string()))?;
     let seq = record.seq;
 
     let mut report = match rejects_dir {

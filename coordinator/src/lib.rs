@@ -21,7 +21,7 @@ pub mod throttle;
 
 pub use campaign::{load_campaign_dir, CampaignDirError, RejectedRow};
 pub use client::{ClientError, OperatorClient};
-pub use config::CoordinatorConfig;
+pub use config::{ConfigError, CoordinatorConfig};
 pub use farm::{Farm, FarmError, RetryPolicy};
 pub use launch::{bundle_hash, LaunchError, Launched};
 pub use server::{Coordinator, CoordinatorError, CoordinatorHandle, CoordinatorSettings};

@@ -4,13 +4,13 @@
 use mailfarm_pki::wire::{write_frame, FrameReader};
 use mailfarm_pki::{operator_dns_name, peer_has_name};
 use mailfarm_protocol::{
-    CampaignSubmission, Hello, HelloReply, OperatorEvent, OperatorLink, OperatorRequest,
-    OperatorResponse,
+    CampaignSubmission, Hello, OperatorEvent, OperatorLink, OperatorRequest, OperatorResponse,
 };
-use tracing::{info, warn};
+use tracing::info;
 
+use crate::farm::FarmError;
 use crate::launch::{LaunchError, Launched};
-use crate::links::refuse;
+use crate::links::answer_hello;
 use crate::CoordinatorHandle;
 
 /// CSV chunks buffered between the operator link and the ingest thread.
@@ -25,19 +25,10 @@ pub(crate) async fn serve(
     handle: CoordinatorHandle,
 ) -> anyhow::Result<()> {
     let mut link = OperatorLink::new();
-    let welcome = match link.on_hello(hello, |name| {
+    let judged = link.on_hello(hello, |name| {
         peer_has_name(&connection, &operator_dns_name(name))
-    }) {
-        Ok(welcome) => welcome,
-        Err((refusal, error)) => {
-            warn!(remote = %connection.remote_address(), "operator refused: {error}");
-            if let HelloReply::Refused { reason } = &refusal {
-                refuse(&mut send, &connection, reason).await;
-            }
-            return Err(error.into());
-        }
-    };
-    write_frame(&mut send, &welcome).await?;
+    });
+    answer_hello(&mut send, &connection, "operator", judged).await?;
     let name = link.name().unwrap_or_default().to_owned();
     let name = name.as_str();
     while let Some((request, _)) = reader.next::<OperatorRequest>().await? {
@@ -136,7 +127,9 @@ fn answer(request: OperatorRequest, handle: &CoordinatorHandle, name: &str) -> O
                     "campaign {campaign_id} cancelled: {skipped} unsent recipients skipped"
                 ),
             },
-            Err(message) => OperatorResponse::Error { message },
+            Err(e) => OperatorResponse::Error {
+                message: e.to_string(),
+            },
         },
         OperatorRequest::Nodes => OperatorResponse::Nodes(farm().nodes()),
         OperatorRequest::Sites => OperatorResponse::Sites(farm().throttle().sites()),
@@ -192,10 +185,12 @@ fn answer(request: OperatorRequest, handle: &CoordinatorHandle, name: &str) -> O
     }
 }
 
-fn done(result: Result<(), String>, message: String) -> OperatorResponse {
+fn done(result: Result<(), FarmError>, message: String) -> OperatorResponse {
     match result {
         Ok(()) => OperatorResponse::Done { message },
-        Err(message) => OperatorResponse::Error { message },
+        Err(e) => OperatorResponse::Error {
+            message: e.to_string(),
+        },
     }
 }
 

@@ -10,8 +10,8 @@ use anyhow::Context;
 use mailfarm_pki::wire::{write_frame, FrameReader, WireError};
 use mailfarm_pki::{peer_has_name, smurf_dns_name, Identity};
 use mailfarm_protocol::{
-    Assignment, CampaignSubmission, CoordinatorLink, CoordinatorMessage, Hello, HelloReply,
-    InboundPolicy, RecipientResult, Role, SmurfMessage, DEFAULT_MAX_FRAME,
+    Assignment, CampaignSubmission, CoordinatorLink, CoordinatorMessage, Hello, InboundPolicy,
+    RecipientResult, Role, SmurfMessage, DEFAULT_MAX_FRAME,
 };
 use tracing::{debug, error, info, warn};
 
@@ -20,7 +20,7 @@ mod role_link;
 use crate::accounting::AccountingLog;
 use crate::farm::{Farm, FarmError, RetryPolicy};
 use crate::launch::{launch, LaunchError, Launched};
-use crate::links::refuse;
+use crate::links::{answer_hello, refuse};
 use crate::store::Store;
 
 /// Largest frame a smurf may send: a results batch is far smaller.
@@ -425,19 +425,10 @@ async fn serve_smurf(
         } => (*window, *held_results, *initial_role, software.clone()),
         Role::Operator { .. } => (0, 0, None, String::new()),
     };
-    let welcome = match link.on_hello(hello, |node| {
+    let judged = link.on_hello(hello, |node| {
         peer_has_name(&connection, &smurf_dns_name(node))
-    }) {
-        Ok(welcome) => welcome,
-        Err((refusal, error)) => {
-            warn!(remote = %connection.remote_address(), "smurf refused: {error}");
-            if let HelloReply::Refused { reason } = &refusal {
-                refuse(&mut send, &connection, reason).await;
-            }
-            return Err(error.into());
-        }
-    };
-    write_frame(&mut send, &welcome).await?;
+    });
+    answer_hello(&mut send, &connection, "smurf", judged).await?;
     let node = link.node().unwrap_or_default().to_owned();
     info!(%node, remote = %connection.remote_address(), "smurf joined");
     shared
@@ -537,12 +528,7 @@ async fn apply_late(
             .context("late result task failed")?
             .context("recording late results")?;
     info!(%node, count = attempts.len(), "late results from an earlier link applied");
-    if let Some(log) = &shared.accounting {
-        let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = log.write(&attempts) {
-            error!("accounting log: {e}");
-        }
-    }
+    role_link::write_accounting(shared, &attempts);
     Ok(())
 }
 

@@ -8,11 +8,13 @@
 
 #![warn(clippy::unwrap_used)]
 
+mod config_file;
 pub mod dashboard;
 mod init;
 mod tls;
 pub mod wire;
 
+pub use config_file::{read_toml, ConfigFileError};
 pub use init::{init_farm, load_secret, FarmFiles, InitReport};
 pub use tls::{
     client_config, operator_dns_name, peer_has_name, server_config, smurf_dns_name, Identity,

@@ -21,6 +21,8 @@
 mod bounces;
 mod duration;
 mod error;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 mod frame;
 mod messages;
 mod operator_session;

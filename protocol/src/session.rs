@@ -392,23 +392,11 @@ mod tests {
     fn bundle(seed: u8) -> TemplateBundle {
         TemplateBundle {
             hash: ContentHash([seed; 32]),
-            campaign_id: "c1".into(),
-            subject: "Hi {{first_name}}".into(),
-            text: "Hello {{first_name}}".into(),
-            html: None,
-            from: "news@acme.example".into(),
-            reply_to: None,
-            list_id: "l.acme.example".into(),
-            bounce_domain: "b.acme.example".into(),
-            list_unsubscribe: None,
-            field_names: vec!["email".into(), "first_name".into()],
-            email_field: 0,
-            verp_key: vec![1; 32],
             delivery: DeliveryTarget {
                 relay: Some("127.0.0.1:25".into()),
                 connections: 2,
             },
-            unsubscribe_base_url: None,
+            ..crate::fixtures::bundle()
         }
     }
 

@@ -49,8 +49,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
-use mailfarm_pki::{FarmFiles, Identity};
+use mailfarm_pki::{read_toml, ConfigFileError, FarmFiles, Identity, PkiError};
 use mailfarm_protocol::parse_duration;
 use mailfarm_protocol::NodeRole;
 use serde::Deserialize;
@@ -172,18 +171,45 @@ fn default_smtp_port() -> u16 {
     25
 }
 
+/// Why a smurf's config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed.
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
+    /// Values that parsed but cannot be used, every one of them.
+    #[error("{}: {}", path.display(), problems.join("; "))]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// One line per problem.
+        problems: Vec<String>,
+    },
+    /// Delivery settings that cannot be used (files named by the config included), every one.
+    #[error("{}", .0.join("; "))]
+    Delivery(Vec<String>),
+    /// The node's certificate could not be loaded.
+    #[error("loading the certificate of {node}")]
+    Identity {
+        /// The node.
+        node: String,
+        /// What loading said.
+        source: PkiError,
+    },
+}
+
 impl SmurfConfig {
     /// Reads a config file; relative paths are resolved against its folder.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut config: Self =
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut config: Self = read_toml(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
         let problems = config.problems();
         if !problems.is_empty() {
-            anyhow::bail!("{}: {}", path.display(), problems.join("; "));
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            });
         }
         Ok(config)
     }
@@ -264,7 +290,7 @@ impl SmurfConfig {
 
     /// The delivery settings (reads password files, DKIM keys and CA files; reports every
     /// problem at once).
-    pub fn delivery_settings(&self) -> anyhow::Result<DeliverySettings> {
+    pub fn delivery_settings(&self) -> Result<DeliverySettings, ConfigError> {
         let mut problems = self.problems();
         let mut delivery = DeliverySettings::new(
             self.helo_name
@@ -324,15 +350,20 @@ impl SmurfConfig {
             }
         }
         if !problems.is_empty() {
-            anyhow::bail!("{}", problems.join("; "));
+            return Err(ConfigError::Delivery(problems));
         }
         Ok(delivery)
     }
 
     /// Loads the certificates and builds the settings.
-    pub fn settings(&self) -> anyhow::Result<SmurfSettings> {
-        let identity = Identity::load(&FarmFiles::in_dir(&self.farm_dir, &self.node))
-            .with_context(|| format!("loading the certificate of {}", self.node))?;
+    pub fn settings(&self) -> Result<SmurfSettings, ConfigError> {
+        let identity =
+            Identity::load(&FarmFiles::in_dir(&self.farm_dir, &self.node)).map_err(|source| {
+                ConfigError::Identity {
+                    node: self.node.clone(),
+                    source,
+                }
+            })?;
         let delivery = self.delivery_settings()?;
         Ok(SmurfSettings {
             node: self.node.clone(),

@@ -25,7 +25,7 @@ pub mod switch;
 pub mod template_cache;
 pub mod web;
 
-pub use config::SmurfConfig;
+pub use config::{ConfigError, SmurfConfig};
 pub use delivery::DeliverySettings;
 pub use error::{LinkError, SmurfError};
 pub use link::{run_smurf, SmurfSettings};

@@ -124,30 +124,13 @@ impl TemplateCache {
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
-    use mailfarm_protocol::DeliveryTarget;
-
     use super::*;
 
     fn bundle() -> TemplateBundle {
         TemplateBundle {
             hash: ContentHash([9; 32]),
-            campaign_id: "c1".into(),
             subject: "Hi".into(),
-            text: "Hello {{first_name}}".into(),
-            html: None,
-            from: "news@acme.example".into(),
-            reply_to: None,
-            list_id: "l.acme.example".into(),
-            bounce_domain: "b.acme.example".into(),
-            list_unsubscribe: None,
-            field_names: vec!["email".into(), "first_name".into()],
-            email_field: 0,
-            verp_key: vec![1; 32],
-            delivery: DeliveryTarget {
-                relay: None,
-                connections: 1,
-            },
-            unsubscribe_base_url: None,
+            ..mailfarm_protocol::fixtures::bundle()
         }
     }
 

@@ -1,5 +1,5 @@
 //! The capture receiver driven by an independent SMTP client, `swaks`.
-//! Requires `/usr/bin/swaks`: the tests fail, never skip, when it is missing.
+//! Requires swaks (the test kit's runner): the tests fail, never skip, when it is missing.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mailfarm_smurf::inbound::capture::{CaptureConfig, CaptureServer};
+use mailfarm_testkit::swaks;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-
-const SWAKS: &str = "/usr/bin/swaks";
 
 struct Running {
     addr: SocketAddr,
@@ -22,10 +21,7 @@ struct Running {
 }
 
 async fn start(config: CaptureConfig) -> Running {
-    assert!(
-        Path::new(SWAKS).exists(),
-        "{SWAKS} is missing: install swaks (e.g. `apt-get install swaks`) to run this test"
-    );
+    mailfarm_testkit::require("swaks");
     let dir = tempfile::tempdir().expect("temp dir");
     let server = CaptureServer::bind_with(
         "127.0.0.1:0".parse().expect("address"),
@@ -59,26 +55,6 @@ impl Running {
             .expect("capture server");
         self.dir
     }
-}
-
-/// Runs swaks against `addr`; returns (success, combined output).
-async fn swaks(addr: SocketAddr, args: &[&str]) -> (bool, String) {
-    let out = tokio::process::Command::new(SWAKS)
-        .arg("--server")
-        .arg(addr.ip().to_string())
-        .arg("--port")
-        .arg(addr.port().to_string())
-        .args(["--helo", "swaks.test", "--timeout", "20"])
-        .args(args)
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("cannot run {SWAKS}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 fn read(dir: &Path, name: &str) -> String {

@@ -7,9 +7,10 @@ mod inbound_support;
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use inbound_support::{rcpt_reply_code, start, swaks, BOUNCE_DOMAIN, POSTMASTER, VERP_KEY};
+use inbound_support::{start, BOUNCE_DOMAIN, POSTMASTER, VERP_KEY};
 use mailfarm_smurf::inbound::mx::{Destination, MailKind};
 use mailfarm_templates::VerpSigner;
+use mailfarm_testkit::{rcpt_reply_code, swaks};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_tricks_are_refused_and_only_signed_verp_is_taken() {

@@ -6,8 +6,9 @@ mod inbound_support;
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use inbound_support::{start, swaks, Raw, POSTMASTER};
+use inbound_support::{start, Raw, POSTMASTER};
 use mailfarm_smurf::inbound::mx::MailKind;
+use mailfarm_testkit::swaks;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swaks_starttls_delivers_under_tls() {

@@ -105,6 +105,21 @@ pub fn is_domain(domain: &str) -> bool {
         })
 }
 
+/// True for a DNS name as a resolver takes it: dot-separated labels of 1 to 63 letters, digits,
+/// `-` or `_` (underscores name services: `_domainkey`, `_mta-sts`). No overall length limit:
+/// a caller that needs the 253-octet one adds it. The one rule for the names the smurf looks
+/// up or keys on (DKIM domains and selectors, shaping sections, MX routes).
+pub fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,30 +30,17 @@ pub fn compile_bundle(bundle: &TemplateBundle) -> Result<MessageTemplate, Templa
 
 #[cfg(test)]
 mod tests {
-    use mailfarm_protocol::{ContentHash, DeliveryTarget};
-
     use super::*;
 
     fn bundle(subject: &str) -> TemplateBundle {
         TemplateBundle {
-            hash: ContentHash([0; 32]),
             campaign_id: "spring".into(),
             subject: subject.into(),
-            text: "Hello {{first_name}}".into(),
-            html: None,
             from: "News <news@acme.example>".into(),
-            reply_to: None,
             list_id: "news.acme.example".into(),
             bounce_domain: "bounces.acme.example".into(),
-            list_unsubscribe: None,
-            field_names: vec!["email".into(), "first_name".into()],
-            email_field: 0,
             verp_key: vec![7; 32],
-            delivery: DeliveryTarget {
-                relay: None,
-                connections: 1,
-            },
-            unsubscribe_base_url: None,
+            ..mailfarm_protocol::fixtures::bundle()
         }
     }
 

@@ -38,7 +38,6 @@ const MAILTO_PREFIX: &str = "u-";
 /// Domain separation of the two signed forms.
 const URL_CONTEXT: &[u8] = b"mailfarm-unsubscribe-url-v1\0";
 const MAILTO_CONTEXT: &[u8] = b"mailfarm-unsubscribe-mailto-v1\0";
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /// What a verified unsubscribe token names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -244,20 +243,19 @@ fn take_prefixed(bytes: &[u8]) -> Result<(&[u8], &[u8]), UnsubscribeError> {
     Ok(rest.split_at(len))
 }
 
+/// Base64url without padding (RFC 4648 §5), decoding tolerant of non-zero unused bits so
+/// that the caller can tell a non-canonical token from a truncated one.
+const BASE64URL: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireNone)
+        .with_decode_allow_trailing_bits(true),
+);
+
 fn base64url(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..=chunk.len() {
-            out.push(char::from(B64[((n >> (18 - 6 * i)) & 63) as usize]));
-        }
-    }
-    out
+    use base64::Engine as _;
+    BASE64URL.encode(bytes)
 }
 
 /// Base64url without padding: a character outside the alphabet is malformed, a length that
@@ -265,40 +263,20 @@ fn base64url(bytes: &[u8]) -> String {
 /// a non-canonical text (so that no two strings decode to the same bytes) after telling a
 /// truncated token by its structure.
 fn unbase64url(text: &str) -> Result<(Vec<u8>, bool), UnsubscribeError> {
-    let mut values = Vec::with_capacity(text.len());
-    for b in text.bytes() {
-        let v = match b {
-            b'A'..=b'Z' => b - b'A',
-            b'a'..=b'z' => b - b'a' + 26,
-            b'0'..=b'9' => b - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return Err(UnsubscribeError::Malformed("not base64url")),
-        };
-        values.push(u32::from(v));
+    use base64::Engine as _;
+    if !text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(UnsubscribeError::Malformed("not base64url"));
     }
-    if values.len() % 4 == 1 {
+    if text.len() % 4 == 1 {
         return Err(UnsubscribeError::Truncated);
     }
-    let mut out = Vec::with_capacity(values.len() * 3 / 4);
-    let mut canonical = true;
-    for chunk in values.chunks(4) {
-        let mut n = 0u32;
-        for (i, v) in chunk.iter().enumerate() {
-            n |= v << (18 - 6 * i);
-        }
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        let whole = chunk.len() - 1;
-        // Bits past the last whole byte must be zero.
-        let used_bits = whole * 8;
-        let mask = if used_bits >= 24 {
-            0
-        } else {
-            (1u32 << (24 - used_bits)) - 1
-        };
-        canonical &= n & mask == 0;
-        out.extend_from_slice(&bytes[..whole]);
-    }
+    let out = BASE64URL
+        .decode(text)
+        .map_err(|_| UnsubscribeError::Malformed("not base64url"))?;
+    let canonical = BASE64URL.encode(&out) == text;
     Ok((out, canonical))
 }
 

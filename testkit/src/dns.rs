@@ -79,6 +79,15 @@ pub struct TestDns {
 }
 
 impl TestDns {
+    /// The smurf config lines that send MX delivery through this server to port `smtp_port`
+    /// (`smtp_port`, then a `[resolver]` section: append more resolver keys right after).
+    pub fn smurf_config(&self, smtp_port: u16) -> String {
+        format!(
+            "smtp_port = {smtp_port}\n[resolver]\nnameserver = \"{}\"",
+            self.addr
+        )
+    }
+
     /// Starts [`UNBOUND`] with `zone_records` (zone-file lines such as
     /// `"a.test. 300 IN MX 10 mx1.a.test."`, all under `test.`) and waits until it answers.
     /// Panics, with the reason, when it cannot.

@@ -19,12 +19,18 @@ pub fn mailfarm() -> Command {
 }
 
 /// Where the `mailfarm` binary is: `MAILFARM_BIN`, else next to the running test executable
-/// (Cargo puts integration tests in `target/<profile>/deps/` and binaries one level up).
-/// Panics when it is not there: only the root package's tests make Cargo build it.
+/// (see [`built_binary`]).
 pub fn mailfarm_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("MAILFARM_BIN") {
         return PathBuf::from(path);
     }
+    built_binary("mailfarm")
+}
+
+/// A binary Cargo built for the running test: next to the test executable (Cargo puts
+/// integration tests in `target/<profile>/deps/` and binaries one level up). Panics when it is
+/// not there: Cargo builds a package's binaries for that package's integration tests only.
+pub fn built_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("locating the running test executable");
     let mut dir = exe
         .parent()
@@ -33,11 +39,11 @@ pub fn mailfarm_binary() -> PathBuf {
     if dir.ends_with("deps") {
         dir.pop();
     }
-    let binary = dir.join(format!("mailfarm{}", std::env::consts::EXE_SUFFIX));
+    let binary = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         binary.is_file(),
-        "{} is missing: process farms run the binary of the root package `mailfarm` \
-         (use them from its tests, or set MAILFARM_BIN)",
+        "{} is missing: run this from the tests of the package that builds `{name}` \
+         (for `mailfarm`, or set MAILFARM_BIN)",
         binary.display()
     );
     binary
@@ -150,30 +156,35 @@ impl ProcessFarm {
         self.smurfs.push(Daemon::spawn(name, command));
     }
 
-    /// Waits until the coordinator logged `count` smurf joins in total.
+    /// Waits until `farm nodes --json` shows `count` connected smurfs.
     pub fn wait_joined(&mut self, count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.coordinator.count_lines(|l| l.contains("smurf joined")) < count {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let nodes = self.nodes_json();
+            if nodes.iter().filter(|n| n["connected"] == true).count() >= count {
+                return;
+            }
             assert!(
                 Instant::now() < deadline,
-                "smurfs did not join:\n{}",
+                "smurfs did not join: {nodes:?}\n{}",
                 self.coordinator.output()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    /// Counters of a campaign as `campaign status` prints them, by name.
+    /// Counters of a campaign from `campaign status --json`, by the names the text line uses
+    /// (`delivered`, `in-flight`, `template-shipments`, `state` in lower case...).
     pub fn status(&self, id: &str) -> std::collections::HashMap<String, String> {
-        let out = self.campaign(&["status", id]);
-        assert!(out.status.success(), "status failed: {out:?}");
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let words: Vec<&str> = text.split_whitespace().collect();
+        let json = self.campaign_json(id);
         let mut map = std::collections::HashMap::new();
-        for pair in words.windows(2) {
-            map.insert(pair[0].to_owned(), pair[1].to_owned());
+        for (key, value) in json.as_object().into_iter().flatten() {
+            let text = match value {
+                serde_json::Value::String(s) => s.to_ascii_lowercase(),
+                other => other.to_string(),
+            };
+            map.insert(key.replace('_', "-"), text);
         }
-        map.insert("state".into(), words.get(1).unwrap_or(&"").to_string());
         map
     }
 
@@ -273,7 +284,7 @@ pub fn write_campaign(dir: &Path, id: &str, relay: SocketAddr, csv: &str) {
     std::fs::write(dir.join("recipients.csv"), csv).unwrap();
 }
 
-/// A counter from a parsed `campaign status` line.
+/// A counter of [`ProcessFarm::status`].
 pub fn number(status: &std::collections::HashMap<String, String>, key: &str) -> u64 {
     status.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
 }

@@ -56,26 +56,52 @@ pub struct Postfix {
     pub ca_pem: PathBuf,
 }
 
-const MAIN_CF: &str = "\
+/// The main.cf lines every private instance starts with (tests and the bench): its own queue,
+/// data folder and log below `@DIR@`, loopback only, no alias database, no biff.
+pub const MAIN_CF_BASE: &str = "\
 compatibility_level = 3.6
 queue_directory = @DIR@/spool
 data_directory = @DIR@/data
 mail_owner = postfix
 setgid_group = postdrop
-myhostname = mx.test
-mydomain = test
-myorigin = mx.test
-mydestination = example.test
 inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 maillog_file = @DIR@/maillog
 maillog_file_prefixes = @DIR@
+alias_database =
+biff = no
+";
+
+/// The master.cf services every private instance runs, after its own smtpd lines.
+pub const MASTER_CF_SERVICES: &str = "\
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+proxymap  unix  -       -       n       -       -       proxymap
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+";
+
+/// This instance's main.cf, after [`MAIN_CF_BASE`].
+const MAIN_CF: &str = "\
+myhostname = mx.test
+mydomain = test
+myorigin = mx.test
+mydestination = example.test
 syslog_name = mailfarm-test
 alias_maps = inline:{ {rcpt=@DIR@/maildir/} }
-alias_database =
 local_recipient_maps = $alias_maps
-biff = no
 smtpd_tls_security_level = may
 smtpd_tls_chain_files = @DIR@/etc/server.key, @DIR@/etc/server.pem
 smtpd_tls_loglevel = 1
@@ -83,31 +109,16 @@ smtpd_tls_received_header = yes
 recipient_delimiter = +
 ";
 
+/// This instance's smtpd listeners and the services it needs beyond [`MASTER_CF_SERVICES`].
 const MASTER_CF: &str = "\
 127.0.0.1:@TLS_PORT@ inet n - n - - smtpd
 127.0.0.1:@PLAIN_PORT@ inet n - n - - smtpd
   -o smtpd_tls_security_level=none
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
 tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
 flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
 smtp      unix  -       -       n       -       -       smtp
 relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
 local     unix  -       n       n       -       -       local
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
 ";
 
 impl Postfix {
@@ -151,12 +162,12 @@ impl Postfix {
         let dir_str = root.to_str().expect("temporary path is not UTF-8");
         fs::write(
             config_dir.join("main.cf"),
-            format!("{MAIN_CF}{extra}\n").replace("@DIR@", dir_str),
+            format!("{MAIN_CF_BASE}{MAIN_CF}{extra}\n").replace("@DIR@", dir_str),
         )
         .expect("writing main.cf");
         fs::write(
             config_dir.join("master.cf"),
-            MASTER_CF
+            format!("{MASTER_CF}{MASTER_CF_SERVICES}")
                 .replace("@TLS_PORT@", &tls_port.to_string())
                 .replace("@PLAIN_PORT@", &plain_port.to_string()),
         )

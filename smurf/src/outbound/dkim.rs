@@ -24,6 +24,7 @@ use mail_auth::common::crypto::{DkimKey, Ed25519Key, RsaKey, Sha256, SigningKey}
 use mail_auth::common::headers::{Writable, Writer};
 use mail_auth::dkim::canonicalize::CanonicalHeaders;
 use mail_auth::dkim::{Canonicalization, Signature};
+use mailfarm_templates::address::is_dns_name;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
 use serde::Deserialize;
@@ -423,18 +424,6 @@ fn split_message(message: &[u8]) -> Result<(Fields<'_>, &[u8]), DkimError> {
 /// Lower-case, without surrounding whitespace or a trailing dot.
 fn normalise_domain(domain: &str) -> String {
     domain.trim().trim_end_matches('.').to_ascii_lowercase()
-}
-
-/// A non-empty ASCII DNS name: dot-separated non-empty labels of letters, digits, `-`, `_`.
-fn is_dns_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
 }
 
 /// A header field name: printable ASCII without `:` (RFC 5322 §3.6.8).

@@ -18,6 +18,7 @@ use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::TokioResolver;
+use mailfarm_templates::address::is_dns_name;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use tokio::sync::OnceCell;
@@ -342,14 +343,7 @@ fn normalize(domain: &str) -> Result<(String, Name), RouteError> {
             .unwrap_or(&ascii)
             .to_ascii_lowercase()
     };
-    let labels_ok = ascii.split('.').all(|label| {
-        !label.is_empty()
-            && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    });
-    if !labels_ok || ascii.len() > 253 {
+    if !is_dns_name(&ascii) || ascii.len() > 253 {
         return Err(invalid());
     }
     let name = Name::from_ascii(format!("{ascii}.")).map_err(|_| invalid())?;

@@ -63,6 +63,7 @@ use std::fmt;
 use std::time::Duration;
 
 use mailfarm_protocol::{Rate, ShapingUpdate};
+use mailfarm_templates::address::is_dns_name;
 
 use super::route::SiteKey;
 use super::throttle::Classifier;
@@ -477,16 +478,9 @@ fn site_key(name: &str) -> Option<SiteKey> {
     Some(SiteKey::from_hosts(hosts))
 }
 
+/// A DNS name of at most 253 octets.
 fn is_domain(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
+    name.len() <= 253 && is_dns_name(name)
 }
 
 /// A key as written in a TOML path: bare when possible, quoted otherwise.

@@ -164,31 +164,13 @@ impl WebServer {
                 })?;
                 // TapIo gives the SocketAddr connect info (for /metrics) to any listener.
                 let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
-                tokio::spawn(async move {
-                    let served = axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
-                            let _ = stopped.await;
-                        })
-                        .await;
-                    if let Err(e) = served {
-                        warn!("web server: {e}");
-                    }
-                })
+                serve(listener, app, stopped)
             }
             None => {
                 let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
                     let _ = tcp.set_nodelay(true);
                 });
-                tokio::spawn(async move {
-                    let served = axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
-                            let _ = stopped.await;
-                        })
-                        .await;
-                    if let Err(e) = served {
-                        warn!("web server: {e}");
-                    }
-                })
+                serve(listener, app, stopped)
             }
         };
         Ok(WebServer {
@@ -224,6 +206,29 @@ impl WebServer {
         }
         let _ = (&mut self.task).await;
     }
+}
+
+/// Serves `app` on `listener` (plain TCP or TLS, tapped so that handlers get the peer's
+/// address) until `stopped` fires, as a task.
+fn serve<L, F>(
+    listener: axum::serve::TapIo<L, F>,
+    app: axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, SocketAddr>,
+    stopped: oneshot::Receiver<()>,
+) -> JoinHandle<()>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    F: FnMut(&mut L::Io) + Send + 'static,
+{
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(e) = served {
+            warn!("web server: {e}");
+        }
+    })
 }
 
 fn router(state: Arc<AppState>) -> Router {

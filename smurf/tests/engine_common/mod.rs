@@ -26,18 +26,15 @@ pub fn campaign(relay: Option<String>, connections: u16) -> Arc<CompiledCampaign
         campaign_id: "engine-test".into(),
         subject: "Hello {{name}}".into(),
         text: "Hi {{name}}, this is a test.\n".into(),
-        html: None,
         from: "News <news@sender.test>".into(),
-        reply_to: None,
         list_id: "news.sender.test".into(),
         bounce_domain: "bounce.sender.test".into(),
-        list_unsubscribe: None,
         field_names: vec!["email".into(), "name".into()],
-        email_field: 0,
         verp_key: vec![42; 32],
         delivery: DeliveryTarget { relay, connections },
-        unsubscribe_base_url: None,
+        ..mailfarm_protocol::fixtures::bundle()
     };
+
     TemplateCache::open(None)
         .expect("memory cache")
         .insert(bundle)

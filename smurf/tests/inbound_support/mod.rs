@@ -1,13 +1,12 @@
 //! Shared harness of the inbound MX tests: an in-process server with a fixed
-//! policy, the standalone `mailfarm-inbound` binary as a separate process,
-//! swaks, and a small raw SMTP client. Real peers only: a missing swaks or
+//! policy, the standalone `mailfarm-inbound` binary (the test kit's
+//! `InboundProcess`) with that policy, swaks (the test kit's), and a small raw
+//! SMTP client. Real peers only: a missing swaks or
 //! smtp-source fails the test.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +18,6 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub const SWAKS: &str = "/usr/bin/swaks";
 pub const SMTP_SOURCE: &str = "/usr/sbin/smtp-source";
 pub const VERP_KEY: &[u8] = b"farm-verp-key";
 pub const BOUNCE_DOMAIN: &str = "bounce.example.test";
@@ -119,98 +117,18 @@ pub fn stored(store: &MailStore, kind: MailKind) -> Vec<String> {
         .collect()
 }
 
-/// Runs swaks against `addr`; returns (success, combined output).
-pub async fn swaks(addr: SocketAddr, args: &[&str]) -> (bool, String) {
-    require(SWAKS);
-    let out = tokio::process::Command::new(SWAKS)
-        .arg("--server")
-        .arg(addr.ip().to_string())
-        .arg("--port")
-        .arg(addr.port().to_string())
-        .args(["--helo", "swaks.test", "--timeout", "20"])
-        .args(args)
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("cannot run {SWAKS}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
+use mailfarm_testkit::InboundProcess as Process;
 
-/// The reply code swaks saw right after its RCPT TO line.
-pub fn rcpt_reply_code(swaks_output: &str) -> Option<u16> {
-    let mut lines = swaks_output.lines().skip_while(|l| !l.contains("RCPT TO:"));
-    lines.next()?;
-    let reply = lines.next()?;
-    let code = reply.trim_start_matches(|c: char| !c.is_ascii_digit());
-    code.get(..3)?.parse().ok()
-}
-
-/// The standalone server as a separate process.
-pub struct Process {
-    pub child: Child,
-    pub addr: SocketAddr,
-    pub dir: tempfile::TempDir,
-}
-
+/// The standalone server with the policy every test uses, and `limits`.
 pub fn spawn_process(limits: &str) -> Process {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("inbound.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[inbound]\nlisten = \"127.0.0.1:0\"\nhostname = \"mx.example.test\"\nmail_dir = \"mail\"\n\
-             [inbound.limits]\n{limits}\n\
-             [policy]\nverp_key = \"{}\"\nbounce_domains = [\"{BOUNCE_DOMAIN}\"]\nlocal_addresses = [\"{POSTMASTER}\"]\n",
+    Process::spawn(
+        limits,
+        &format!(
+            "verp_key = \"{}\"\nbounce_domains = [\"{BOUNCE_DOMAIN}\"]\n\
+             local_addresses = [\"{POSTMASTER}\"]",
             String::from_utf8_lossy(VERP_KEY)
         ),
     )
-    .expect("writing the config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailfarm-inbound"))
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting mailfarm-inbound");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("reading the address");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .expect("address");
-    Process { child, addr, dir }
-}
-
-impl Process {
-    pub fn mail_dir(&self) -> PathBuf {
-        self.dir.path().join("mail")
-    }
-
-    /// Resident memory of the process, in KiB.
-    pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("reading /proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A hand-driven SMTP client.

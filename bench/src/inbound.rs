@@ -10,17 +10,16 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use mailfarm_smurf::inbound::mx::{InboundConfig, InboundLimits, InboundPolicy, InboundServer};
-use mailfarm_testkit::postfix::{MAIN_CF_BASE, MASTER_CF_SERVICES};
 use serde::Serialize;
 
+use crate::compare::procs::tree_cpu;
+use crate::postfix::PrivatePostfix;
 use crate::source::SourceRun;
 use crate::sys::Machine;
 use crate::throughput::{build_profile, require_program};
@@ -150,10 +149,7 @@ pub fn inbound(o: &Inbound) -> anyhow::Result<InboundReport> {
         .prefix("mailfarm-in.")
         .tempdir_in(&base)?;
     let mailfarm = run_mailfarm(o, ours_dir.path(), &mut problems)?;
-    let pf_dir = tempfile::Builder::new()
-        .prefix("mailfarm-pfx.")
-        .tempdir_in("/tmp")?;
-    let postfix = run_postfix(o, pf_dir.path(), &mut problems)?;
+    let postfix = run_postfix(o, &mut problems)?;
     let ratio = if postfix.msgs_per_sec > 0.0 {
         mailfarm.msgs_per_sec / postfix.msgs_per_sec
     } else {
@@ -250,146 +246,28 @@ fn run_mailfarm(o: &Inbound, dir: &Path, problems: &mut Vec<String>) -> anyhow::
     ))
 }
 
-/// This instance's main.cf, after the shared base: everything accepted from loopback is held.
+/// main.cf lines of the inbound side, after the shared base: every accepted message is held.
 const MAIN_CF: &str = "\
 myhostname = mx.bench.test
-mydestination =
-syslog_name = mailfarm-bench
-alias_maps =
-smtpd_tls_security_level = none
-default_process_limit = 400
-smtpd_client_connection_count_limit = 0
-smtpd_client_message_rate_limit = 0
 smtpd_end_of_data_restrictions = check_client_access static:HOLD
 ";
 
-fn run_postfix(o: &Inbound, root: &Path, problems: &mut Vec<String>) -> anyhow::Result<Side> {
-    fs::set_permissions(root, fs::Permissions::from_mode(0o755))?;
-    for sub in ["etc", "spool", "data"] {
-        fs::create_dir(root.join(sub))?;
+fn run_postfix(o: &Inbound, problems: &mut Vec<String>) -> anyhow::Result<Side> {
+    let postfix = PrivatePostfix::start(&o.postfix, MAIN_CF)?;
+    let master = postfix.master_pid()?;
+    let (run, receiver_cpu) = drive(o, postfix.addr, || Ok(tree_cpu(master)))?;
+    let held = postfix.queue_files(&["hold"]);
+    if held != o.messages {
+        problems.push(format!(
+            "postfix: {held} messages on hold, {} sent",
+            o.messages
+        ));
     }
-    let status = Command::new("chown")
-        .arg("postfix:postfix")
-        .arg(root.join("data"))
-        .status()
-        .context("chown")?;
-    if !status.success() {
-        bail!("chown postfix: {status} (the Postfix side needs root and the postfix user)");
-    }
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let dir = root.to_str().context("non-UTF-8 temporary path")?;
-    fs::write(
-        root.join("etc/main.cf"),
-        format!("{MAIN_CF_BASE}{MAIN_CF}").replace("@DIR@", dir),
-    )?;
-    fs::write(
-        root.join("etc/master.cf"),
-        format!("127.0.0.1:{port} inet n - n - - smtpd\n{MASTER_CF_SERVICES}"),
-    )?;
-    let control = |cmd: &str| {
-        Command::new(&o.postfix)
-            .arg("-c")
-            .arg(root.join("etc"))
-            .arg(cmd)
-            .output()
-    };
-    let out = control("start")?;
-    if !out.status.success() {
-        bail!(
-            "postfix start: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(addr).is_err() {
-        if Instant::now() > deadline {
-            let _ = control("stop");
-            bail!("Postfix does not listen on {addr}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let result = (|| -> anyhow::Result<Side> {
-        let master = master_pid(root)?;
-        let (run, receiver_cpu) = drive(o, addr, || tree_cpu(master))?;
-        let held = count_files(&root.join("spool/hold"));
-        if held != o.messages {
-            problems.push(format!(
-                "postfix: {held} messages on hold, {} sent",
-                o.messages
-            ));
-        }
-        Ok(side(
-            "postfix smtpd (queue, hold)",
-            o,
-            held,
-            &run,
-            receiver_cpu,
-        ))
-    })();
-    let _ = control("stop");
-    std::thread::sleep(Duration::from_millis(500));
-    result
-}
-
-fn master_pid(root: &Path) -> anyhow::Result<u32> {
-    let path = root.join("spool/pid/master.pid");
-    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    text.trim().parse().context("master.pid")
-}
-
-/// CPU of a process and all its descendants, the reaped ones included (cutime, cstime).
-fn tree_cpu(root: u32) -> anyhow::Result<Duration> {
-    let mut parent = std::collections::HashMap::new();
-    let mut ticks = std::collections::HashMap::new();
-    for entry in fs::read_dir("/proc")? {
-        let Ok(entry) = entry else { continue };
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        parent.insert(pid, num(1) as u32);
-        ticks.insert(pid, num(11) + num(12) + num(13) + num(14));
-    }
-    let mut total = 0;
-    for (&pid, &t) in &ticks {
-        let mut p = pid;
-        for _ in 0..64 {
-            if p == root {
-                total += t;
-                break;
-            }
-            match parent.get(&p) {
-                Some(&pp) if pp != 0 && pp != p => p = pp,
-                _ => break,
-            }
-        }
-    }
-    Ok(crate::sys::ticks_to_duration(total))
-}
-
-fn count_files(dir: &Path) -> u64 {
-    let mut n = 0;
-    if let Ok(entries) = fs::read_dir(dir) {
-        for e in entries.flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => n += count_files(&e.path()),
-                Ok(_) => n += 1,
-                Err(_) => {}
-            }
-        }
-    }
-    n
+    Ok(side(
+        "postfix smtpd (queue, hold)",
+        o,
+        held,
+        &run,
+        receiver_cpu,
+    ))
 }

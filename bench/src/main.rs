@@ -4,11 +4,13 @@
 //! what MX routing over real DNS with farm-wide shaping costs next to relay mode; how the
 //! farm learns a throttling relay's rate; how fast the bounce analysis reads real bounces; how
 //! many one-click unsubscribes per second the web role takes durably; and how fast the inbound
-//! MX takes mail durably next to Postfix's smtpd.
+//! MX takes mail durably next to Postfix's smtpd; and all the peers side by side in one run
+//! (`compare`).
 
 #![warn(clippy::unwrap_used)]
 
 mod bounce;
+mod compare;
 mod csvgen;
 mod durability;
 mod farm_run;
@@ -21,6 +23,7 @@ mod mx_sinks;
 mod mx_text;
 mod mx_zone;
 mod netns;
+mod postfix;
 mod report;
 mod sink;
 mod source;
@@ -77,11 +80,34 @@ enum Command {
     /// The inbound MX (the `in` role) taking smtp-source's load durably, next to Postfix smtpd.
     #[command(long_about = INBOUND_HELP)]
     Inbound(inbound::Inbound),
+    /// The peers side by side in one run: raw SMTP ceiling, a Postfix pipeline, mailfarm
+    /// (separate processes and embedded, DKIM off and on) against one smtp-sink (issue 12).
+    #[command(long_about = COMPARE_HELP)]
+    Compare(compare::Compare),
     /// The farm across network namespaces: coordinator, 1..4 smurfs and the sink on their own
     /// "hosts"; coordinator CPU per recipient and smurfs per coordinator.
     #[command(long_about = netns::HELP)]
     Netns(netns::Netns),
 }
+
+/// Long help of `compare`.
+const COMPARE_HELP: &str = "\
+The peers side by side in one run, against one smtp-sink, with messages of the same size \
+(default: the ~40 KB example newsletter, every message personalised):
+1. the raw ceiling: smtp-source -> smtp-sink;
+2. the traditional pipeline: the same personalised messages (rendered before the clock with \
+the templates crate) injected over SMTP into a private Postfix instance relaying to the sink, \
+timed until the sink has every message; CPU summed over all Postfix processes;
+3. mailfarm as `mailfarm coordinator` + `mailfarm smurf` processes with durable state (needs \
+the mailfarm binary: cargo build --release -p mailfarm), and the embedded farm;
+4. the processes again with DKIM rsa-sha256 (2048 bits) and ed25519-sha256, plus a \
+micro-measurement of the signer (body hash vs signature).
+Prints msgs/s, msgs/hour, CPU seconds per 1,000 messages (all of a side's processes), peak RSS \
+per process, latency percentiles (Postfix: injection to the sink's 250 from its log; mailfarm: \
+the smurf worker taking the job to 250), the ratios and the issue's targets; --json and --svg \
+write the report and a rate-over-time plot. --big-recipients N adds a separate-process run of \
+N recipients (smurf memory at scale). Needs root for Postfix. Exits non-zero when a side did \
+not deliver every message.";
 
 /// Long help of `bounce`.
 const BOUNCE_HELP: &str = "\
@@ -233,6 +259,8 @@ fn main() -> ExitCode {
             Command::Throttle(o) => throttle::throttle(o)
                 .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
             Command::Inbound(o) => inbound::inbound(o)
+                .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
+            Command::Compare(o) => compare::compare(o)
                 .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
             Command::Netns(o) => {
                 netns::netns(o).and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref()))

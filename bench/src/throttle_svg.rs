@@ -26,7 +26,7 @@ fn accepted_per_second(run: &Run) -> Vec<(f64, f64)> {
     out
 }
 
-fn polyline(
+pub(crate) fn polyline(
     out: &mut String,
     points: &[(f64, f64)],
     map: impl Fn(f64, f64) -> (f64, f64),
@@ -41,6 +41,56 @@ fn polyline(
         let _ = write!(out, "{px:.1},{py:.1} ");
     }
     out.push_str("\"/>\n");
+}
+
+/// A panel's frame and labels: see [`axes`].
+pub(crate) struct Axes {
+    /// Left edge of the frame.
+    pub left: f64,
+    /// Top edge of the frame.
+    pub top: f64,
+    /// Frame width.
+    pub w: f64,
+    /// Frame height.
+    pub h: f64,
+    /// Largest rate labelled (labels at 0, 1/4 ... of it).
+    pub v_top: f64,
+    /// Last second of the time axis.
+    pub t_max: f64,
+    /// Seconds between time labels.
+    pub step: f64,
+    /// Baseline of the time labels.
+    pub label_y: f64,
+}
+
+/// Draws a panel's frame, its rate labels (`N/s`) and its time labels (`N s`); `map` turns
+/// (seconds, rate) into pixels.
+pub(crate) fn axes(out: &mut String, a: &Axes, map: impl Fn(f64, f64) -> (f64, f64)) {
+    let _ = writeln!(
+        out,
+        "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"none\" stroke=\"#999\"/>",
+        a.left, a.top, a.w, a.h
+    );
+    for k in 0..=4 {
+        let v = a.v_top * f64::from(k) / 4.0;
+        let (_, py) = map(0.0, v);
+        let _ = writeln!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{v:.0}/s</text>",
+            a.left - 4.0,
+            py + 4.0
+        );
+    }
+    let mut t = 0.0;
+    while t <= a.t_max {
+        let (px, _) = map(t, 0.0);
+        let _ = writeln!(
+            out,
+            "<text x=\"{px:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{t:.0} s</text>",
+            a.label_y
+        );
+        t += a.step.max(0.1);
+    }
 }
 
 /// The plot of `runs`.
@@ -83,32 +133,21 @@ pub fn plot(runs: &[Run]) -> String {
             y0 + 16.0,
             run.name
         );
-        let _ = writeln!(
-            out,
-            "<rect x=\"{LEFT}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"{h:.1}\" fill=\"none\" stroke=\"#999\"/>",
-            y0 + TOP
-        );
-        for k in 0..=4 {
-            let v = y_max / 1.15 * f64::from(k) / 4.0;
-            let (_, py) = map(0.0, v);
-            let _ = writeln!(
-                out,
-                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{v:.0}/s</text>",
-                LEFT - 4.0,
-                py + 4.0
-            );
-        }
         let step = if t_max > 60.0 { 10.0 } else { 5.0 };
-        let mut t = 0.0;
-        while t <= t_max {
-            let (px, _) = map(t, 0.0);
-            let _ = writeln!(
-                out,
-                "<text x=\"{px:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{t:.0} s</text>",
-                y0 + PANEL - 12.0
-            );
-            t += step;
-        }
+        axes(
+            &mut out,
+            &Axes {
+                left: LEFT,
+                top: y0 + TOP,
+                w,
+                h,
+                v_top: y_max / 1.15,
+                t_max,
+                step,
+                label_y: y0 + PANEL - 12.0,
+            },
+            map,
+        );
         polyline(
             &mut out,
             &limit,

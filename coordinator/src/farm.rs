@@ -27,7 +27,7 @@ mod retries;
 
 pub use bounces::{BounceLine, UnsubscribeLine, BOUNCE_WINDOW};
 pub use leasing::{Lease, LeaseHold};
-pub use results::Attempt;
+pub use results::{Attempt, ResultsFrame};
 pub use retries::RetryPolicy;
 
 use crate::flow::{domain_of, DomainFlows};

@@ -609,7 +609,7 @@ mod tests {
         }
     }
 
-    fn farm_with(id: &str, rows: u32, retry: RetryPolicy) -> Farm {
+    pub(super) fn farm_with(id: &str, rows: u32, retry: RetryPolicy) -> Farm {
         let farm = Farm::open(Store::open(None, false).unwrap(), retry).unwrap();
         let record = farm.create_campaign(record(id)).unwrap();
         let batch: Vec<(u32, String, Vec<String>)> = (0..rows)
@@ -640,7 +640,7 @@ mod tests {
         );
     }
 
-    fn result(id: u64, outcome: Outcome, code: u16) -> RecipientResult {
+    pub(super) fn result(id: u64, outcome: Outcome, code: u16) -> RecipientResult {
         RecipientResult {
             id,
             outcome,

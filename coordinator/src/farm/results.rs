@@ -165,13 +165,16 @@ impl Farm {
         let now = now_ms();
         let prepared: Vec<Prepared> = {
             let state = self.lock();
+            // A recipient taken by an earlier live frame of the group is no longer in flight
+            // for a later one, as when the frames are applied one by one.
+            let mut taken = HashSet::new();
             frames
                 .iter()
                 .map(|frame| {
                     if frame.late {
                         Prepared::Late
                     } else {
-                        Prepared::Live(in_flight_of(&state, &frame.results))
+                        Prepared::Live(in_flight_of(&state, &frame.results, &mut taken))
                     }
                 })
                 .collect()
@@ -369,17 +372,87 @@ struct Effects<'a> {
     refused: &'a mut VerdictEffects,
 }
 
-/// The results of `results` whose recipient is in flight: (index, id, address).
-fn in_flight_of(state: &FarmState, results: &[RecipientResult]) -> Vec<(usize, u64, String)> {
+/// The results of `results` whose recipient is in flight and not in `taken` (which gets
+/// them): (index, id, address).
+fn in_flight_of(
+    state: &FarmState,
+    results: &[RecipientResult],
+    taken: &mut HashSet<u64>,
+) -> Vec<(usize, u64, String)> {
     results
         .iter()
         .enumerate()
         .filter_map(|(i, r)| {
             let f = state.in_flight.get(&r.id)?;
+            if !taken.insert(r.id) {
+                return None;
+            }
             let (seq, _) = split_id(r.id);
             let email_field = state.campaigns.get(&seq)?.bundle.email_field as usize;
             let email = f.data.values.get(email_field).cloned().unwrap_or_default();
             Some((i, r.id, email))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::farm::tests::{farm_with, result};
+
+    #[test]
+    fn one_group_commit_counts_like_frames_applied_one_by_one() {
+        let run = |grouped: bool| {
+            let farm = farm_with("c", 4, RetryPolicy::default());
+            let ids: Vec<u64> = farm
+                .lease("s1", 3)
+                .unwrap()
+                .recipients
+                .iter()
+                .map(|r| r.id)
+                .collect();
+            let frame = |late, results: Vec<RecipientResult>| ResultsFrame {
+                node: "s1".into(),
+                results,
+                frame_bytes: 30,
+                late,
+            };
+            let frames = vec![
+                frame(false, vec![result(ids[0], Outcome::Delivered, 250)]),
+                // A duplicate, live then late: both ignored.
+                frame(false, vec![result(ids[0], Outcome::Failed, 550)]),
+                frame(true, vec![result(ids[0], Outcome::Failed, 550)]),
+                frame(false, vec![result(ids[1], Outcome::Deferred, 451)]),
+                // A late result for a recipient still in flight takes it.
+                frame(true, vec![result(ids[2], Outcome::Delivered, 250)]),
+            ];
+            let attempts: Vec<usize> = if grouped {
+                farm.apply_frames(&frames)
+                    .unwrap()
+                    .iter()
+                    .map(Vec::len)
+                    .collect()
+            } else {
+                frames
+                    .iter()
+                    .map(|f| farm.apply_frames(std::slice::from_ref(f)).unwrap()[0].len())
+                    .collect()
+            };
+            let c = farm.counters("c").unwrap();
+            (
+                attempts,
+                (
+                    c.queued,
+                    c.in_flight,
+                    c.delivered,
+                    c.deferred,
+                    c.failed,
+                    c.attempts,
+                ),
+            )
+        };
+        let grouped = run(true);
+        assert_eq!(grouped, run(false));
+        assert_eq!(grouped, (vec![1, 0, 0, 1, 1], (1, 1, 2, 1, 0, 3)));
+    }
 }

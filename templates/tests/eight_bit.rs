@@ -110,7 +110,9 @@ fn ascii_parts_are_labelled_7bit_and_long_lines_fall_back_to_quoted_printable() 
     let long = "é".repeat(600);
     let (seven, eight) = same_text(&template, &row("a@example.org", "Ann", "Oslo", &long));
     assert_eq!(eight, seven, "mail-builder's own choice, as in 7-bit mode");
-    assert!(eight.iter().all(|e| e == "quoted-printable" || e == "base64"));
+    assert!(eight
+        .iter()
+        .all(|e| e == "quoted-printable" || e == "base64"));
     // CRLF, lone CR and NUL in values are cleaned the same way in both.
     let (_, eight) = same_text(
         &template,

@@ -59,6 +59,13 @@ fn every_message_carries_a_dkim_signature_that_dkimpy_verifies() {
     );
     let campaign = tmp.path().join("c");
     write_campaign(&campaign, "dkim", sink.addr, &recipients_csv(20, "dk"));
+    // Non-ASCII text: smtp-sink announces 8BITMIME, so the parts travel as 8bit, unencoded,
+    // and the signature must hold over the 8-bit body.
+    std::fs::write(
+        campaign.join("body.txt.hbs"),
+        "Hello {{first_name}}, schöne Grüße — your code is {{code}}.\n",
+    )
+    .unwrap();
     let out = farm.campaign(&["launch", campaign.to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(number(&farm.status("dkim"), "delivered"), 20);
@@ -69,6 +76,10 @@ fn every_message_carries_a_dkim_signature_that_dkimpy_verifies() {
         // smtp-sink stores lines with LF; the message travelled with CRLF.
         let text = String::from_utf8(raw.clone()).unwrap();
         assert!(text.contains("DKIM-Signature:"), "{rcpt} is not signed");
+        assert!(
+            text.contains("Content-Transfer-Encoding: 8bit") && text.contains("schöne Grüße"),
+            "{rcpt}: the text part travels as 8bit"
+        );
         let crlf = text.replace("\r\n", "\n").replace('\n', "\r\n");
         let file = tmp.path().join(format!("m{i}.eml"));
         std::fs::write(&file, &crlf).unwrap();

@@ -27,7 +27,7 @@ mod retries;
 
 pub use bounces::{BounceLine, UnsubscribeLine, BOUNCE_WINDOW};
 pub use leasing::{Lease, LeaseHold};
-pub use results::Attempt;
+pub use results::{Attempt, ResultsFrame};
 pub use retries::RetryPolicy;
 
 use crate::flow::{domain_of, DomainFlows};
@@ -608,7 +608,7 @@ mod tests {
         }
     }
 
-    fn farm_with(id: &str, rows: u32, retry: RetryPolicy) -> Farm {
+    pub(super) fn farm_with(id: &str, rows: u32, retry: RetryPolicy) -> Farm {
         let farm = Farm::open(Store::open(None, false).unwrap(), retry).unwrap();
         let record = farm.create_campaign(record(id)).unwrap();
         let batch: Vec<(u32, String, Vec<String>)> = (0..rows)
@@ -639,7 +639,7 @@ mod tests {
         );
     }
 
-    fn result(id: u64, outcome: Outcome, code: u16) -> RecipientResult {
+    pub(super) fn result(id: u64, outcome: Outcome, code: u16) -> RecipientResult {
         RecipientResult {
             id,
             outcome,

@@ -11,10 +11,11 @@ use mailfarm_pki::wire::{write_frame, FrameReader, WireError};
 use mailfarm_pki::{peer_has_name, smurf_dns_name, Identity};
 use mailfarm_protocol::{
     Assignment, CampaignSubmission, CoordinatorLink, CoordinatorMessage, Hello, InboundPolicy,
-    RecipientResult, Role, SmurfMessage, DEFAULT_MAX_FRAME,
+    Role, SmurfMessage, DEFAULT_MAX_FRAME,
 };
 use tracing::{debug, error, info, warn};
 
+mod commits;
 mod role_link;
 
 use crate::accounting::AccountingLog;
@@ -22,6 +23,7 @@ use crate::farm::{Farm, FarmError, RetryPolicy};
 use crate::launch::{launch, LaunchError, Launched};
 use crate::links::{answer_hello, refuse};
 use crate::store::Store;
+use commits::PendingCommits;
 
 /// Largest frame a smurf may send: a results batch is far smaller.
 const SMURF_MAX_FRAME: usize = 4 * 1024 * 1024;
@@ -107,6 +109,9 @@ pub enum CoordinatorError {
     /// The accounting log cannot be opened.
     #[error("opening the accounting log: {0}")]
     Accounting(#[source] std::io::Error),
+    /// The thread that commits results cannot be started.
+    #[error("starting the results committer: {0}")]
+    Committer(#[source] std::io::Error),
     /// The metrics endpoint cannot listen.
     #[error("binding the metrics endpoint on {addr}: {source}")]
     Metrics {
@@ -132,6 +137,8 @@ struct Shared {
     batch_size: usize,
     state_dir: Option<PathBuf>,
     accounting: Option<Mutex<AccountingLog>>,
+    /// Group commit of every link's results frames.
+    commits: commits::Committer,
 }
 
 /// A cheap handle for launching campaigns and reading counters in-process.
@@ -245,16 +252,22 @@ impl Coordinator {
             ),
             None => None,
         };
+        let (commits, committer) = commits::Committer::new();
+        let shared = Arc::new(Shared {
+            farm,
+            verp_key: settings.verp_key,
+            inbound_local_addresses: settings.inbound_local_addresses,
+            batch_size: settings.batch_size.max(1),
+            state_dir: settings.state_dir,
+            accounting,
+            commits,
+        });
+        committer
+            .start(Arc::downgrade(&shared))
+            .map_err(CoordinatorError::Committer)?;
         Ok(Self {
             endpoint,
-            shared: Arc::new(Shared {
-                farm,
-                verp_key: settings.verp_key,
-                inbound_local_addresses: settings.inbound_local_addresses,
-                batch_size: settings.batch_size.max(1),
-                state_dir: settings.state_dir,
-                accounting,
-            }),
+            shared,
             metrics,
             shutdown_grace: settings.shutdown_grace,
         })
@@ -435,13 +448,33 @@ async fn serve_smurf(
         .farm
         .smurf_joined(&node, window, initial_role, &software)
         .context("recording the node")?;
+    let mut commits = PendingCommits::default();
     let result = async {
         if held_results > 0 {
             receive_held_results(&node, held_results, &mut send, &mut reader, &shared).await?;
         }
-        feed_smurf(&node, &mut link, &mut send, &mut reader, &shared).await
+        feed_smurf(
+            &node,
+            &mut link,
+            &mut send,
+            &mut reader,
+            &shared,
+            &mut commits,
+        )
+        .await
     }
     .await;
+    // Frames handed to the committer are recorded whatever became of the link; acknowledge
+    // what can still be acknowledged (the smurf sends the rest again as late results).
+    let mut acknowledging = result.is_ok();
+    while !commits.is_empty() {
+        let committed = commits.next().await.is_ok();
+        if acknowledging && committed {
+            acknowledging = write_frame(&mut send, &CoordinatorMessage::ResultsCommitted)
+                .await
+                .is_ok();
+        }
+    }
     let returned = link.take_in_flight();
     if !returned.is_empty() {
         warn!(%node, count = returned.len(), "link lost with recipients in flight: requeued");
@@ -452,28 +485,6 @@ async fn serve_smurf(
     shared.farm.throttle().forget(&node);
     info!(%node, "smurf left");
     result
-}
-
-async fn record_results(
-    shared: &Arc<Shared>,
-    node: &str,
-    results: Vec<RecipientResult>,
-    bytes: u64,
-) -> anyhow::Result<()> {
-    let shared2 = shared.clone();
-    let node2 = node.to_owned();
-    let attempts =
-        tokio::task::spawn_blocking(move || shared2.farm.apply_results(&node2, &results, bytes))
-            .await
-            .context("result task failed")?
-            .context("recording results")?;
-    if let Some(log) = &shared.accounting {
-        let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = log.write(&attempts) {
-            error!("accounting log: {e}");
-        }
-    }
-    Ok(())
 }
 
 /// Most time a reconnecting smurf gets to report what it holds while leasing waits.
@@ -489,6 +500,7 @@ async fn receive_held_results(
     shared: &Arc<Shared>,
 ) -> anyhow::Result<()> {
     let _hold = shared.farm.hold_leasing();
+    let mut commits = PendingCommits::default();
     let mut received = 0usize;
     let deadline = tokio::time::Instant::now() + HELD_RESULTS_TIMEOUT;
     while received < announced as usize {
@@ -500,7 +512,9 @@ async fn receive_held_results(
         match next? {
             Some((SmurfMessage::LateResults(results), _)) => {
                 received += results.len();
-                apply_late(shared, node, results).await?;
+                commits.late(shared, node, results);
+                let count = commits.next().await?;
+                info!(%node, count, "late results from an earlier link applied");
                 write_frame(send, &CoordinatorMessage::ResultsCommitted).await?;
             }
             Some((SmurfMessage::Load(load), _)) => shared.farm.report_load(node, load),
@@ -515,29 +529,13 @@ async fn receive_held_results(
     Ok(())
 }
 
-async fn apply_late(
-    shared: &Arc<Shared>,
-    node: &str,
-    results: Vec<RecipientResult>,
-) -> anyhow::Result<()> {
-    let shared2 = shared.clone();
-    let node2 = node.to_owned();
-    let attempts =
-        tokio::task::spawn_blocking(move || shared2.farm.apply_late_results(&node2, &results))
-            .await
-            .context("late result task failed")?
-            .context("recording late results")?;
-    info!(%node, count = attempts.len(), "late results from an earlier link applied");
-    role_link::write_accounting(shared, &attempts);
-    Ok(())
-}
-
 async fn feed_smurf(
     node: &str,
     link: &mut CoordinatorLink,
     send: &mut quinn::SendStream,
     reader: &mut FrameReader,
     shared: &Arc<Shared>,
+    commits: &mut PendingCommits,
 ) -> anyhow::Result<()> {
     let mut work = shared.farm.work_signal();
     let mut shaping = shared.farm.shaping_signal();
@@ -597,13 +595,11 @@ async fn feed_smurf(
             next = reader.next::<SmurfMessage>() => match next {
                 Ok(Some((SmurfMessage::Results(results), bytes))) => {
                     link.on_results(&results)?;
-                    record_results(shared, node, results, bytes).await?;
-                    write_frame(send, &CoordinatorMessage::ResultsCommitted).await?;
+                    commits.live(shared, node, results, bytes);
                 }
                 Ok(Some((SmurfMessage::Load(load), _))) => shared.farm.report_load(node, load),
                 Ok(Some((SmurfMessage::LateResults(results), _))) => {
-                    apply_late(shared, node, results).await?;
-                    write_frame(send, &CoordinatorMessage::ResultsCommitted).await?;
+                    commits.late(shared, node, results);
                 }
                 Ok(Some((SmurfMessage::HandBack(ids), _))) => {
                     link.on_hand_back(&ids)?;
@@ -644,6 +640,10 @@ async fn feed_smurf(
                 Err(WireError::Frame(e)) => anyhow::bail!("garbage from smurf: {e}"),
                 Err(e) => return Err(e.into()),
             },
+            committed = commits.next() => {
+                committed?;
+                write_frame(send, &CoordinatorMessage::ResultsCommitted).await?;
+            }
             _ = work.changed() => {}
             _ = view_tick.tick() => role_link::send_farm_view(node, send, shared).await?,
             _ = roles.changed() => {

@@ -10,10 +10,12 @@ use mail_builder::headers::message_id::MessageId;
 use mail_builder::headers::raw::Raw;
 use mail_builder::headers::text::Text;
 use mail_builder::headers::url::URL;
+use mail_builder::mime::MimePart;
 use mail_builder::MessageBuilder;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use crate::address::check_address;
+use crate::BodyTransport;
 
 /// Longest List-Unsubscribe URL we put in a header, after percent-encoding: an unbreakable
 /// atom must stay well inside the 998-octet line limit.
@@ -169,6 +171,48 @@ pub(crate) struct Parts<'a> {
     pub(crate) unsubscribe: Option<(Vec<String>, bool)>,
     pub(crate) text: String,
     pub(crate) html: Option<String>,
+    /// How the parts are encoded.
+    pub(crate) transport: BodyTransport,
+}
+
+/// Longest line of an unencoded part, without its CRLF (RFC 5322 §2.1.1).
+const MAX_LINE: usize = 998;
+
+/// A body for an unencoded (`7bit` or `8bit`) part: CRLF line endings (a bare LF becomes CRLF;
+/// [`clean_body`] already fixed lone CRs and NULs), and its label; `None` when a line is longer
+/// than 998 octets, so the part must be encoded.
+fn unencoded(body: &str) -> Option<(String, &'static str)> {
+    let bytes = body.as_bytes();
+    let mut out = String::with_capacity(body.len() + body.len() / 32);
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', bytes) {
+        let line = body[start..end]
+            .strip_suffix('\r')
+            .unwrap_or(&body[start..end]);
+        if line.len() > MAX_LINE {
+            return None;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+        start = end + 1;
+    }
+    if body.len() - start > MAX_LINE {
+        return None;
+    }
+    out.push_str(&body[start..]);
+    let label = if body.is_ascii() { "7bit" } else { "8bit" };
+    Some((out, label))
+}
+
+/// A text part for `transport`: unencoded when it may be and can be, else left to
+/// mail-builder's choice (7bit, quoted-printable or base64).
+fn part(content_type: &'static str, body: String, transport: BodyTransport) -> MimePart<'static> {
+    if transport == BodyTransport::EightBit {
+        if let Some((body, label)) = unencoded(&body) {
+            return MimePart::new(content_type, body).transfer_encoding(label);
+        }
+    }
+    MimePart::new(content_type, body)
 }
 
 /// Builds the complete message: headers, then a text/plain part or a multipart/alternative of
@@ -196,9 +240,21 @@ pub(crate) fn build(parts: Parts<'_>) -> Vec<u8> {
             );
         }
     }
-    builder = builder.text_body(parts.text);
-    if let Some(html) = parts.html {
-        builder = builder.html_body(html);
+    if parts.transport == BodyTransport::SevenBit {
+        builder = builder.text_body(parts.text);
+        if let Some(html) = parts.html {
+            builder = builder.html_body(html);
+        }
+    } else {
+        // The same structure mail-builder makes of text_body and html_body.
+        let text = part("text/plain", parts.text, parts.transport);
+        builder = builder.body(match parts.html {
+            Some(html) => MimePart::new(
+                "multipart/alternative",
+                vec![text, part("text/html", html, parts.transport)],
+            ),
+            None => text,
+        });
     }
     let mut out = Vec::new();
     builder.serialize(&mut out);
@@ -235,6 +291,19 @@ mod tests {
     fn clean_body_fixes_lone_cr_and_nul() {
         assert_eq!(clean_body("a\rb\r\nc\0d\r".into()), "a\r\nb\r\ncd\r\n");
         assert_eq!(clean_body("a\nb".into()), "a\nb");
+    }
+
+    #[test]
+    fn unencoded_bodies_have_crlf_and_short_lines() {
+        assert_eq!(
+            unencoded("a\nb\r\nc"),
+            Some(("a\r\nb\r\nc".to_owned(), "7bit"))
+        );
+        assert_eq!(unencoded("Grüße\n"), Some(("Grüße\r\n".to_owned(), "8bit")));
+        let longest = "x".repeat(998);
+        assert!(unencoded(&format!("{longest}\r\n{longest}")).is_some());
+        assert_eq!(unencoded(&format!("a\n{longest}x\nb")), None);
+        assert_eq!(unencoded(&format!("a\n{longest}x")), None);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::error::{
 use crate::fields::FieldCheck;
 use crate::mime::{self, Mailbox, Parts};
 use crate::verp::{is_campaign_id, push_base36, MAX_CAMPAIGN_ID_LEN};
-use crate::{MessageSettings, TemplateSources, VerpSigner};
+use crate::{BodyTransport, MessageSettings, TemplateSources, VerpSigner};
 
 /// Name of the helper that percent-encodes its argument for use in a URL:
 /// `{{urlencode email}}`.
@@ -248,6 +248,18 @@ impl MessageTemplate {
         email: &str,
         values: &[String],
     ) -> Result<RenderedMessage, RenderError> {
+        self.render_for(recipient_id, email, values, BodyTransport::SevenBit)
+    }
+
+    /// [`MessageTemplate::render`], with the parts written for `transport`: the same message
+    /// text, encoded for what the receiving server accepts.
+    pub fn render_for(
+        &self,
+        recipient_id: u64,
+        email: &str,
+        values: &[String],
+        transport: BodyTransport,
+    ) -> Result<RenderedMessage, RenderError> {
         if values.len() > self.field_names.len() {
             return Err(RenderError::TooManyValues {
                 got: values.len(),
@@ -323,6 +335,7 @@ impl MessageTemplate {
             unsubscribe,
             text: mime::clean_body(text),
             html: html.map(mime::clean_body),
+            transport,
         });
         Ok(RenderedMessage {
             return_path: self.verp.return_path(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mailfarm_protocol::{Outcome, RecipientResult};
-use mailfarm_templates::RenderedMessage;
+use mailfarm_templates::{BodyTransport, RenderedMessage};
 use tracing::debug;
 
 use super::health::Signal;
@@ -155,12 +155,17 @@ pub(super) async fn run(site: Arc<Site>, shared: Arc<Shared>, mut guard: WorkerG
     }
 }
 
-/// Renders the message and signs it when a DKIM key for its From domain exists.
-fn render(shared: &Shared, job: &Job) -> Result<RenderedMessage, String> {
+/// Renders the message for `transport` and signs it when a DKIM key for its From domain exists.
+fn render(shared: &Shared, job: &Job, transport: BodyTransport) -> Result<RenderedMessage, String> {
     let mut message = job
         .campaign
         .template
-        .render(job.recipient.id, job.email(), &job.recipient.values)
+        .render_for(
+            job.recipient.id,
+            job.email(),
+            &job.recipient.values,
+            transport,
+        )
         .map_err(|e| format!("render: {e}"))?;
     if let Some(dkim) = &shared.dkim {
         match dkim.sign(&message.data) {
@@ -199,7 +204,13 @@ async fn deliver(site: &Site, shared: &Shared, job: &mut Job, open: &mut Option<
         return Attempt::Reported;
     }
     let started = Instant::now();
-    let message = match render(shared, job) {
+    // 8bit unless the session this worker holds did not announce 8BITMIME: nearly every
+    // server does, and a message rendered so for one that does not is rendered again below.
+    let mut transport = match open {
+        Some(o) if !o.session.client.capabilities().eight_bit_mime => BodyTransport::SevenBit,
+        _ => BodyTransport::EightBit,
+    };
+    let mut message = match render(shared, job, transport) {
         Ok(message) => message,
         Err(text) => {
             let _ = job
@@ -208,7 +219,7 @@ async fn deliver(site: &Site, shared: &Shared, job: &mut Job, open: &mut Option<
             return Attempt::Reported;
         }
     };
-    let size = u32::try_from(message.data.len()).unwrap_or(u32::MAX);
+    let mut size = u32::try_from(message.data.len()).unwrap_or(u32::MAX);
     let plan = site.plan();
     let max_per_connection = plan
         .max_per_connection
@@ -258,6 +269,21 @@ async fn deliver(site: &Site, shared: &Shared, job: &mut Job, open: &mut Option<
         let Some(o) = open.as_mut() else {
             return Attempt::Reported;
         };
+        if transport == BodyTransport::EightBit
+            && !o.session.client.capabilities().eight_bit_mime
+            && !message.data.is_ascii()
+        {
+            transport = BodyTransport::SevenBit;
+            match render(shared, job, transport) {
+                Ok(again) => message = again,
+                Err(text) => {
+                    let r = result(job, Outcome::Failed, 0, None, text, 0, "", started);
+                    let _ = job.results.send(r);
+                    return Attempt::Reported;
+                }
+            }
+            size = u32::try_from(message.data.len()).unwrap_or(u32::MAX);
+        }
         let sent_at = Instant::now();
         let sent = o
             .session

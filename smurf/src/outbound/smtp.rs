@@ -639,35 +639,35 @@ fn needs_smtputf8(mail_from: &str, rcpt_to: &str, data: &[u8]) -> bool {
 /// Converts a message to its DATA form: CRLF line endings (bare CR and bare
 /// LF become CRLF), dot-stuffing (RFC 5321 §4.5.2), a final CRLF if missing,
 /// then the terminating `.\r\n`.
+///
+/// On the hot path for every message: it copies whole runs between line ends
+/// (found with `memchr`) instead of pushing byte by byte, which made it the
+/// single most expensive step of a delivery (docs/profile.md).
 fn encode_data(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + data.len() / 40 + 8);
-    let mut at_line_start = true;
-    let mut i = 0;
-    while i < data.len() {
-        match data[i] {
-            b'\r' => {
+    let mut out = Vec::with_capacity(data.len() + data.len() / 64 + 8);
+    let mut rest = data;
+    while !rest.is_empty() {
+        // At the start of a line here.
+        if rest[0] == b'.' {
+            out.push(b'.');
+        }
+        match memchr::memchr2(b'\r', b'\n', rest) {
+            Some(end) => {
+                out.extend_from_slice(&rest[..end]);
                 out.extend_from_slice(b"\r\n");
-                if data.get(i + 1) == Some(&b'\n') {
-                    i += 1;
-                }
-                at_line_start = true;
+                let skip = if rest[end] == b'\r' && rest.get(end + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
+                rest = &rest[end + skip..];
             }
-            b'\n' => {
+            None => {
+                out.extend_from_slice(rest);
                 out.extend_from_slice(b"\r\n");
-                at_line_start = true;
-            }
-            b => {
-                if at_line_start && b == b'.' {
-                    out.push(b'.');
-                }
-                out.push(b);
-                at_line_start = false;
+                rest = &[];
             }
         }
-        i += 1;
-    }
-    if !at_line_start {
-        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b".\r\n");
     out

@@ -137,6 +137,68 @@ fn encode_data_normalises_and_stuffs() {
     // A would-be terminator inside the content is neutralised.
     assert_eq!(encode_data(b"a\r\n.\r\nb"), b"a\r\n..\r\nb\r\n.\r\n");
     assert_eq!(encode_data(b"a\n.\nb"), b"a\r\n..\r\nb\r\n.\r\n");
+    assert_eq!(encode_data(b"\r\r\n\n."), b"\r\n\r\n\r\n..\r\n.\r\n");
+}
+
+/// The byte-at-a-time encoder the fast one replaced: the reference it must agree with.
+fn encode_data_reference(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut at_line_start = true;
+    let mut i = 0;
+    while i < data.len() {
+        match data[i] {
+            b'\r' => {
+                out.extend_from_slice(b"\r\n");
+                if data.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+                at_line_start = true;
+            }
+            b'\n' => {
+                out.extend_from_slice(b"\r\n");
+                at_line_start = true;
+            }
+            b => {
+                if at_line_start && b == b'.' {
+                    out.push(b'.');
+                }
+                out.push(b);
+                at_line_start = false;
+            }
+        }
+        i += 1;
+    }
+    if !at_line_start {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+#[test]
+fn encode_data_agrees_with_the_byte_by_byte_reference() {
+    // Every string of up to 6 bytes over the alphabet that matters, then longer mixes.
+    let alphabet = [b'.', b'\r', b'\n', b'a', 0xC3];
+    let mut cases: Vec<Vec<u8>> = vec![Vec::new()];
+    let mut last: Vec<Vec<u8>> = vec![Vec::new()];
+    for _ in 0..6 {
+        let next: Vec<Vec<u8>> = last
+            .iter()
+            .flat_map(|p| {
+                alphabet.iter().map(move |&b| {
+                    let mut v = p.clone();
+                    v.push(b);
+                    v
+                })
+            })
+            .collect();
+        cases.extend(next.iter().cloned());
+        last = next;
+    }
+    cases.push(b"Subject: x\r\n\r\n.line\n..\r.\r\n".repeat(500));
+    for case in &cases {
+        assert_eq!(encode_data(case), encode_data_reference(case), "{case:?}");
+    }
 }
 
 #[tokio::test]

@@ -200,6 +200,35 @@ pub fn render(farm: &Farm) -> String {
     );
     family(
         &mut out,
+        "mailfarm_forwarded_total",
+        "counter",
+        "Forwarded messages that reached their end on `in` nodes, by outcome.",
+        &[
+            ("outcome=\"delivered\"".to_owned(), inbound.forward_delivered),
+            ("outcome=\"failed\"".to_owned(), inbound.forward_failed),
+        ],
+    );
+    family(
+        &mut out,
+        "mailfarm_forward_notices_sent_total",
+        "counter",
+        "Change-of-address notices sent.",
+        &[(String::new(), inbound.notices_sent)],
+    );
+    let suppressed: Vec<(String, u64)> = inbound
+        .notices_suppressed
+        .iter()
+        .map(|(reason, n)| (format!("reason=\"{}\"", escape(reason)), *n))
+        .collect();
+    family(
+        &mut out,
+        "mailfarm_forward_notices_suppressed_total",
+        "counter",
+        "Change-of-address notices not sent, by reason.",
+        &suppressed,
+    );
+    family(
+        &mut out,
         "mailfarm_smurf_in_flight",
         "gauge",
         "Recipients in flight on a smurf.",

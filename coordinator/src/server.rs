@@ -15,6 +15,7 @@ use mailfarm_protocol::{
 };
 use tracing::{debug, error, info, warn};
 
+mod forward_link;
 mod role_link;
 
 use crate::accounting::AccountingLog;
@@ -57,6 +58,8 @@ pub struct CoordinatorSettings {
     /// Addresses `in` nodes accept for the operator besides postmaster@, abuse@ and the
     /// campaigns' Reply-To addresses (default none).
     pub inbound_local_addresses: Vec<String>,
+    /// Forwarding: SRS domain, notices' From, the no-notice list (default: no SRS domain).
+    pub forward: crate::forward::ForwardConfig,
 }
 
 impl CoordinatorSettings {
@@ -75,6 +78,7 @@ impl CoordinatorSettings {
             shutdown_grace: Duration::from_secs(30),
             shaping: String::new(),
             inbound_local_addresses: Vec::new(),
+            forward: crate::forward::ForwardConfig::default(),
         }
     }
 }
@@ -132,6 +136,7 @@ struct Shared {
     batch_size: usize,
     state_dir: Option<PathBuf>,
     accounting: Option<Mutex<AccountingLog>>,
+    forward: crate::forward::Forwarding,
 }
 
 /// A cheap handle for launching campaigns and reading counters in-process.
@@ -156,6 +161,11 @@ impl CoordinatorHandle {
     /// The farm state.
     pub fn farm(&self) -> &Farm {
         &self.shared.farm
+    }
+
+    /// The forwarding rule set and notice grants.
+    pub fn forwarding(&self) -> &crate::forward::Forwarding {
+        &self.shared.forward
     }
 }
 
@@ -228,6 +238,8 @@ impl Coordinator {
         }
         let store = Store::open(db_path.as_deref(), settings.durable && db_path.is_some())
             .map_err(FarmError::from)?;
+        let forward = crate::forward::Forwarding::open(&store, settings.forward.clone())
+            .map_err(FarmError::from)?;
         let farm = Farm::open(store, settings.retry)?;
         farm.set_shaping(&settings.shaping);
         let accounting = match &settings.state_dir {
@@ -254,6 +266,7 @@ impl Coordinator {
                 batch_size: settings.batch_size.max(1),
                 state_dir: settings.state_dir,
                 accounting,
+                forward,
             }),
             metrics,
             shutdown_grace: settings.shutdown_grace,
@@ -568,6 +581,10 @@ async fn feed_smurf(
     let mut view_tick = tokio::time::interval(Duration::from_secs(1));
     let mut told = ToldNode::default();
     told.update(node, send, shared).await?;
+    let mut forward_rules = shared.forward.subscribe();
+    forward_rules.borrow_and_update();
+    let mut forward_told = forward_link::ForwardTold::default();
+    forward_told.update(send, shared).await?;
     let mut was_idle_draining = false;
     loop {
         work.borrow_and_update();
@@ -632,6 +649,12 @@ async fn feed_smurf(
                 Ok(Some((SmurfMessage::InboundReceived(records), _))) => {
                     role_link::write_accounting(shared, &records);
                 }
+                Ok(Some((SmurfMessage::NoticeClaims(claims), _))) => {
+                    forward_link::on_claims(node, claims, send, shared).await?;
+                }
+                Ok(Some((SmurfMessage::Forwarded(records), _))) => {
+                    forward_link::on_forwarded(node, &records, shared);
+                }
                 Ok(Some((SmurfMessage::Returned(mails), _))) => {
                     role_link::on_returned(mails, send, shared).await?;
                 }
@@ -660,6 +683,10 @@ async fn feed_smurf(
             },
             _ = work.changed() => {}
             _ = view_tick.tick() => role_link::send_farm_view(node, send, shared).await?,
+            _ = forward_rules.changed() => {
+                forward_rules.borrow_and_update();
+                forward_told.update(send, shared).await?;
+            }
             _ = roles.changed() => {
                 roles.borrow_and_update();
                 told.update(node, send, shared).await?;

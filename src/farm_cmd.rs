@@ -20,6 +20,16 @@ pub fn print_json(response: &OperatorResponse) -> anyhow::Result<ExitCode> {
         OperatorResponse::Sites(sites) => serde_json::to_value(sites)?,
         OperatorResponse::Launched { counters, .. } => serde_json::to_value(counters)?,
         OperatorResponse::Done { message } => serde_json::json!({ "ok": true, "message": message }),
+        OperatorResponse::ForwardRules { version, rules } => {
+            serde_json::json!({ "version": version, "rules": rules })
+        }
+        OperatorResponse::ForwardRefused { problems } => {
+            println!(
+                "{}",
+                serde_json::json!({ "error": "nothing applied", "problems": problems })
+            );
+            return Ok(ExitCode::FAILURE);
+        }
         OperatorResponse::Error { message } => {
             println!("{}", serde_json::json!({ "error": message }));
             return Ok(ExitCode::FAILURE);
@@ -115,6 +125,23 @@ fn print_snapshot(now: &FarmSnapshot, before: Option<&FarmSnapshot>) {
         inbound.forwarded,
         inbound.refused_total(),
         refused.join(", ")
+    );
+    let suppressed: Vec<String> = inbound
+        .notices_suppressed
+        .iter()
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect();
+    println!(
+        "forwarding: relayed {} ({:.0}/s)  failed {}  notices sent {}  suppressed {} [{}]",
+        inbound.forward_delivered,
+        per_second(
+            inbound.forward_delivered,
+            before.map(|b| b.inbound.forward_delivered)
+        ),
+        inbound.forward_failed,
+        inbound.notices_sent,
+        inbound.notices_suppressed_total(),
+        suppressed.join(", ")
     );
     let delivered: u64 = now.campaigns.iter().map(|c| c.delivered).sum();
     let before_delivered = before.map(|b| b.campaigns.iter().map(|c| c.delivered).sum());

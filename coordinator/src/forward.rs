@@ -177,8 +177,14 @@ impl Forwarding {
     /// Removes the rule of `old`.
     pub fn remove(&self, store: &Store, old: &str) -> Result<String, String> {
         let old = checked(old).map_err(|e| format!("old address {e}"))?;
-        if store.forward_rule(&old).map_err(|e| e.to_string())?.is_none() {
-            return Err(format!("{old} is not forwarded (see `mailfarm forward list`)"));
+        if store
+            .forward_rule(&old)
+            .map_err(|e| e.to_string())?
+            .is_none()
+        {
+            return Err(format!(
+                "{old} is not forwarded (see `mailfarm forward list`)"
+            ));
         }
         match self.change(store, Vec::new(), vec![old.clone()]) {
             Ok(Some(version)) => Ok(format!(
@@ -294,7 +300,8 @@ mod tests {
         let f = Forwarding::open(&store, ForwardConfig::default()).unwrap();
         let (first, v0) = f.updates_since(&store, None).unwrap();
         assert_eq!((first.len(), v0), (1, 0));
-        f.set(&store, vec![rule(0, "A@x.test", "a@y.test")]).unwrap();
+        f.set(&store, vec![rule(0, "A@x.test", "a@y.test")])
+            .unwrap();
         f.remove(&store, "a@x.test").unwrap();
         let (deltas, v) = f.updates_since(&store, Some(0)).unwrap();
         assert_eq!(v, 2);

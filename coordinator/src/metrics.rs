@@ -204,7 +204,10 @@ pub fn render(farm: &Farm) -> String {
         "counter",
         "Forwarded messages that reached their end on `in` nodes, by outcome.",
         &[
-            ("outcome=\"delivered\"".to_owned(), inbound.forward_delivered),
+            (
+                "outcome=\"delivered\"".to_owned(),
+                inbound.forward_delivered,
+            ),
             ("outcome=\"failed\"".to_owned(), inbound.forward_failed),
         ],
     );

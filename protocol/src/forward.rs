@@ -315,7 +315,10 @@ mod tests {
             ..Default::default()
         };
         let before = t.clone();
-        assert_eq!(t.apply(gap), Err(ForwardTableError::Gap { base: 6, held: 7 }));
+        assert_eq!(
+            t.apply(gap),
+            Err(ForwardTableError::Gap { base: 6, held: 7 })
+        );
         assert_eq!(t, before);
         // A removal takes effect at once; the domain goes with its last rule.
         let remove_all = ForwardUpdate {

@@ -37,8 +37,8 @@ pub use bounces::{
 pub use duration::{parse_duration, DurationError};
 pub use error::{FrameError, ProtocolError};
 pub use forward::{
-    snapshot as forward_snapshot, utc_day, ForwardRecord, ForwardRule, ForwardSettings, ForwardTable,
-    ForwardTableError, ForwardUpdate, NoticeClaim, NoticeDecision, NoticeGrant,
+    snapshot as forward_snapshot, utc_day, ForwardRecord, ForwardRule, ForwardSettings,
+    ForwardTable, ForwardTableError, ForwardUpdate, NoticeClaim, NoticeDecision, NoticeGrant,
 };
 pub use frame::{decode_message, encode_frame, FrameDecoder, DEFAULT_MAX_FRAME, FRAME_HEADER_LEN};
 pub use messages::{

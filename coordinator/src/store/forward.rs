@@ -8,8 +8,7 @@ use mailfarm_protocol::{ForwardRule, NoticeClaim, NoticeDecision, NoticeGrant};
 use super::*;
 
 /// Old address -> new address.
-pub(super) const FORWARD_RULES: TableDefinition<&str, &str> =
-    TableDefinition::new("forward_rules");
+pub(super) const FORWARD_RULES: TableDefinition<&str, &str> = TableDefinition::new("forward_rules");
 /// (UTC day, sender, old address) -> id of the claim that got the notice.
 pub(super) const NOTICE_CLAIMS: TableDefinition<(u32, &str, &str), &str> =
     TableDefinition::new("notice_claims");
@@ -154,8 +153,18 @@ mod tests {
             old: "a@x.test".into(),
             new: "a@y.test".into(),
         };
-        assert_eq!(store.forward_change(&[rule.clone()], &[]).unwrap(), (1, true));
-        assert_eq!(store.forward_change(&[rule.clone()], &[]).unwrap(), (1, false));
+        assert_eq!(
+            store
+                .forward_change(std::slice::from_ref(&rule), &[])
+                .unwrap(),
+            (1, true)
+        );
+        assert_eq!(
+            store
+                .forward_change(std::slice::from_ref(&rule), &[])
+                .unwrap(),
+            (1, false)
+        );
         assert_eq!(store.forward_rules().unwrap(), (1, vec![rule]));
         assert_eq!(
             store.forward_change(&[], &["a@x.test".into()]).unwrap(),
@@ -169,13 +178,21 @@ mod tests {
         let store = Store::open(None, false).unwrap();
         let never = |_: &str| false;
         let first = store
-            .claim_notices(&[claim("n1", "s@a.test", 10), claim("n2", "s@a.test", 10)], never, 0)
+            .claim_notices(
+                &[claim("n1", "s@a.test", 10), claim("n2", "s@a.test", 10)],
+                never,
+                0,
+            )
             .unwrap();
         assert_eq!(first[0].decision, NoticeDecision::Granted);
         assert_eq!(first[1].decision, NoticeDecision::AlreadySent);
         // The same claim again (a node restarted): granted again, nobody else.
         let again = store
-            .claim_notices(&[claim("n1", "s@a.test", 10), claim("n3", "s@a.test", 10)], never, 0)
+            .claim_notices(
+                &[claim("n1", "s@a.test", 10), claim("n3", "s@a.test", 10)],
+                never,
+                0,
+            )
             .unwrap();
         assert_eq!(again[0].decision, NoticeDecision::Granted);
         assert_eq!(again[1].decision, NoticeDecision::AlreadySent);

@@ -153,6 +153,7 @@ pub fn submit(
             },
             results: results.clone(),
             held: Default::default(),
+            raw: None,
         });
     }
 }

@@ -12,6 +12,7 @@ pub mod dkimpy;
 pub mod dns;
 pub mod farm;
 pub mod fault_sink;
+pub mod forward;
 pub mod peers;
 pub mod postfix;
 pub mod process;

@@ -105,6 +105,7 @@ error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
 discard   unix  -       -       n       -       -       discard
 local     unix  -       n       n       -       -       local
+virtual   unix  -       n       n       -       -       virtual
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
@@ -239,6 +240,19 @@ impl Postfix {
             );
             sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Every message delivered to the maildir so far (no waiting), oldest first.
+    pub fn delivered(&self) -> Vec<String> {
+        let new = self.dir.path().join("maildir/new");
+        let mut files: Vec<PathBuf> = fs::read_dir(&new)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .filter_map(|f| fs::read_to_string(f).ok())
+            .collect()
     }
 
     fn control(&self, command: &str) -> std::process::Output {

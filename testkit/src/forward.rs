@@ -36,6 +36,11 @@ pub fn final_destination(domains: &[&str]) -> Postfix {
 /// Sends `file` (headers and body) from `from` (empty: the null sender) to `to` through
 /// `addr` with smtp-source; true when the server took it (250 after the data).
 pub fn smtp_source(addr: &str, from: &str, to: &str, file: &Path) -> bool {
+    smtp_source_output(addr, from, to, file).status.success()
+}
+
+/// Like [`smtp_source`], with smtp-source's output (its stderr names a refusal's reply).
+pub fn smtp_source_output(addr: &str, from: &str, to: &str, file: &Path) -> std::process::Output {
     let program = require("smtp-source");
     Command::new(program)
         .args(["-m", "1", "-F"])
@@ -43,8 +48,6 @@ pub fn smtp_source(addr: &str, from: &str, to: &str, file: &Path) -> bool {
         .args(["-f", from, "-t", to, addr])
         .output()
         .expect("running smtp-source")
-        .status
-        .success()
 }
 
 /// The farm's inbound counters (`farm watch --json`'s `inbound`).

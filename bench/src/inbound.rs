@@ -364,14 +364,14 @@ fn run_postfix(o: &Inbound, root: &Path, problems: &mut Vec<String>) -> anyhow::
     result
 }
 
-fn master_pid(root: &Path) -> anyhow::Result<u32> {
+pub(crate) fn master_pid(root: &Path) -> anyhow::Result<u32> {
     let path = root.join("spool/pid/master.pid");
     let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     text.trim().parse().context("master.pid")
 }
 
 /// CPU of a process and all its descendants, the reaped ones included (cutime, cstime).
-fn tree_cpu(root: u32) -> anyhow::Result<Duration> {
+pub(crate) fn tree_cpu(root: u32) -> anyhow::Result<Duration> {
     let mut parent = std::collections::HashMap::new();
     let mut ticks = std::collections::HashMap::new();
     for entry in fs::read_dir("/proc")? {

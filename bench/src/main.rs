@@ -12,6 +12,7 @@ mod bounce;
 mod csvgen;
 mod durability;
 mod farm_run;
+mod forward;
 mod inbound;
 mod ingest;
 mod mx;
@@ -76,6 +77,8 @@ enum Command {
     /// The inbound MX (the `in` role) taking smtp-source's load durably, next to Postfix smtpd.
     #[command(long_about = INBOUND_HELP)]
     Inbound(inbound::Inbound),
+    /// Forwarded messages per second on one `in` node, next to Postfix's virtual_alias_maps.
+    Forward(forward::Forward),
 }
 
 /// Long help of `bounce`.
@@ -228,6 +231,8 @@ fn main() -> ExitCode {
             Command::Throttle(o) => throttle::throttle(o)
                 .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
             Command::Inbound(o) => inbound::inbound(o)
+                .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
+            Command::Forward(o) => forward::forward(o)
                 .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
         };
     match outcome {

@@ -242,6 +242,11 @@ impl Postfix {
         }
     }
 
+    /// The instance's folder (`etc/`, `spool/`, `maildir/`, `maillog`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// Every message delivered to the maildir so far (no waiting), oldest first.
     pub fn delivered(&self) -> Vec<String> {
         let new = self.dir.path().join("maildir/new");

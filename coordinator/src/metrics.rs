@@ -17,6 +17,14 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Counts by reason as `reason="..."` labels.
+fn by_reason(counts: &[(String, u64)]) -> Vec<(String, u64)> {
+    counts
+        .iter()
+        .map(|(reason, n)| (format!("reason=\"{}\"", escape(reason)), *n))
+        .collect()
+}
+
 /// Appends one metric family: its HELP and TYPE lines, then one sample per `(labels, value)`
 /// (labels already formatted, e.g. `campaign="c1"`; empty for none).
 fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
@@ -186,11 +194,7 @@ pub fn render(farm: &Farm) -> String {
         "SMTP sessions `in` nodes accepted.",
         &[(String::new(), inbound.sessions)],
     );
-    let refused: Vec<(String, u64)> = inbound
-        .refused
-        .iter()
-        .map(|(reason, n)| (format!("reason=\"{}\"", escape(reason)), *n))
-        .collect();
+    let refused = by_reason(&inbound.refused);
     family(
         &mut out,
         "mailfarm_inbound_refused_total",
@@ -218,11 +222,7 @@ pub fn render(farm: &Farm) -> String {
         "Change-of-address notices sent.",
         &[(String::new(), inbound.notices_sent)],
     );
-    let suppressed: Vec<(String, u64)> = inbound
-        .notices_suppressed
-        .iter()
-        .map(|(reason, n)| (format!("reason=\"{}\"", escape(reason)), *n))
-        .collect();
+    let suppressed = by_reason(&inbound.notices_suppressed);
     family(
         &mut out,
         "mailfarm_forward_notices_suppressed_total",

@@ -856,4 +856,31 @@ mod tests {
         let null = parse_stored(b"Return-Path: <>\r\n\r\nx", "mx", 0);
         assert_eq!(null.mail_from, "");
     }
+
+    #[test]
+    fn garbage_files_never_panic() {
+        let pieces: [&[u8]; 9] = [
+            b"Return-Path: <a@b>\r\n",
+            b"X-Mailfarm-Forward: <o@x> <n@y>\r\n",
+            b"X-Mailfarm-Forward: \r\n",
+            b"x-mailfarm-received: \xc3\xa9\n",
+            b"\r\n",
+            b"\n\n",
+            b"Auto-Submitted: no (\r\n",
+            b"\xff\xfe",
+            b" folded\r\n",
+        ];
+        let mut seed = 11u64;
+        for _ in 0..5_000 {
+            let mut file = Vec::new();
+            for _ in 0..(seed % 12) {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                file.extend_from_slice(pieces[(seed >> 59) as usize % pieces.len()]);
+            }
+            let stored = parse_stored(&file, "mx", seed);
+            let _ = notice::check(&stored.mail_from, &notice::headers(&stored.data));
+        }
+    }
 }

@@ -11,6 +11,7 @@
 pub mod notice;
 pub mod relay;
 pub mod srs;
+pub mod stored;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};

@@ -49,6 +49,11 @@ enum Command {
     /// Launch and follow campaigns.
     #[command(subcommand)]
     Campaign(CampaignCommand),
+    /// Forward mail of moved addresses to their new address, with a change-of-address notice
+    /// to the sender (at most one per sender and address per day): add, remove, list, import.
+    /// Rules reach every `in` node at once. See docs/forwarding.md.
+    #[command(subcommand)]
+    Forward(crate::forward_cmd::ForwardCommand),
     /// Run a fault-injecting SMTP sink, to try a farm against misbehaving servers.
     Sink(crate::sink::SinkArgs),
     /// Look into bounce messages (see `bounce inspect --help`).
@@ -316,6 +321,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .await
         }
+        Command::Forward(command) => crate::forward_cmd::run(command).await,
         Command::Coordinator { config } => run_coordinator(&config).await,
         Command::Sink(args) => crate::sink::run(args, shutdown_signal()).await,
         Command::Bounce(command) => crate::bounce_inspect::run(command),

@@ -20,6 +20,16 @@ pub fn print_json(response: &OperatorResponse) -> anyhow::Result<ExitCode> {
         OperatorResponse::Sites(sites) => serde_json::to_value(sites)?,
         OperatorResponse::Launched { counters, .. } => serde_json::to_value(counters)?,
         OperatorResponse::Done { message } => serde_json::json!({ "ok": true, "message": message }),
+        OperatorResponse::ForwardRules { version, rules } => {
+            serde_json::json!({ "version": version, "rules": rules })
+        }
+        OperatorResponse::ForwardRefused { problems } => {
+            println!(
+                "{}",
+                serde_json::json!({ "error": "nothing applied", "problems": problems })
+            );
+            return Ok(ExitCode::FAILURE);
+        }
         OperatorResponse::Error { message } => {
             println!("{}", serde_json::json!({ "error": message }));
             return Ok(ExitCode::FAILURE);
@@ -94,6 +104,15 @@ pub async fn watch(remote: &Remote, json: bool, count: Option<u64>) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
+/// Counts by reason as `reason n, reason n`.
+fn by_reason(counts: &[(String, u64)]) -> String {
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect();
+    parts.join(", ")
+}
+
 fn print_snapshot(now: &FarmSnapshot, before: Option<&FarmSnapshot>) {
     let secs = before
         .map(|b| (now.time_ms.saturating_sub(b.time_ms) as f64 / 1000.0).max(0.001))
@@ -101,11 +120,7 @@ fn print_snapshot(now: &FarmSnapshot, before: Option<&FarmSnapshot>) {
     let per_second = |n: u64, b: Option<u64>| b.map_or(0.0, |b| n.saturating_sub(b) as f64 / secs);
     let inbound = &now.inbound;
     let received_rate = per_second(inbound.received, before.map(|b| b.inbound.received));
-    let refused: Vec<String> = inbound
-        .refused
-        .iter()
-        .map(|(reason, n)| format!("{reason} {n}"))
-        .collect();
+    let refused = by_reason(&inbound.refused);
     println!(
         "inbound: received {} ({received_rate:.0}/s)  kept {}  to-bounce {}  forwarded {}  \
          refused {} [{}]",
@@ -114,7 +129,20 @@ fn print_snapshot(now: &FarmSnapshot, before: Option<&FarmSnapshot>) {
         inbound.to_bounce,
         inbound.forwarded,
         inbound.refused_total(),
-        refused.join(", ")
+        refused
+    );
+    let suppressed = by_reason(&inbound.notices_suppressed);
+    println!(
+        "forwarding: relayed {} ({:.0}/s)  failed {}  notices sent {}  suppressed {} [{}]",
+        inbound.forward_delivered,
+        per_second(
+            inbound.forward_delivered,
+            before.map(|b| b.inbound.forward_delivered)
+        ),
+        inbound.forward_failed,
+        inbound.notices_sent,
+        inbound.notices_suppressed_total(),
+        suppressed
     );
     let delivered: u64 = now.campaigns.iter().map(|c| c.delivered).sum();
     let before_delivered = before.map(|b| b.campaigns.iter().map(|c| c.delivered).sum());

@@ -6,6 +6,7 @@
 mod bounce_inspect;
 mod cli;
 mod farm_cmd;
+mod forward_cmd;
 mod local;
 mod man;
 mod progress;

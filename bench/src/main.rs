@@ -14,6 +14,7 @@ mod compare;
 mod csvgen;
 mod durability;
 mod farm_run;
+mod forward;
 mod inbound;
 mod ingest;
 mod mx;
@@ -88,6 +89,8 @@ enum Command {
     /// "hosts"; coordinator CPU per recipient and smurfs per coordinator.
     #[command(long_about = netns::HELP)]
     Netns(netns::Netns),
+    /// Forwarded messages per second on one `in` node, next to Postfix's virtual_alias_maps.
+    Forward(forward::Forward),
 }
 
 /// Long help of `compare`.
@@ -265,6 +268,8 @@ fn main() -> ExitCode {
             Command::Netns(o) => {
                 netns::netns(o).and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref()))
             }
+            Command::Forward(o) => forward::forward(o)
+                .and_then(|r| finish(&r.text(), &r.problems, &r, o.json.as_deref())),
         };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -11,6 +11,11 @@
 //! shaping_file = "shaping.toml"   # farm-wide traffic shaping, split across the smurfs
 //! local_addresses = ["replies@example.net"]  # `in` nodes keep mail for these (besides
 //!                             # postmaster@/abuse@ of the bounce domains and Reply-To addresses)
+//!
+//! [forward]                   # forwarding on the `in` nodes (docs/forwarding.md)
+//! srs_domain = "fwd.example.net"     # SRS return paths; its MX must be the `in` nodes
+//! notice_from = "moved@example.net"  # notices' From (default postmaster@<srs_domain>)
+//! no_notice = ["boss@example.com", "@partner.example"]   # senders never notified
 //! ```
 
 use std::net::SocketAddr;
@@ -51,6 +56,23 @@ pub struct CoordinatorConfig {
     /// and abuse@ of every bounce domain and the campaigns' Reply-To addresses are always kept).
     #[serde(default)]
     pub local_addresses: Vec<String>,
+    /// Forwarding settings (`[forward]`).
+    #[serde(default)]
+    pub forward: ForwardSection,
+}
+
+/// The `[forward]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardSection {
+    /// Domain of the SRS return paths.
+    #[serde(default)]
+    pub srs_domain: String,
+    /// From address of the notices.
+    pub notice_from: Option<String>,
+    /// Senders never notified: addresses or `@domain`.
+    #[serde(default)]
+    pub no_notice: Vec<String>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -129,6 +151,21 @@ impl CoordinatorConfig {
         if let Err(e) = config.retry_policy() {
             problems.push(e);
         }
+        let srs = &config.forward.srs_domain;
+        if !srs.is_empty() && !mailfarm_templates::address::is_domain(srs) {
+            problems.push(format!("[forward] srs_domain {srs:?} is not a domain"));
+        }
+        for entry in &config.forward.no_notice {
+            let ok = match entry.trim().strip_prefix('@') {
+                Some(domain) => mailfarm_templates::address::is_domain(domain),
+                None => mailfarm_templates::address::check_recipient(entry.trim()).is_ok(),
+            };
+            if !ok {
+                problems.push(format!(
+                    "[forward] no_notice entry {entry:?}: expected an address or @domain"
+                ));
+            }
+        }
         if let Some(file) = &config.shaping_file {
             match std::fs::read_to_string(file) {
                 Ok(text) => {
@@ -164,6 +201,11 @@ impl CoordinatorConfig {
         settings.metrics_listen = self.metrics_listen;
         settings.retry = self.retry_policy().map_err(ConfigError::Retry)?;
         settings.inbound_local_addresses = self.local_addresses.clone();
+        settings.forward = crate::forward::ForwardConfig {
+            srs_domain: self.forward.srs_domain.clone(),
+            notice_from: self.forward.notice_from.clone(),
+            no_notice: self.forward.no_notice.clone(),
+        };
         if let Some(file) = &self.shaping_file {
             settings.shaping =
                 std::fs::read_to_string(file).map_err(|source| ConfigError::Shaping {

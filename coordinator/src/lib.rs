@@ -10,6 +10,7 @@ mod client;
 pub mod config;
 pub mod farm;
 mod flow;
+pub mod forward;
 mod launch;
 mod links;
 pub mod metrics;

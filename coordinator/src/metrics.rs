@@ -17,6 +17,14 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Counts by reason as `reason="..."` labels.
+fn by_reason(counts: &[(String, u64)]) -> Vec<(String, u64)> {
+    counts
+        .iter()
+        .map(|(reason, n)| (format!("reason=\"{}\"", escape(reason)), *n))
+        .collect()
+}
+
 /// Appends one metric family: its HELP and TYPE lines, then one sample per `(labels, value)`
 /// (labels already formatted, e.g. `campaign="c1"`; empty for none).
 fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
@@ -186,17 +194,41 @@ pub fn render(farm: &Farm) -> String {
         "SMTP sessions `in` nodes accepted.",
         &[(String::new(), inbound.sessions)],
     );
-    let refused: Vec<(String, u64)> = inbound
-        .refused
-        .iter()
-        .map(|(reason, n)| (format!("reason=\"{}\"", escape(reason)), *n))
-        .collect();
+    let refused = by_reason(&inbound.refused);
     family(
         &mut out,
         "mailfarm_inbound_refused_total",
         "counter",
         "Refusals by `in` nodes, by reason.",
         &refused,
+    );
+    family(
+        &mut out,
+        "mailfarm_forwarded_total",
+        "counter",
+        "Forwarded messages that reached their end on `in` nodes, by outcome.",
+        &[
+            (
+                "outcome=\"delivered\"".to_owned(),
+                inbound.forward_delivered,
+            ),
+            ("outcome=\"failed\"".to_owned(), inbound.forward_failed),
+        ],
+    );
+    family(
+        &mut out,
+        "mailfarm_forward_notices_sent_total",
+        "counter",
+        "Change-of-address notices sent.",
+        &[(String::new(), inbound.notices_sent)],
+    );
+    let suppressed = by_reason(&inbound.notices_suppressed);
+    family(
+        &mut out,
+        "mailfarm_forward_notices_suppressed_total",
+        "counter",
+        "Change-of-address notices not sent, by reason.",
+        &suppressed,
     );
     family(
         &mut out,

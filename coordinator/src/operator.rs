@@ -171,6 +171,31 @@ fn answer(request: OperatorRequest, handle: &CoordinatorHandle, name: &str) -> O
             },
         },
         OperatorRequest::Farm => OperatorResponse::Farm(Box::new(farm().snapshot())),
+        OperatorRequest::ForwardSet { rules } => {
+            let count = rules.len();
+            match handle.forwarding().set(farm().store(), rules) {
+                Ok(message) => {
+                    info!(count, operator = name, "forward rules set");
+                    OperatorResponse::Done { message }
+                }
+                Err(problems) => OperatorResponse::ForwardRefused { problems },
+            }
+        }
+        OperatorRequest::ForwardRemove { old } => {
+            match handle.forwarding().remove(farm().store(), &old) {
+                Ok(message) => {
+                    info!(%old, operator = name, "forward rule removed");
+                    OperatorResponse::Done { message }
+                }
+                Err(message) => OperatorResponse::Error { message },
+            }
+        }
+        OperatorRequest::ForwardList => match farm().store().forward_rules() {
+            Ok((version, rules)) => OperatorResponse::ForwardRules { version, rules },
+            Err(e) => OperatorResponse::Error {
+                message: e.to_string(),
+            },
+        },
         OperatorRequest::Undrain { node } => {
             if farm().set_draining(&node, false) {
                 OperatorResponse::Done {

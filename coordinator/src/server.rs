@@ -16,6 +16,7 @@ use mailfarm_protocol::{
 use tracing::{debug, error, info, warn};
 
 mod commits;
+mod forward_link;
 mod role_link;
 
 use crate::accounting::AccountingLog;
@@ -59,6 +60,8 @@ pub struct CoordinatorSettings {
     /// Addresses `in` nodes accept for the operator besides postmaster@, abuse@ and the
     /// campaigns' Reply-To addresses (default none).
     pub inbound_local_addresses: Vec<String>,
+    /// Forwarding: SRS domain, notices' From, the no-notice list (default: no SRS domain).
+    pub forward: crate::forward::ForwardConfig,
 }
 
 impl CoordinatorSettings {
@@ -77,6 +80,7 @@ impl CoordinatorSettings {
             shutdown_grace: Duration::from_secs(30),
             shaping: String::new(),
             inbound_local_addresses: Vec::new(),
+            forward: crate::forward::ForwardConfig::default(),
         }
     }
 }
@@ -139,6 +143,8 @@ struct Shared {
     accounting: Option<Mutex<AccountingLog>>,
     /// Group commit of every link's results frames.
     commits: commits::Committer,
+    /// The forwarding rule set and notice grants.
+    forward: crate::forward::Forwarding,
 }
 
 /// A cheap handle for launching campaigns and reading counters in-process.
@@ -163,6 +169,11 @@ impl CoordinatorHandle {
     /// The farm state.
     pub fn farm(&self) -> &Farm {
         &self.shared.farm
+    }
+
+    /// The forwarding rule set and notice grants.
+    pub fn forwarding(&self) -> &crate::forward::Forwarding {
+        &self.shared.forward
     }
 }
 
@@ -235,6 +246,8 @@ impl Coordinator {
         }
         let store = Store::open(db_path.as_deref(), settings.durable && db_path.is_some())
             .map_err(FarmError::from)?;
+        let forward = crate::forward::Forwarding::open(&store, settings.forward.clone())
+            .map_err(FarmError::from)?;
         let farm = Farm::open(store, settings.retry)?;
         farm.set_shaping(&settings.shaping);
         let accounting = match &settings.state_dir {
@@ -261,6 +274,7 @@ impl Coordinator {
             state_dir: settings.state_dir,
             accounting,
             commits,
+            forward,
         });
         committer
             .start(Arc::downgrade(&shared))
@@ -552,6 +566,10 @@ async fn feed_smurf(
     let mut view_tick = tokio::time::interval(Duration::from_secs(1));
     let mut told = ToldNode::default();
     told.update(node, send, shared).await?;
+    let mut forward_rules = shared.forward.subscribe();
+    forward_rules.borrow_and_update();
+    let mut forward_told = forward_link::ForwardTold::default();
+    forward_told.update(send, shared).await?;
     let mut was_idle_draining = false;
     loop {
         work.borrow_and_update();
@@ -614,6 +632,12 @@ async fn feed_smurf(
                 Ok(Some((SmurfMessage::InboundReceived(records), _))) => {
                     role_link::write_accounting(shared, &records);
                 }
+                Ok(Some((SmurfMessage::NoticeClaims(claims), _))) => {
+                    forward_link::on_claims(node, claims, send, shared).await?;
+                }
+                Ok(Some((SmurfMessage::Forwarded(records), _))) => {
+                    forward_link::on_forwarded(node, &records, shared);
+                }
                 Ok(Some((SmurfMessage::Returned(mails), _))) => {
                     role_link::on_returned(mails, send, shared).await?;
                 }
@@ -646,6 +670,10 @@ async fn feed_smurf(
             }
             _ = work.changed() => {}
             _ = view_tick.tick() => role_link::send_farm_view(node, send, shared).await?,
+            _ = forward_rules.changed() => {
+                forward_rules.borrow_and_update();
+                forward_told.update(send, shared).await?;
+            }
             _ = roles.changed() => {
                 roles.borrow_and_update();
                 told.update(node, send, shared).await?;

@@ -17,6 +17,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use serde::{Deserialize, Serialize};
 
 mod bounces;
+mod forward;
 
 pub use bounces::VerdictEffects;
 
@@ -200,6 +201,8 @@ impl Store {
         txn.open_table(NODE_ROLES).map_err(dberr)?;
         txn.open_table(bounces::BOUNCE_QUEUE).map_err(dberr)?;
         txn.open_table(bounces::BOUNCE_COUNTS).map_err(dberr)?;
+        txn.open_table(forward::FORWARD_RULES).map_err(dberr)?;
+        txn.open_table(forward::NOTICE_CLAIMS).map_err(dberr)?;
         txn.commit().map_err(dberr)?;
         Ok(store)
     }

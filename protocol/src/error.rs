@@ -64,6 +64,9 @@ pub enum ProtocolError {
     /// The bytes were not a valid frame.
     #[error(transparent)]
     Frame(#[from] FrameError),
+    /// A forwarding rule update that does not follow the rule set held.
+    #[error(transparent)]
+    Forward(#[from] crate::ForwardTableError),
 }
 
 /// The reply refusing a hello, and the error that caused it: what both session machines

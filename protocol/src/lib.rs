@@ -23,6 +23,7 @@ mod duration;
 mod error;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
+mod forward;
 mod frame;
 mod messages;
 mod operator_session;
@@ -37,6 +38,10 @@ pub use bounces::{
 };
 pub use duration::{parse_duration, DurationError};
 pub use error::{FrameError, ProtocolError};
+pub use forward::{
+    snapshot as forward_snapshot, utc_day, ForwardRecord, ForwardRule, ForwardSettings,
+    ForwardTable, ForwardTableError, ForwardUpdate, NoticeClaim, NoticeDecision, NoticeGrant,
+};
 pub use frame::{decode_message, encode_frame, FrameDecoder, DEFAULT_MAX_FRAME, FRAME_HEADER_LEN};
 pub use messages::{
     CampaignCounters, CampaignState, CampaignSubmission, ContentHash, CoordinatorMessage,

@@ -226,6 +226,10 @@ pub enum CoordinatorMessage {
     FarmView(Box<FarmSnapshot>),
     /// This smurf's share of sites' farm-wide learnt rates and connection counts.
     SiteRates(Vec<crate::throttle::SiteRate>),
+    /// The forwarding rule set: a snapshot (or a chunk of one) after the welcome, then deltas.
+    ForwardRules(crate::ForwardUpdate),
+    /// The coordinator's answers to notice claims, each committed before it is sent.
+    NoticeGrants(Vec<crate::NoticeGrant>),
 }
 
 /// Smurf-to-coordinator messages, after the [`Hello`].
@@ -263,6 +267,10 @@ pub enum SmurfMessage {
     Unsubscribes(Vec<Unsubscription>),
     /// What the smurf learnt about throttling sites (on a cut, and with each load report).
     SiteThrottles(Vec<crate::throttle::SiteThrottle>),
+    /// Change-of-address notices an `in` node wants to send: each needs a grant.
+    NoticeClaims(Vec<crate::NoticeClaim>),
+    /// Forwarded messages that reached their end (delivered or failed), for the accounting log.
+    Forwarded(Vec<crate::ForwardRecord>),
 }
 
 /// What a smurf reports about its load.
@@ -378,6 +386,19 @@ pub enum OperatorRequest {
     Farm,
     /// Throttled sites, farm-wide: configured and learnt rate and connections, last reply.
     Sites,
+    /// Add forwarding rules or change their new address (`forward add`, `forward import`):
+    /// every rule is checked and the set is applied whole or not at all.
+    ForwardSet {
+        /// The rules, each with the line it came from (0: the command line).
+        rules: Vec<(u64, crate::ForwardRule)>,
+    },
+    /// Remove the rule of an old address (`forward remove`).
+    ForwardRemove {
+        /// The old address.
+        old: String,
+    },
+    /// Every forwarding rule (`forward list`).
+    ForwardList,
 }
 
 /// A smurf, as `farm nodes` shows it.
@@ -524,4 +545,17 @@ pub enum OperatorResponse {
     },
     /// Throttled sites, farm-wide (answer to [`OperatorRequest::Sites`]).
     Sites(Vec<crate::throttle::SiteView>),
+    /// Every forwarding rule and the rule set's version (answer to
+    /// [`OperatorRequest::ForwardList`]).
+    ForwardRules {
+        /// The rule set's version.
+        version: u64,
+        /// The rules, by old address.
+        rules: Vec<crate::ForwardRule>,
+    },
+    /// Forwarding rules refused, one line each (`line N: reason`); nothing was applied.
+    ForwardRefused {
+        /// Every problem found.
+        problems: Vec<String>,
+    },
 }

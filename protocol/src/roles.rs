@@ -141,6 +141,40 @@ pub struct InboundCounters {
     pub forwarded: u64,
     /// Refusals by reason (`relay`, `unknown-user`, `forged-verp`, `size`, `limits`, ...).
     pub refused: Vec<(String, u64)>,
+    /// Forwarded messages delivered to their new address (one per old recipient).
+    pub forward_delivered: u64,
+    /// Forwarded messages that failed for good.
+    pub forward_failed: u64,
+    /// Change-of-address notices sent (accepted by the sender's server).
+    pub notices_sent: u64,
+    /// Notices not sent, by reason (`null-sender`, `auto-submitted`, `precedence`, `list-id`,
+    /// `already-sent`, `no-notice-list`, `failed`).
+    pub notices_suppressed: Vec<(String, u64)>,
+}
+
+/// Adds `other`'s counts to `into`, by name, keeping them sorted.
+fn add_named(into: &mut Vec<(String, u64)>, other: &[(String, u64)]) {
+    for (reason, n) in other {
+        match into.iter_mut().find(|(r, _)| r == reason) {
+            Some((_, total)) => *total += n,
+            None => into.push((reason.clone(), *n)),
+        }
+    }
+    into.sort();
+}
+
+/// What `now` gained over `earlier`, by name.
+fn named_since(now: &[(String, u64)], earlier: &[(String, u64)]) -> Vec<(String, u64)> {
+    now.iter()
+        .map(|(reason, n)| {
+            let before = earlier
+                .iter()
+                .find(|(r, _)| r == reason)
+                .map_or(0, |(_, b)| *b);
+            (reason.clone(), n.saturating_sub(before))
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
 }
 
 impl InboundCounters {
@@ -151,13 +185,11 @@ impl InboundCounters {
         self.kept += other.kept;
         self.to_bounce += other.to_bounce;
         self.forwarded += other.forwarded;
-        for (reason, n) in &other.refused {
-            match self.refused.iter_mut().find(|(r, _)| r == reason) {
-                Some((_, total)) => *total += n,
-                None => self.refused.push((reason.clone(), *n)),
-            }
-        }
-        self.refused.sort();
+        self.forward_delivered += other.forward_delivered;
+        self.forward_failed += other.forward_failed;
+        self.notices_sent += other.notices_sent;
+        add_named(&mut self.refused, &other.refused);
+        add_named(&mut self.notices_suppressed, &other.notices_suppressed);
     }
 
     /// What these counters gained since `earlier` (counters only grow; a restart resets them,
@@ -166,27 +198,25 @@ impl InboundCounters {
         if self.received < earlier.received || self.sessions < earlier.sessions {
             return self.clone();
         }
-        let refused = self
-            .refused
-            .iter()
-            .map(|(reason, n)| {
-                let before = earlier
-                    .refused
-                    .iter()
-                    .find(|(r, _)| r == reason)
-                    .map_or(0, |(_, b)| *b);
-                (reason.clone(), n.saturating_sub(before))
-            })
-            .filter(|(_, n)| *n > 0)
-            .collect();
         InboundCounters {
             sessions: self.sessions - earlier.sessions,
             received: self.received - earlier.received,
             kept: self.kept.saturating_sub(earlier.kept),
             to_bounce: self.to_bounce.saturating_sub(earlier.to_bounce),
             forwarded: self.forwarded.saturating_sub(earlier.forwarded),
-            refused,
+            refused: named_since(&self.refused, &earlier.refused),
+            forward_delivered: self
+                .forward_delivered
+                .saturating_sub(earlier.forward_delivered),
+            forward_failed: self.forward_failed.saturating_sub(earlier.forward_failed),
+            notices_sent: self.notices_sent.saturating_sub(earlier.notices_sent),
+            notices_suppressed: named_since(&self.notices_suppressed, &earlier.notices_suppressed),
         }
+    }
+
+    /// Total notices suppressed.
+    pub fn notices_suppressed_total(&self) -> u64 {
+        self.notices_suppressed.iter().map(|(_, n)| n).sum()
     }
 
     /// Total refusals.
@@ -252,6 +282,8 @@ mod tests {
             to_bounce: 6,
             forwarded: 0,
             refused: vec![("relay".into(), 2)],
+            notices_suppressed: vec![("null-sender".into(), 1)],
+            ..Default::default()
         };
         let b = InboundCounters {
             sessions: 5,
@@ -260,6 +292,9 @@ mod tests {
             to_bounce: 10,
             forwarded: 0,
             refused: vec![("forged-verp".into(), 1), ("relay".into(), 3)],
+            notices_sent: 2,
+            notices_suppressed: vec![("auto-submitted".into(), 1), ("null-sender".into(), 3)],
+            ..Default::default()
         };
         let delta = b.since(&a);
         assert_eq!(delta.received, 5);
@@ -267,6 +302,11 @@ mod tests {
         assert_eq!(
             delta.refused,
             vec![("forged-verp".into(), 1), ("relay".into(), 1)]
+        );
+        assert_eq!(delta.notices_sent, 2);
+        assert_eq!(
+            delta.notices_suppressed,
+            vec![("auto-submitted".into(), 1), ("null-sender".into(), 2)]
         );
         let mut total = a.clone();
         total.add(&delta);

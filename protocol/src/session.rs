@@ -202,6 +202,11 @@ pub enum SmurfLinkEvent {
     FarmView(Box<crate::FarmSnapshot>),
     /// This smurf's share of sites' farm-wide learnt values.
     SiteRates(Vec<crate::throttle::SiteRate>),
+    /// A forwarding rule update: apply it to the node's [`crate::ForwardTable`] (a gap there
+    /// ends the link; the next one starts with a snapshot).
+    ForwardRules(crate::ForwardUpdate),
+    /// Answers to notice claims.
+    NoticeGrants(Vec<crate::NoticeGrant>),
 }
 
 /// Smurf-side state of the link to the coordinator. It lives across links: templates and
@@ -328,6 +333,8 @@ impl SmurfLink {
             }
             CoordinatorMessage::FarmView(view) => Ok(SmurfLinkEvent::FarmView(view)),
             CoordinatorMessage::SiteRates(rates) => Ok(SmurfLinkEvent::SiteRates(rates)),
+            CoordinatorMessage::ForwardRules(update) => Ok(SmurfLinkEvent::ForwardRules(update)),
+            CoordinatorMessage::NoticeGrants(grants) => Ok(SmurfLinkEvent::NoticeGrants(grants)),
         }
     }
 

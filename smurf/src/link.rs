@@ -16,8 +16,9 @@ use tracing::{info, warn};
 
 use crate::delivery::{DeliveryEngine, DeliverySettings, Job};
 use crate::error::{LinkError, SmurfError};
+use crate::inbound::forward::relay::ForwardOut;
 use crate::roles::RoleServices;
-use crate::switch::RoleSwitch;
+use crate::switch::{RoleSwitch, SwitchOut};
 use crate::template_cache::TemplateCache;
 
 /// Largest frame the coordinator may send (a template bundle is the biggest).
@@ -70,7 +71,12 @@ pub async fn run_smurf(
             .map_err(SmurfError::TemplateCache)?;
     let mut backoff = Duration::from_millis(200);
     let mut carry = Carry::default();
-    let mut switch = RoleSwitch::new(settings.roles.clone());
+    let mut switch = RoleSwitch::new(
+        settings
+            .roles
+            .clone()
+            .with_delivery(settings.delivery.clone()),
+    );
     let mut link = SmurfLink::new(settings.window, templates.held());
     while !*shutdown.borrow() {
         let (results_tx, results_rx) = mpsc::unbounded_channel::<RecipientResult>();
@@ -271,6 +277,7 @@ async fn serve_once(
                                 recipient,
                                 results: results_tx.clone(),
                                 held: Default::default(),
+                                raw: None,
                             });
                         }
                     }
@@ -298,6 +305,10 @@ async fn serve_once(
                     SmurfLinkEvent::FarmView(view) => switch.show(&view),
                     SmurfLinkEvent::ResultsCommitted => {}
                     SmurfLinkEvent::SiteRates(rates) => engine.apply_site_rates(rates),
+                    SmurfLinkEvent::ForwardRules(update) => {
+                        switch.forward_rules(update).map_err(mailfarm_protocol::ProtocolError::from)?;
+                    }
+                    SmurfLinkEvent::NoticeGrants(grants) => switch.notice_grants(grants),
                 }
             }
             Some(first) = results_rx.recv() => {
@@ -338,11 +349,19 @@ async fn serve_once(
                     write_frame(&mut send, &SmurfMessage::Unsubscribes(unsubscribes)).await?;
                 }
             }
-            records = switch.next_records() => {
-                if !records.is_empty() {
-                    write_frame(&mut send, &SmurfMessage::InboundReceived(records)).await?;
+            out = switch.next_out() => match out {
+                SwitchOut::Records(records) => {
+                    if !records.is_empty() {
+                        write_frame(&mut send, &SmurfMessage::InboundReceived(records)).await?;
+                    }
                 }
-            }
+                SwitchOut::Forward(ForwardOut::Claims(claims)) => {
+                    write_frame(&mut send, &SmurfMessage::NoticeClaims(claims)).await?;
+                }
+                SwitchOut::Forward(ForwardOut::Records(records)) => {
+                    write_frame(&mut send, &SmurfMessage::Forwarded(records)).await?;
+                }
+            },
             _ = load_tick.tick() => {
                 let stats = engine.stats();
                 let load = SmurfLoad {

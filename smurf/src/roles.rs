@@ -8,6 +8,8 @@ use mailfarm_protocol::{InboundCounters, InboundPolicy, InboundRecord, NodeRole}
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::delivery::DeliverySettings;
+use crate::inbound::forward::relay::{self, ForwardHub, ForwarderConfig};
 use crate::inbound::mx::{self, Destination, InboundConfig, InboundEvent, InboundServer};
 use crate::web::role::WebRoleConfig;
 use crate::web::{DashboardSnapshot, UnsubscribeJournal, WebConfig, WebServer};
@@ -21,6 +23,11 @@ pub struct RoleServices {
     pub web: Option<Arc<WebRoleConfig>>,
     /// Inbound counters of the terms that ended, and the running term's live counters.
     tally: Arc<Mutex<InboundTally>>,
+    /// Forwarding: rules, counters and the channels to the link (for the whole process).
+    forward: Arc<ForwardHub>,
+    /// The outbound engine's settings, for relaying forwarded mail (`None`: the defaults
+    /// with the inbound hostname).
+    delivery: Option<DeliverySettings>,
 }
 
 #[derive(Default)]
@@ -74,7 +81,20 @@ impl RoleServices {
             inbound: inbound.map(Arc::new),
             web: web.map(Arc::new),
             tally: Arc::default(),
+            forward: Arc::default(),
+            delivery: None,
         }
+    }
+
+    /// The same services, relaying forwarded mail with these outbound settings.
+    pub fn with_delivery(mut self, delivery: DeliverySettings) -> Self {
+        self.delivery = Some(delivery);
+        self
+    }
+
+    /// Forwarding's rules, counters and link channels.
+    pub fn forward(&self) -> &Arc<ForwardHub> {
+        &self.forward
     }
 
     /// Where the `in` role stores returned mail for the coordinator (its `bounces/new`).
@@ -112,23 +132,51 @@ impl RoleServices {
                 "this node's config has no [inbound] section: it cannot take the in role".into(),
             );
         };
-        let (mx_policy_tx, mx_policy_rx) = watch::channel(mx_policy(&policy.borrow()));
+        let forward = self.forward.clone();
+        forward
+            .state
+            .write()
+            .set_verp_key(&policy.borrow().verp_key);
+        let (mx_policy_tx, mx_policy_rx) = watch::channel(mx_policy(&policy.borrow(), &forward));
+        let hub = forward.clone();
         let server = InboundServer::bind(config, mx_policy_rx)
             .await
             .map_err(|e| format!("starting the inbound server: {e}"))?
             .on_message(move |event| {
+                if event
+                    .stored
+                    .iter()
+                    .any(|(k, _)| *k == mx::MailKind::Forward)
+                {
+                    hub.stored();
+                }
                 let _ = records.send(record_of(event));
             });
+        let forwarder_config = ForwarderConfig {
+            dir: config.mail_dir.join(mx::MailKind::Forward.folder()),
+            hostname: config.hostname.clone(),
+            delivery: self
+                .delivery
+                .clone()
+                .unwrap_or_else(|| DeliverySettings::new(config.hostname.clone())),
+        };
         let serving = Some(server.local_addr().to_string());
         lock(&self.tally).current = Some(server.counters());
         let (stop, mut stopped) = watch::channel(false);
         let tally = self.tally.clone();
         let mut policy = policy;
+        let forwarder = tokio::spawn(relay::run(
+            forwarder_config,
+            forward.clone(),
+            stopped.clone(),
+        ));
         let task = tokio::spawn(async move {
             // The coordinator's policy, as the server's own type, live.
             let follow = async move {
                 while policy.changed().await.is_ok() {
-                    mx_policy_tx.send_replace(mx_policy(&policy.borrow()));
+                    let current = policy.borrow().clone();
+                    forward.state.write().set_verp_key(&current.verp_key);
+                    mx_policy_tx.send_replace(mx_policy(&current, &forward));
                 }
                 std::future::pending::<()>().await;
             };
@@ -142,6 +190,9 @@ impl RoleServices {
                     }
                 }
                 () = follow => {}
+            }
+            if let Err(e) = forwarder.await {
+                tracing::warn!("forwarding task failed: {e}");
             }
             let mut tally = lock(&tally);
             if let Some(current) = tally.current.take() {
@@ -212,6 +263,8 @@ impl RoleServices {
         if let Some(current) = &tally.current {
             total.add(&counters_of(current));
         }
+        drop(tally);
+        self.forward.counters.add_to(&mut total);
         total
     }
 }
@@ -221,13 +274,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The coordinator's policy as the inbound server reads it.
-fn mx_policy(policy: &InboundPolicy) -> mx::InboundPolicy {
+fn mx_policy(policy: &InboundPolicy, forward: &ForwardHub) -> mx::InboundPolicy {
     mx::InboundPolicy::new(
         (!policy.verp_key.is_empty()).then_some(policy.verp_key.as_slice()),
         policy.bounce_domains.iter().cloned(),
         policy.local_addresses.iter().cloned(),
         policy.forwarded.iter().cloned(),
     )
+    .with_forward(forward.state.clone())
 }
 
 /// The server's counters in the farm's terms.
@@ -237,6 +291,7 @@ fn counters_of(c: &mx::InboundCounters) -> InboundCounters {
         ("relay", c.refused_relay.load(Relaxed)),
         ("unknown-user", c.refused_unknown_user.load(Relaxed)),
         ("forged-verp", c.refused_forged_verp.load(Relaxed)),
+        ("bad-srs", c.refused_bad_srs.load(Relaxed)),
         (
             "too-many-recipients",
             c.refused_too_many_recipients.load(Relaxed),
@@ -257,6 +312,7 @@ fn counters_of(c: &mx::InboundCounters) -> InboundCounters {
         to_bounce: c.bounces.load(Relaxed),
         forwarded: c.forwarded.load(Relaxed),
         refused,
+        ..Default::default()
     }
 }
 
@@ -269,7 +325,8 @@ fn record_of(event: &InboundEvent) -> InboundRecord {
             Destination::Bounce(_) => "bounce",
             Destination::Unsubscribe(_) => "unsubscribe",
             Destination::Local => "local",
-            Destination::Forward => "forward",
+            Destination::Forward(_) => "forward",
+            Destination::SrsReturn(_) => "forward",
         })
         .next()
         .unwrap_or("local");

@@ -17,8 +17,17 @@ use mailfarm_protocol::{
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
+use crate::inbound::forward::relay::ForwardOut;
 use crate::returned::ReturnedOutbox;
 use crate::roles::{RoleServices, Service};
+
+/// What the switch has for the coordinator ([`RoleSwitch::next_out`]).
+pub enum SwitchOut {
+    /// Accounting records of received mail (may be empty).
+    Records(Vec<InboundRecord>),
+    /// From the forwarding service.
+    Forward(ForwardOut),
+}
 
 /// The smurf's role and the service that does its work.
 pub struct RoleSwitch {
@@ -37,6 +46,8 @@ pub struct RoleSwitch {
     outbox: ReturnedOutbox,
     /// Highest unsubscribe journal position sent on this link.
     unsubscribes_sent: u64,
+    /// Notice claims and forward records from the forwarding service, for the link.
+    forward_rx: mpsc::UnboundedReceiver<ForwardOut>,
 }
 
 impl RoleSwitch {
@@ -44,7 +55,10 @@ impl RoleSwitch {
     pub fn new(services: RoleServices) -> Self {
         let (records_tx, records_rx) = mpsc::unbounded_channel();
         let outbox = ReturnedOutbox::new(services.returned_dir());
+        let (forward_tx, forward_rx) = mpsc::unbounded_channel();
+        services.forward().connect(forward_tx);
         Self {
+            forward_rx,
             outbox,
             unsubscribes_sent: 0,
             held: NodeRole::Out,
@@ -160,23 +174,9 @@ impl RoleSwitch {
         self.services.inbound_counters()
     }
 
-    /// Waits for messages an `in` service accepted, and takes them with any others ready.
-    pub async fn next_records(&mut self) -> Vec<InboundRecord> {
-        let mut records = Vec::new();
-        if let Some(first) = self.records_rx.recv().await {
-            records.push(first);
-            while records.len() < 512 {
-                match self.records_rx.try_recv() {
-                    Ok(record) => records.push(record),
-                    Err(_) => break,
-                }
-            }
-        }
-        records
-    }
-
     /// A new link: stored returned mail and unsubscribes not acknowledged yet go again.
     pub fn new_link(&mut self) {
+        self.services.forward().relinked();
         self.outbox.reset();
         self.unsubscribes_sent = 0;
     }
@@ -229,6 +229,36 @@ impl RoleSwitch {
     /// The coordinator stored these returned messages.
     pub fn returned_stored(&mut self, names: &[String]) {
         self.outbox.stored(names);
+    }
+
+    /// Applies a forwarding rule update from the coordinator; a gap is an error (the link
+    /// drops and the next one starts with a snapshot).
+    pub fn forward_rules(
+        &self,
+        update: mailfarm_protocol::ForwardUpdate,
+    ) -> Result<(), mailfarm_protocol::ForwardTableError> {
+        self.services.forward().state.write().apply(update)
+    }
+
+    /// The coordinator's answers to notice claims.
+    pub fn notice_grants(&self, grants: Vec<mailfarm_protocol::NoticeGrant>) {
+        self.services.forward().grants(grants);
+    }
+
+    /// The next accounting records, or forwarding claims and records, for the coordinator.
+    pub async fn next_out(&mut self) -> SwitchOut {
+        let first = tokio::select! {
+            Some(first) = self.records_rx.recv() => first,
+            Some(out) = self.forward_rx.recv() => return SwitchOut::Forward(out),
+        };
+        let mut records = vec![first];
+        while records.len() < 512 {
+            match self.records_rx.try_recv() {
+                Ok(record) => records.push(record),
+                Err(_) => break,
+            }
+        }
+        SwitchOut::Records(records)
     }
 
     /// Stops the role's service (smurf shutdown).

@@ -220,6 +220,11 @@ impl ProcessFarm {
         self.operator("farm", args)
     }
 
+    /// Runs a `mailfarm forward ...` command (add, remove, list, import) against this farm.
+    pub fn forward(&self, args: &[&str]) -> std::process::Output {
+        self.operator("forward", args)
+    }
+
     /// Runs `mailfarm GROUP ARGS` with this farm's folder and coordinator address.
     fn operator(&self, group: &str, args: &[&str]) -> std::process::Output {
         mailfarm()

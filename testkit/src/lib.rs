@@ -13,6 +13,7 @@ pub mod dkimpy;
 pub mod dns;
 pub mod farm;
 pub mod fault_sink;
+pub mod forward;
 pub mod inbound;
 pub mod peers;
 pub mod postfix;

@@ -119,6 +119,7 @@ flush     unix  n       -       n       1000?   0       flush
 smtp      unix  -       -       n       -       -       smtp
 relay     unix  -       -       n       -       -       smtp
 local     unix  -       n       n       -       -       local
+virtual   unix  -       n       n       -       -       virtual
 ";
 
 impl Postfix {
@@ -250,6 +251,24 @@ impl Postfix {
             );
             sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The instance's folder (`etc/`, `spool/`, `maildir/`, `maillog`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Every message delivered to the maildir so far (no waiting), oldest first.
+    pub fn delivered(&self) -> Vec<String> {
+        let new = self.dir.path().join("maildir/new");
+        let mut files: Vec<PathBuf> = fs::read_dir(&new)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .filter_map(|f| fs::read_to_string(f).ok())
+            .collect()
     }
 
     fn control(&self, command: &str) -> std::process::Output {

@@ -79,6 +79,20 @@ pub struct Job {
     pub results: mpsc::UnboundedSender<RecipientResult>,
     /// Times the job was throttled and retried on the smurf (see [`ThrottleHold`]).
     pub held: ThrottleHold,
+    /// A message ready to send as it is (forwarding, notices) instead of a template render;
+    /// the campaign then only routes it (its relay, else the recipient's MX).
+    pub raw: Option<Arc<RawMessage>>,
+}
+
+/// A message the engine sends as it is: envelope and data, no render, no DKIM signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMessage {
+    /// Envelope sender (empty for the null sender).
+    pub mail_from: String,
+    /// Envelope recipient.
+    pub rcpt_to: String,
+    /// The complete message, CRLF line endings, not dot-stuffed.
+    pub data: Vec<u8>,
 }
 
 /// How often, and since when, a job was refused by a throttling site and put back in its
@@ -111,6 +125,9 @@ impl ThrottleHold {
 impl Job {
     /// The recipient's address (empty when missing).
     fn email(&self) -> &str {
+        if let Some(raw) = &self.raw {
+            return &raw.rcpt_to;
+        }
         let field = self.campaign.bundle.email_field as usize;
         self.recipient
             .values

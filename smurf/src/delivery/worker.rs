@@ -157,6 +157,14 @@ pub(super) async fn run(site: Arc<Site>, shared: Arc<Shared>, mut guard: WorkerG
 
 /// Renders the message for `transport` and signs it when a DKIM key for its From domain exists.
 fn render(shared: &Shared, job: &Job, transport: BodyTransport) -> Result<RenderedMessage, String> {
+    if let Some(raw) = &job.raw {
+        return Ok(RenderedMessage {
+            return_path: raw.mail_from.clone(),
+            recipient: raw.rcpt_to.clone(),
+            message_id: String::new(),
+            data: raw.data.clone(),
+        });
+    }
     let mut message = job
         .campaign
         .template

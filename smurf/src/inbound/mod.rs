@@ -5,4 +5,5 @@
 
 pub mod capture;
 pub mod fault_sink;
+pub mod forward;
 pub mod mx;

@@ -150,6 +150,7 @@ pub fn submit(
             },
             results: results.clone(),
             held: Default::default(),
+            raw: None,
         });
     }
 }

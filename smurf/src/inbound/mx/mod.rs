@@ -94,6 +94,8 @@ pub struct InboundCounters {
     pub refused_unknown_user: AtomicU64,
     /// RCPTs refused: VERP signature invalid (forged or tampered).
     pub refused_forged_verp: AtomicU64,
+    /// RCPTs refused: SRS address invalid or expired.
+    pub refused_bad_srs: AtomicU64,
     /// RCPTs beyond the per-message limit (452).
     pub refused_too_many_recipients: AtomicU64,
     /// Messages refused for size (552).
@@ -133,6 +135,7 @@ impl InboundCounters {
             ("refused_relay", g(&self.refused_relay)),
             ("refused_unknown_user", g(&self.refused_unknown_user)),
             ("refused_forged_verp", g(&self.refused_forged_verp)),
+            ("refused_bad_srs", g(&self.refused_bad_srs)),
             (
                 "refused_too_many_recipients",
                 g(&self.refused_too_many_recipients),
@@ -265,6 +268,7 @@ impl SessionHandler for MxSession {
                     Refused::Relay => &c.refused_relay,
                     Refused::UnknownUser => &c.refused_unknown_user,
                     Refused::ForgedVerp => &c.refused_forged_verp,
+                    Refused::BadSrs => &c.refused_bad_srs,
                 });
                 why.answer()
             }
@@ -291,7 +295,22 @@ impl SessionHandler for MxSession {
             if mine.is_empty() {
                 continue;
             }
-            let header = trace_header(&shared.hostname, envelope, &mine);
+            let mut header = trace_header(&shared.hostname, envelope, &mine);
+            if kind == MailKind::Forward {
+                for (rcpt, destination) in &rcpts {
+                    match destination {
+                        Destination::Forward(new) => header.push_str(&format!(
+                            "{}<{rcpt}> <{new}>\r\n",
+                            crate::inbound::forward::FORWARD_HEADER
+                        )),
+                        Destination::SrsReturn(original) => header.push_str(&format!(
+                            "{}<{rcpt}> <{original}> srs\r\n",
+                            crate::inbound::forward::FORWARD_HEADER
+                        )),
+                        _ => {}
+                    }
+                }
+            }
             let parts = vec![Arc::from(header.into_bytes()), Arc::clone(&content)];
             match shared.store.store(kind, parts).await {
                 Ok(name) => stored.push((kind, name)),
@@ -334,7 +353,7 @@ fn kind_of(d: &Destination) -> MailKind {
     match d {
         Destination::Bounce(_) | Destination::Unsubscribe(_) => MailKind::Bounce,
         Destination::Local => MailKind::Local,
-        Destination::Forward => MailKind::Forward,
+        Destination::Forward(_) | Destination::SrsReturn(_) => MailKind::Forward,
     }
 }
 

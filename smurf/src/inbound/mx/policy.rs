@@ -4,12 +4,15 @@
 //! never an open relay (RFC 2505), whatever tricks the address plays.
 //!
 //! The policy is live: the coordinator's view reaches the MX through a
-//! `tokio::sync::watch` channel of [`InboundPolicy`], read at every RCPT.
+//! `tokio::sync::watch` channel of [`InboundPolicy`], read at every RCPT. The
+//! forwarding rules are shared instead ([`SharedForward`]): a delta changes one
+//! entry, and the next RCPT sees it.
 
 use std::collections::HashSet;
 
 use mailfarm_templates::{UnsubscribeSigner, UnsubscribeTarget, VerpSigner, VerpToken};
 
+use crate::inbound::forward::SharedForward;
 use crate::smtp::policy::Answer;
 
 /// What the MX accepts mail for. Addresses and domains are compared without
@@ -25,8 +28,11 @@ pub struct InboundPolicy {
     /// Local addresses: postmaster@, abuse@, the campaigns' Reply-To (lower
     /// case).
     pub local_addresses: HashSet<String>,
-    /// Forwarded addresses (lower case).
+    /// Forwarded addresses (lower case), with no new address known: their mail is
+    /// accepted and kept in `forward/` (the rule set in [`Self::forward`] is the live one).
     pub forwarded: HashSet<String>,
+    /// The forwarding rules and the SRS key, shared with the link that updates them.
+    pub forward: SharedForward,
 }
 
 impl InboundPolicy {
@@ -53,7 +59,14 @@ impl InboundPolicy {
                 .into_iter()
                 .map(|a| a.to_ascii_lowercase())
                 .collect(),
+            forward: SharedForward::default(),
         }
+    }
+
+    /// The policy with the live forwarding rules.
+    pub fn with_forward(mut self, forward: SharedForward) -> Self {
+        self.forward = forward;
+        self
     }
 }
 
@@ -71,8 +84,10 @@ pub enum Destination {
     Unsubscribe(UnsubscribeTarget),
     /// A local address: kept for the operator.
     Local,
-    /// A forwarded address.
-    Forward,
+    /// A forwarded address, and its new address (empty when unknown).
+    Forward(String),
+    /// A valid SRS address: a bounce of forwarded mail, for its original sender.
+    SrsReturn(String),
 }
 
 /// Why a recipient was refused (each has its counter).
@@ -85,6 +100,8 @@ pub enum Refused {
     UnknownUser,
     /// A VERP-shaped address whose signature does not verify.
     ForgedVerp,
+    /// An SRS address whose hash does not verify or that has expired.
+    BadSrs,
 }
 
 impl Refused {
@@ -98,6 +115,10 @@ impl Refused {
             Refused::ForgedVerp => {
                 Answer::reply(550, "5.7.1 Recipient address rejected: invalid signature")
             }
+            Refused::BadSrs => Answer::reply(
+                550,
+                "5.1.1 Recipient address rejected: invalid or expired SRS address",
+            ),
         }
     }
 }
@@ -132,8 +153,26 @@ pub fn classify(
     if policy.local_addresses.contains(&address) || extra_local.contains(&address) {
         return Ok(Destination::Local);
     }
+    let forward_domain = {
+        let forward = policy.forward.read();
+        if let Some(new) = forward.table.lookup(&address) {
+            return Ok(Destination::Forward(new.to_owned()));
+        }
+        if let Some(srs) = forward.srs.as_ref().filter(|s| s.domain() == domain) {
+            if srs.is_srs(path) {
+                let today = mailfarm_protocol::utc_day(crate::inbound::forward::now_ms());
+                return match srs.reverse(path, today, false) {
+                    Ok(original) => Ok(Destination::SrsReturn(original)),
+                    Err(_) => Err(Refused::BadSrs),
+                };
+            }
+            true
+        } else {
+            forward.table.has_domain(&domain)
+        }
+    };
     if policy.forwarded.contains(&address) {
-        return Ok(Destination::Forward);
+        return Ok(Destination::Forward(String::new()));
     }
     if policy.bounce_domains.contains(&domain) {
         if let Some(signer) = &policy.verp {
@@ -153,7 +192,8 @@ pub fn classify(
         });
     }
     let ours = |a: &String| a.rsplit_once('@').is_some_and(|(_, d)| d == domain);
-    if policy.local_addresses.iter().any(ours)
+    if forward_domain
+        || policy.local_addresses.iter().any(ours)
         || extra_local.iter().any(ours)
         || policy.forwarded.iter().any(ours)
     {
@@ -189,7 +229,10 @@ mod tests {
             }))
         );
         assert_eq!(c("postmaster@EXAMPLE.test", false), Ok(Destination::Local));
-        assert_eq!(c("fwd@example.test", false), Ok(Destination::Forward));
+        assert_eq!(
+            c("fwd@example.test", false),
+            Ok(Destination::Forward(String::new()))
+        );
         let forged = VerpSigner::new(b"other").return_path("c1", 42, "bounce.example.test");
         assert_eq!(c(&forged, false), Err(Refused::ForgedVerp));
         assert_eq!(c("nobody@example.test", false), Err(Refused::UnknownUser));
@@ -209,5 +252,55 @@ mod tests {
             assert_eq!(c(trick, false), Err(Refused::Relay), "{trick}");
         }
         assert_eq!(c("postmaster@example.test", true), Err(Refused::Relay));
+    }
+
+    #[test]
+    fn forwarding_rules_and_srs_are_live() {
+        use mailfarm_protocol::{ForwardRule, ForwardSettings, ForwardUpdate};
+        let p = policy();
+        let none = HashSet::new();
+        let c = |path: &str| classify(&p, &none, path, false);
+        assert_eq!(c("moved@old.test"), Err(Refused::Relay));
+        let settings = ForwardSettings {
+            srs_domain: "fwd.test".into(),
+            notice_from: "postmaster@fwd.test".into(),
+        };
+        let mut update = ForwardUpdate {
+            base: None,
+            version: 1,
+            set: vec![ForwardRule {
+                old: "moved@old.test".into(),
+                new: "moved@new.test".into(),
+            }],
+            removed: vec![],
+            settings: Some(settings),
+        };
+        {
+            let mut forward = p.forward.write();
+            forward.set_verp_key(b"key");
+            forward.apply(update.clone()).unwrap();
+        }
+        assert_eq!(
+            c("Moved@OLD.test"),
+            Ok(Destination::Forward("moved@new.test".into()))
+        );
+        assert_eq!(c("other@old.test"), Err(Refused::UnknownUser));
+        let srs = p.forward.read().srs.clone().unwrap();
+        let day = mailfarm_protocol::utc_day(crate::inbound::forward::now_ms());
+        let address = srs.forward("s@sender.test", day);
+        assert_eq!(
+            c(&address),
+            Ok(Destination::SrsReturn("s@sender.test".into()))
+        );
+        assert_eq!(c(&address.replace("sender", "evil")), Err(Refused::BadSrs));
+        assert_eq!(c("nobody@fwd.test"), Err(Refused::UnknownUser));
+        // Removed: refused from the next RCPT on.
+        update.base = Some(1);
+        update.version = 2;
+        update.set.clear();
+        update.settings = None;
+        update.removed = vec!["moved@old.test".into()];
+        p.forward.write().apply(update).unwrap();
+        assert_eq!(c("moved@old.test"), Err(Refused::Relay));
     }
 }

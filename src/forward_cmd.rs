@@ -80,25 +80,30 @@ pub async fn run(command: ForwardCommand) -> anyhow::Result<ExitCode> {
 
 /// Reads `old,new` rows; rows with the wrong number of columns are reported by line number.
 fn read_csv(path: &Path) -> anyhow::Result<Vec<(u64, ForwardRule)>> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(file);
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut rules = Vec::new();
     let mut problems = Vec::new();
-    for (index, row) in reader.records().enumerate() {
+    // One row per line (an address never holds a line break), so every row keeps the line
+    // number an operator sees in an editor, blank lines included.
+    for (index, text) in text.lines().enumerate() {
         let line = index as u64 + 1;
-        let row = match row {
-            Ok(row) => row,
-            Err(e) => {
-                let line = e.position().map_or(line, |p| p.line());
+        if text.trim().is_empty() {
+            continue;
+        }
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .trim(csv::Trim::All)
+            .from_reader(text.as_bytes());
+        let row = match reader.records().next() {
+            Some(Ok(row)) => row,
+            Some(Err(e)) => {
                 problems.push(format!("line {line}: {e}"));
                 continue;
             }
+            None => continue,
         };
-        let line = row.position().map_or(line, |p| p.line());
         let fields: Vec<&str> = row.iter().collect();
         match fields.as_slice() {
             [] | [""] => {}

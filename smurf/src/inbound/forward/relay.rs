@@ -17,7 +17,7 @@
 //! [`MAX_AGE`]; then the recipient fails.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -26,11 +26,12 @@ use std::time::{Duration, Instant};
 
 use mailfarm_protocol::{
     utc_day, DeliveryTarget, ForwardRecord, NoticeClaim, NoticeGrant, Outcome, RecipientData,
-    RecipientResult, TemplateBundle,
+    RecipientResult, ShapingUpdate, TemplateBundle,
 };
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, info, warn};
 
+use super::group_sync;
 use super::notice::{self, Notice};
 use super::stored::{parse_stored, Stored};
 use super::{now_ms, ForwardCounters, SharedForward};
@@ -49,6 +50,8 @@ pub const RETRY_SCHEDULE: [Duration; 6] = [
 pub const MAX_AGE: Duration = Duration::from_secs(5 * 24 * 3600);
 /// Most stored messages worked on at once (the rest wait on disk).
 const MAX_ACTIVE: usize = 4096;
+/// Most messages (or results) whose files are synced together: bounds the files held open.
+const GROUP: usize = 256;
 /// How often `new/` is scanned when nothing wakes the service.
 const SCAN_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -74,6 +77,11 @@ pub struct ForwardHub {
     relink: Notify,
     /// The MX stored a message for forwarding.
     wake: Notify,
+    /// The coordinator's latest shaping file and this node's share: the relays obey the same
+    /// per-site limits as campaign mail (without it the engine keeps the built-in limits).
+    shaping: Mutex<Option<ShapingUpdate>>,
+    /// New shaping to apply.
+    reshaped: Notify,
 }
 
 impl ForwardHub {
@@ -92,6 +100,12 @@ impl ForwardHub {
     /// A new link to the coordinator: claims not answered on the old one go again.
     pub fn relinked(&self) {
         self.relink.notify_one();
+    }
+
+    /// The coordinator sent shaping rules: the forwarding engine applies them too.
+    pub fn shaping(&self, update: ShapingUpdate) {
+        *lock(&self.shaping) = Some(update);
+        self.reshaped.notify_one();
     }
 
     /// The MX stored a message in `forward/new`.
@@ -147,6 +161,24 @@ enum NoticeState {
     Retry { at: Instant, tries: usize },
 }
 
+/// Stored messages read in one scan, committed together.
+#[derive(Default)]
+struct PickBatch {
+    picked: Vec<Picked>,
+    /// Notice files written under a temporary name: (temporary, final, file to sync).
+    notice_files: Vec<(PathBuf, PathBuf, Option<File>)>,
+    notices: Vec<(String, PendingNotice)>,
+    suppressed: Vec<&'static str>,
+}
+
+/// One stored message read in a scan.
+struct Picked {
+    name: String,
+    /// Its `notices` mark is still to be written.
+    mark: bool,
+    active: Active,
+}
+
 enum JobRef {
     Forward { name: String, target: usize },
     Notice { id: String },
@@ -198,7 +230,10 @@ pub async fn run(config: ForwarderConfig, hub: Arc<ForwardHub>, mut stop: watch:
     let (grants_tx, mut grants_rx) = mpsc::unbounded_channel();
     *lock(&hub.grants) = Some(grants_tx);
     let (results, mut results_rx) = mpsc::unbounded_channel();
-    let engine = DeliveryEngine::new(config.delivery.clone());
+    let mut engine = DeliveryEngine::new(config.delivery.clone());
+    if let Some(update) = lock(&hub.shaping).clone() {
+        engine.apply_shaping(update);
+    }
     let generation = engine.next_generation();
     let mut f = Forwarder {
         config,
@@ -220,13 +255,26 @@ pub async fn run(config: ForwarderConfig, hub: Arc<ForwardHub>, mut stop: watch:
         f.claim();
         tokio::select! {
             Some(result) = results_rx.recv() => {
-                f.on_result(result);
-                while let Ok(result) = results_rx.try_recv() {
-                    f.on_result(result);
+                let mut results = vec![result];
+                loop {
+                    while results.len() < GROUP {
+                        let Ok(result) = results_rx.try_recv() else { break };
+                        results.push(result);
+                    }
+                    let full = results.len() == GROUP;
+                    f.on_results(std::mem::take(&mut results));
+                    if !full {
+                        break;
+                    }
                 }
             }
             Some(grants) = grants_rx.recv() => f.on_grants(grants),
             () = hub.wake.notified() => {}
+            () = hub.reshaped.notified() => {
+                if let Some(update) = lock(&hub.shaping).clone() {
+                    f.engine.apply_shaping(update);
+                }
+            }
             () = hub.relink.notified() => {
                 for n in f.notices.values_mut() {
                     n.claimed = false;
@@ -267,13 +315,6 @@ fn routing_campaign() -> Result<CompiledCampaign, mailfarm_templates::TemplateEr
     Ok(CompiledCampaign { bundle, template })
 }
 
-/// Appends a line to a file and syncs it.
-fn append_synced(path: &Path, line: &str) -> io::Result<()> {
-    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
-    file.write_all(line.as_bytes())?;
-    file.sync_data()
-}
-
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -283,7 +324,9 @@ impl Forwarder {
         self.config.dir.join(sub)
     }
 
-    /// Picks up stored messages not yet known.
+    /// Picks up stored messages not yet known. Their notice files and `notices` marks are
+    /// written for the whole batch, then synced together (group commit): a message becomes
+    /// active, and its notices claimable, only once its own files are synced.
     fn scan(&mut self) {
         if self.active.len() >= MAX_ACTIVE {
             return;
@@ -299,24 +342,78 @@ impl Forwarder {
             }
         };
         names.sort();
-        for name in names {
-            if self.active.len() >= MAX_ACTIVE {
-                break;
-            }
-            if let Err(e) = self.pick_up(&name) {
-                warn!(file = %name, "cannot read a stored forward message: {e}");
-            }
+        names.truncate(MAX_ACTIVE - self.active.len());
+        for chunk in names.chunks(GROUP) {
+            self.scan_batch(chunk);
         }
     }
 
-    fn pick_up(&mut self, name: &str) -> io::Result<()> {
-        let bytes = fs::read(self.dir("new").join(name))?;
+    /// Picks up one batch of stored messages (see [`Self::scan`]).
+    fn scan_batch(&mut self, names: &[String]) {
+        let mut batch = PickBatch::default();
+        for name in names {
+            if let Err(e) = self.pick_up(name.clone(), &mut batch) {
+                warn!("cannot read a stored forward message: {e}");
+            }
+        }
+        if batch.picked.is_empty() {
+            return;
+        }
+        if let Err(e) = self.commit_picks(&mut batch) {
+            // Nothing of the batch is acted on: the next scan picks it up again.
+            warn!("recording forward notice decisions: {e}");
+            return;
+        }
+        for (id, pending) in batch.notices {
+            self.notices.insert(id, pending);
+        }
+        for reason in batch.suppressed {
+            self.hub.counters.suppress(reason);
+        }
+        for picked in batch.picked {
+            let name = picked.name.clone();
+            self.active.insert(picked.name, picked.active);
+            self.finish_if_done(&name);
+        }
+    }
+
+    /// Syncs a batch's notice files (then renames them in and syncs their folder once), then
+    /// its `notices` marks.
+    fn commit_picks(&self, batch: &mut PickBatch) -> io::Result<()> {
+        if !batch.notice_files.is_empty() {
+            let files: Vec<File> = batch
+                .notice_files
+                .iter_mut()
+                .filter_map(|n| n.2.take())
+                .collect();
+            group_sync::sync_all(&files)
+                .into_iter()
+                .collect::<io::Result<()>>()?;
+            for (tmp, path, _) in &batch.notice_files {
+                fs::rename(tmp, path)?;
+            }
+        }
+        if !batch.notices.is_empty() {
+            sync_dir(&self.dir("notices"))?;
+        }
+        let marks = batch
+            .picked
+            .iter()
+            .filter(|p| p.mark)
+            .map(|p| group_sync::append(&self.dir("progress").join(&p.name), "notices\n"))
+            .collect::<io::Result<Vec<File>>>()?;
+        group_sync::sync_all(&marks).into_iter().collect()
+    }
+
+    fn pick_up(&self, name: String, batch: &mut PickBatch) -> io::Result<()> {
+        let bytes = fs::read(self.dir("new").join(&name))
+            .map_err(|e| io::Error::new(e.kind(), format!("{name}: {e}")))?;
         let stored = parse_stored(&bytes, &self.config.hostname, now_ms() / 1000);
-        let progress_path = self.dir("progress").join(name);
+        let progress_path = self.dir("progress").join(&name);
         let progress = match fs::read_to_string(&progress_path) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(e),
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{name}: {e}"))),
         };
         let done: Vec<usize> = progress
             .lines()
@@ -330,8 +427,8 @@ impl Forwarder {
             _ => stored.mail_from.clone(),
         };
         if !decided {
-            self.decide_notices(name, &stored, today)?;
-            append_synced(&progress_path, "notices\n")?;
+            self.decide_notices(&name, &stored, today, batch)
+                .map_err(|e| io::Error::new(e.kind(), format!("{name}: notice: {e}")))?;
         }
         let progress = (0..stored.targets.len())
             .map(|i| {
@@ -342,20 +439,27 @@ impl Forwarder {
                 }
             })
             .collect();
-        self.active.insert(
-            name.to_owned(),
-            Active {
+        batch.picked.push(Picked {
+            name,
+            mark: !decided,
+            active: Active {
                 stored,
                 progress,
                 relay_from,
             },
-        );
-        self.finish_if_done(name);
+        });
         Ok(())
     }
 
-    /// Writes the notice to claim for each target that may get one, or counts why not.
-    fn decide_notices(&mut self, name: &str, stored: &Stored, today: u32) -> io::Result<()> {
+    /// Writes (unsynced, under a temporary name) the notice to claim for each target that may
+    /// get one, or notes why not; [`Self::commit_picks`] syncs them.
+    fn decide_notices(
+        &self,
+        name: &str,
+        stored: &Stored,
+        today: u32,
+        batch: &mut PickBatch,
+    ) -> io::Result<()> {
         let headers = notice::headers(&stored.data);
         let message_id = headers
             .iter()
@@ -366,7 +470,7 @@ impl Forwarder {
                 continue;
             }
             if let Err(why) = notice::check(&stored.mail_from, &headers) {
-                self.hub.counters.suppress(why.reason());
+                batch.suppressed.push(why.reason());
                 continue;
             }
             let id = format!("{name}.{index}");
@@ -387,11 +491,11 @@ impl Forwarder {
                     message_id.as_deref().unwrap_or("")
                 );
                 let tmp = self.dir("notices").join(format!(".{id}"));
-                fs::write(&tmp, text)?;
-                File::open(&tmp)?.sync_all()?;
-                fs::rename(&tmp, &path)?;
+                let mut file = File::create(&tmp)?;
+                file.write_all(text.as_bytes())?;
+                batch.notice_files.push((tmp, path, Some(file)));
             }
-            self.notices.insert(
+            batch.notices.push((
                 id,
                 PendingNotice {
                     claim,
@@ -400,9 +504,9 @@ impl Forwarder {
                     claimed: false,
                     state: NoticeState::Claiming,
                 },
-            );
+            ));
         }
-        sync_dir(&self.dir("notices"))
+        Ok(())
     }
 
     /// Loads the notice outbox after a start.
@@ -613,24 +717,74 @@ impl Forwarder {
         }
     }
 
-    fn on_result(&mut self, result: RecipientResult) {
-        let Some(job) = self.jobs.remove(&result.id) else {
+    /// Takes a batch of results. The `done` lines of the relays that reached their end are
+    /// written, then synced together (group commit); each one counts, is reported and may
+    /// delete its message only after its own sync.
+    fn on_results(&mut self, results: Vec<RecipientResult>) {
+        let mut ended = Vec::new();
+        for result in results {
+            let Some(job) = self.jobs.remove(&result.id) else {
+                continue;
+            };
+            match job {
+                JobRef::Forward { name, target } => {
+                    if let Some(outcome) = self.forward_outcome(&name, target, &result) {
+                        ended.push((name, target, outcome, result));
+                    }
+                }
+                JobRef::Notice { id } => self.notice_result(&id, &result),
+            }
+        }
+        if ended.is_empty() {
             return;
-        };
-        match job {
-            JobRef::Forward { name, target } => self.forward_result(&name, target, &result),
-            JobRef::Notice { id } => self.notice_result(&id, &result),
+        }
+        let mut files = Vec::with_capacity(ended.len());
+        let mut written = Vec::with_capacity(ended.len());
+        for (name, index, _, _) in &ended {
+            let path = self.dir("progress").join(name);
+            match group_sync::append(&path, &format!("done {index}\n")) {
+                Ok(file) => {
+                    files.push(file);
+                    written.push(true);
+                }
+                Err(e) => {
+                    warn!(file = %name, "recording forward progress: {e}");
+                    written.push(false);
+                }
+            }
+        }
+        let mut synced = group_sync::sync_all(&files).into_iter();
+        let mut records = Vec::with_capacity(ended.len());
+        for ((name, index, outcome, result), written) in ended.into_iter().zip(written) {
+            let recorded = written
+                && match synced.next() {
+                    Some(Ok(())) => true,
+                    Some(Err(e)) => {
+                        warn!(file = %name, "syncing forward progress: {e}");
+                        false
+                    }
+                    None => false,
+                };
+            if let Some(record) = self.forward_done(&name, index, outcome, &result, recorded) {
+                records.push(record);
+            }
+        }
+        if !records.is_empty() {
+            self.hub.send(ForwardOut::Records(records));
         }
     }
 
-    fn forward_result(&mut self, name: &str, index: usize, result: &RecipientResult) {
-        let progress_path = self.dir("progress").join(name);
-        let Some(active) = self.active.get_mut(name) else {
-            return;
-        };
+    /// Handles a deferral (schedules the retry: `None`), or says how the relay ended.
+    fn forward_outcome(
+        &mut self,
+        name: &str,
+        index: usize,
+        result: &RecipientResult,
+    ) -> Option<&'static str> {
+        let active = self.active.get_mut(name)?;
         let now = Instant::now();
         let state = &mut active.progress[index];
-        let outcome = match (result.outcome, *state) {
+        match (result.outcome, *state) {
             (Outcome::Deferred, TargetState::Retry { tries, since, .. })
                 if now.duration_since(since) < MAX_AGE =>
             {
@@ -641,7 +795,7 @@ impl Forwarder {
                     tries: tries + 1,
                     since,
                 };
-                return;
+                None
             }
             (Outcome::Deferred, TargetState::Sending) => {
                 *state = TargetState::Retry {
@@ -649,20 +803,33 @@ impl Forwarder {
                     tries: 1,
                     since: now,
                 };
-                return;
+                None
             }
-            (Outcome::Delivered, _) => "delivered",
-            _ => "failed",
-        };
-        if let Err(e) = append_synced(&progress_path, &format!("done {index}\n")) {
-            // Not recorded: the recipient is tried again later rather than lost.
-            warn!(file = %name, "recording forward progress: {e}");
+            (Outcome::Delivered, _) => Some("delivered"),
+            _ => Some("failed"),
+        }
+    }
+
+    /// A relay ended: once its `done` line is synced (`recorded`), marks it done, counts it and
+    /// returns its record; otherwise tries it again later rather than lose it.
+    fn forward_done(
+        &mut self,
+        name: &str,
+        index: usize,
+        outcome: &str,
+        result: &RecipientResult,
+        recorded: bool,
+    ) -> Option<ForwardRecord> {
+        let active = self.active.get_mut(name)?;
+        let now = Instant::now();
+        let state = &mut active.progress[index];
+        if !recorded {
             *state = TargetState::Retry {
                 at: now + RETRY_SCHEDULE[0],
                 tries: 1,
                 since: now,
             };
-            return;
+            return None;
         }
         *state = TargetState::Done;
         let counters = &self.hub.counters;
@@ -699,8 +866,8 @@ impl Forwarder {
             notice,
             stored_as: format!("forward/new/{name}"),
         };
-        self.hub.send(ForwardOut::Records(vec![record]));
         self.finish_if_done(name);
+        Some(record)
     }
 
     /// Deletes a message whose every target is done.

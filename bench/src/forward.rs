@@ -161,6 +161,10 @@ fn drive(
     })
 }
 
+/// The shaping file of the bench's farm: the sink's site as Postfix treats every destination.
+const SINK_SHAPING: &str = "[site.\"mx.sink.test\"]\nmax_connections = 20\n\
+    message_rate = \"unlimited\"\nconnection_rate = \"unlimited\"\nramp_up = \"0s\"\n";
+
 /// Runs both sides.
 pub fn forward(o: &Forward) -> anyhow::Result<ForwardReport> {
     require_program("smtp-source", &o.smtp_source)?;
@@ -172,11 +176,19 @@ pub fn forward(o: &Forward) -> anyhow::Result<ForwardReport> {
         "senders.test. 300 IN MX 10 mx.sink.test.",
         "mx.sink.test. 300 IN A 127.0.0.1",
     ]);
+    // The sink's site gets Postfix's defaults (20 sessions per destination, no rate limit,
+    // no ramp): the built-in shaping (100/s after a 10 s ramp) would bound the rate, not
+    // the forwarding.
+    let shaping = tmp.path().join("shaping.toml");
+    std::fs::write(&shaping, SINK_SHAPING).context("writing the shaping file")?;
     let farm = ProcessFarm::start_full(
         &tmp.path().join("farm"),
         1,
         16,
-        "[forward]\nsrs_domain = \"fwd.test\"",
+        &format!(
+            "shaping_file = {:?}\n[forward]\nsrs_domain = \"fwd.test\"",
+            shaping.display().to_string()
+        ),
         &format!(
             "smtp_port = {}\n[resolver]\nnameserver = \"{}\"\n\
              [inbound]\nlisten = \"127.0.0.1:0\"\nhostname = \"mx.old.test\"\n",

@@ -284,7 +284,10 @@ async fn serve_once(
                     SmurfLinkEvent::Forget(hash) => {
                         templates.remove(&hash);
                     }
-                    SmurfLinkEvent::Shaping(update) => engine.apply_shaping(update),
+                    SmurfLinkEvent::Shaping(update) => {
+                        switch.forward_shaping(update.clone());
+                        engine.apply_shaping(update);
+                    }
                     SmurfLinkEvent::Assign(assignment) => {
                         if switch.on_assign(assignment) {
                             hand_back(link, &mut send, engine.hand_back()).await?;

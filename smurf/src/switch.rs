@@ -240,6 +240,11 @@ impl RoleSwitch {
         self.services.forward().state.write().apply(update)
     }
 
+    /// New shaping rules: the forwarding service's engine follows them too.
+    pub fn forward_shaping(&self, update: mailfarm_protocol::ShapingUpdate) {
+        self.services.forward().shaping(update);
+    }
+
     /// The coordinator's answers to notice claims.
     pub fn notice_grants(&self, grants: Vec<mailfarm_protocol::NoticeGrant>) {
         self.services.forward().grants(grants);

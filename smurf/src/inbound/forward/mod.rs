@@ -8,6 +8,7 @@
 //! - [`srs`]: the SRS rewriting and its checks; [`notice`]: RFC 3834 rules and the notice.
 //! - [`relay`]: the service that works through `forward/new` and the notice outbox.
 
+mod group_sync;
 pub mod notice;
 pub mod relay;
 pub mod srs;

@@ -17,24 +17,27 @@
 //! [`MAX_AGE`]; then the recipient fails.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use mailfarm_protocol::{
-    utc_day, DeliveryTarget, ForwardRecord, NoticeClaim, NoticeGrant, Outcome, RecipientData,
-    RecipientResult, TemplateBundle,
+    DeliveryTarget, ForwardRecord, NoticeClaim, NoticeGrant, Outcome, RecipientData,
+    RecipientResult, ShapingUpdate, TemplateBundle,
 };
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, info, warn};
 
+use super::group_sync;
 use super::notice::{self, Notice};
-use super::stored::{parse_stored, Stored};
+use super::stored::Stored;
 use super::{now_ms, ForwardCounters, SharedForward};
 use crate::delivery::{CompiledCampaign, DeliveryEngine, DeliverySettings, Job, RawMessage};
+
+mod pickup;
 
 /// Waits between attempts of a deferred relay or notice.
 pub const RETRY_SCHEDULE: [Duration; 6] = [
@@ -49,6 +52,8 @@ pub const RETRY_SCHEDULE: [Duration; 6] = [
 pub const MAX_AGE: Duration = Duration::from_secs(5 * 24 * 3600);
 /// Most stored messages worked on at once (the rest wait on disk).
 const MAX_ACTIVE: usize = 4096;
+/// Most messages (or results) whose files are synced together: bounds the files held open.
+const GROUP: usize = 256;
 /// How often `new/` is scanned when nothing wakes the service.
 const SCAN_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -74,6 +79,11 @@ pub struct ForwardHub {
     relink: Notify,
     /// The MX stored a message for forwarding.
     wake: Notify,
+    /// The coordinator's latest shaping file and this node's share: the relays obey the same
+    /// per-site limits as campaign mail (without it the engine keeps the built-in limits).
+    shaping: Mutex<Option<ShapingUpdate>>,
+    /// New shaping to apply.
+    reshaped: Notify,
 }
 
 impl ForwardHub {
@@ -92,6 +102,12 @@ impl ForwardHub {
     /// A new link to the coordinator: claims not answered on the old one go again.
     pub fn relinked(&self) {
         self.relink.notify_one();
+    }
+
+    /// The coordinator sent shaping rules: the forwarding engine applies them too.
+    pub fn shaping(&self, update: ShapingUpdate) {
+        *lock(&self.shaping) = Some(update);
+        self.reshaped.notify_one();
     }
 
     /// The MX stored a message in `forward/new`.
@@ -198,7 +214,10 @@ pub async fn run(config: ForwarderConfig, hub: Arc<ForwardHub>, mut stop: watch:
     let (grants_tx, mut grants_rx) = mpsc::unbounded_channel();
     *lock(&hub.grants) = Some(grants_tx);
     let (results, mut results_rx) = mpsc::unbounded_channel();
-    let engine = DeliveryEngine::new(config.delivery.clone());
+    let mut engine = DeliveryEngine::new(config.delivery.clone());
+    if let Some(update) = lock(&hub.shaping).clone() {
+        engine.apply_shaping(update);
+    }
     let generation = engine.next_generation();
     let mut f = Forwarder {
         config,
@@ -220,13 +239,26 @@ pub async fn run(config: ForwarderConfig, hub: Arc<ForwardHub>, mut stop: watch:
         f.claim();
         tokio::select! {
             Some(result) = results_rx.recv() => {
-                f.on_result(result);
-                while let Ok(result) = results_rx.try_recv() {
-                    f.on_result(result);
+                let mut results = vec![result];
+                loop {
+                    while results.len() < GROUP {
+                        let Ok(result) = results_rx.try_recv() else { break };
+                        results.push(result);
+                    }
+                    let full = results.len() == GROUP;
+                    f.on_results(std::mem::take(&mut results));
+                    if !full {
+                        break;
+                    }
                 }
             }
             Some(grants) = grants_rx.recv() => f.on_grants(grants),
             () = hub.wake.notified() => {}
+            () = hub.reshaped.notified() => {
+                if let Some(update) = lock(&hub.shaping).clone() {
+                    f.engine.apply_shaping(update);
+                }
+            }
             () = hub.relink.notified() => {
                 for n in f.notices.values_mut() {
                     n.claimed = false;
@@ -267,13 +299,6 @@ fn routing_campaign() -> Result<CompiledCampaign, mailfarm_templates::TemplateEr
     Ok(CompiledCampaign { bundle, template })
 }
 
-/// Appends a line to a file and syncs it.
-fn append_synced(path: &Path, line: &str) -> io::Result<()> {
-    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
-    file.write_all(line.as_bytes())?;
-    file.sync_data()
-}
-
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -281,128 +306,6 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 impl Forwarder {
     fn dir(&self, sub: &str) -> PathBuf {
         self.config.dir.join(sub)
-    }
-
-    /// Picks up stored messages not yet known.
-    fn scan(&mut self) {
-        if self.active.len() >= MAX_ACTIVE {
-            return;
-        }
-        let mut names: Vec<String> = match fs::read_dir(self.dir("new")) {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|n| !n.starts_with('.') && !self.active.contains_key(n))
-                .collect(),
-            Err(e) => {
-                warn!("forward/new: {e}");
-                return;
-            }
-        };
-        names.sort();
-        for name in names {
-            if self.active.len() >= MAX_ACTIVE {
-                break;
-            }
-            if let Err(e) = self.pick_up(&name) {
-                warn!(file = %name, "cannot read a stored forward message: {e}");
-            }
-        }
-    }
-
-    fn pick_up(&mut self, name: &str) -> io::Result<()> {
-        let bytes = fs::read(self.dir("new").join(name))?;
-        let stored = parse_stored(&bytes, &self.config.hostname, now_ms() / 1000);
-        let progress_path = self.dir("progress").join(name);
-        let progress = match fs::read_to_string(&progress_path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(e),
-        };
-        let done: Vec<usize> = progress
-            .lines()
-            .filter_map(|l| l.strip_prefix("done ")?.parse().ok())
-            .collect();
-        let decided = progress.lines().any(|l| l == "notices");
-        let today = utc_day(now_ms());
-        let srs = self.hub.state.read().srs.clone();
-        let relay_from = match &srs {
-            Some(srs) if !stored.mail_from.is_empty() => srs.forward(&stored.mail_from, today),
-            _ => stored.mail_from.clone(),
-        };
-        if !decided {
-            self.decide_notices(name, &stored, today)?;
-            append_synced(&progress_path, "notices\n")?;
-        }
-        let progress = (0..stored.targets.len())
-            .map(|i| {
-                if done.contains(&i) {
-                    TargetState::Done
-                } else {
-                    TargetState::Due
-                }
-            })
-            .collect();
-        self.active.insert(
-            name.to_owned(),
-            Active {
-                stored,
-                progress,
-                relay_from,
-            },
-        );
-        self.finish_if_done(name);
-        Ok(())
-    }
-
-    /// Writes the notice to claim for each target that may get one, or counts why not.
-    fn decide_notices(&mut self, name: &str, stored: &Stored, today: u32) -> io::Result<()> {
-        let headers = notice::headers(&stored.data);
-        let message_id = headers
-            .iter()
-            .find(|(n, _)| n == "message-id")
-            .map(|(_, v)| v.clone());
-        for (index, target) in stored.targets.iter().enumerate() {
-            if target.srs_return || target.new.is_empty() {
-                continue;
-            }
-            if let Err(why) = notice::check(&stored.mail_from, &headers) {
-                self.hub.counters.suppress(why.reason());
-                continue;
-            }
-            let id = format!("{name}.{index}");
-            let claim = NoticeClaim {
-                id: id.clone(),
-                sender: stored.mail_from.to_ascii_lowercase(),
-                recipient: target.old.to_ascii_lowercase(),
-                day: today,
-            };
-            let path = self.dir("notices").join(&id);
-            if !path.exists() {
-                let text = format!(
-                    "{}\n{}\n{}\n{}\n{}\n",
-                    claim.sender,
-                    claim.recipient,
-                    target.new,
-                    claim.day,
-                    message_id.as_deref().unwrap_or("")
-                );
-                let tmp = self.dir("notices").join(format!(".{id}"));
-                fs::write(&tmp, text)?;
-                File::open(&tmp)?.sync_all()?;
-                fs::rename(&tmp, &path)?;
-            }
-            self.notices.insert(
-                id,
-                PendingNotice {
-                    claim,
-                    new: target.new.clone(),
-                    message_id: message_id.clone(),
-                    claimed: false,
-                    state: NoticeState::Claiming,
-                },
-            );
-        }
-        sync_dir(&self.dir("notices"))
     }
 
     /// Loads the notice outbox after a start.
@@ -613,24 +516,74 @@ impl Forwarder {
         }
     }
 
-    fn on_result(&mut self, result: RecipientResult) {
-        let Some(job) = self.jobs.remove(&result.id) else {
+    /// Takes a batch of results. The `done` lines of the relays that reached their end are
+    /// written, then synced together (group commit); each one counts, is reported and may
+    /// delete its message only after its own sync.
+    fn on_results(&mut self, results: Vec<RecipientResult>) {
+        let mut ended = Vec::new();
+        for result in results {
+            let Some(job) = self.jobs.remove(&result.id) else {
+                continue;
+            };
+            match job {
+                JobRef::Forward { name, target } => {
+                    if let Some(outcome) = self.forward_outcome(&name, target, &result) {
+                        ended.push((name, target, outcome, result));
+                    }
+                }
+                JobRef::Notice { id } => self.notice_result(&id, &result),
+            }
+        }
+        if ended.is_empty() {
             return;
-        };
-        match job {
-            JobRef::Forward { name, target } => self.forward_result(&name, target, &result),
-            JobRef::Notice { id } => self.notice_result(&id, &result),
+        }
+        let mut files = Vec::with_capacity(ended.len());
+        let mut written = Vec::with_capacity(ended.len());
+        for (name, index, _, _) in &ended {
+            let path = self.dir("progress").join(name);
+            match group_sync::append(&path, &format!("done {index}\n")) {
+                Ok(file) => {
+                    files.push(file);
+                    written.push(true);
+                }
+                Err(e) => {
+                    warn!(file = %name, "recording forward progress: {e}");
+                    written.push(false);
+                }
+            }
+        }
+        let mut synced = group_sync::sync_all(&files).into_iter();
+        let mut records = Vec::with_capacity(ended.len());
+        for ((name, index, outcome, result), written) in ended.into_iter().zip(written) {
+            let recorded = written
+                && match synced.next() {
+                    Some(Ok(())) => true,
+                    Some(Err(e)) => {
+                        warn!(file = %name, "syncing forward progress: {e}");
+                        false
+                    }
+                    None => false,
+                };
+            if let Some(record) = self.forward_done(&name, index, outcome, &result, recorded) {
+                records.push(record);
+            }
+        }
+        if !records.is_empty() {
+            self.hub.send(ForwardOut::Records(records));
         }
     }
 
-    fn forward_result(&mut self, name: &str, index: usize, result: &RecipientResult) {
-        let progress_path = self.dir("progress").join(name);
-        let Some(active) = self.active.get_mut(name) else {
-            return;
-        };
+    /// Handles a deferral (schedules the retry: `None`), or says how the relay ended.
+    fn forward_outcome(
+        &mut self,
+        name: &str,
+        index: usize,
+        result: &RecipientResult,
+    ) -> Option<&'static str> {
+        let active = self.active.get_mut(name)?;
         let now = Instant::now();
         let state = &mut active.progress[index];
-        let outcome = match (result.outcome, *state) {
+        match (result.outcome, *state) {
             (Outcome::Deferred, TargetState::Retry { tries, since, .. })
                 if now.duration_since(since) < MAX_AGE =>
             {
@@ -641,7 +594,7 @@ impl Forwarder {
                     tries: tries + 1,
                     since,
                 };
-                return;
+                None
             }
             (Outcome::Deferred, TargetState::Sending) => {
                 *state = TargetState::Retry {
@@ -649,20 +602,33 @@ impl Forwarder {
                     tries: 1,
                     since: now,
                 };
-                return;
+                None
             }
-            (Outcome::Delivered, _) => "delivered",
-            _ => "failed",
-        };
-        if let Err(e) = append_synced(&progress_path, &format!("done {index}\n")) {
-            // Not recorded: the recipient is tried again later rather than lost.
-            warn!(file = %name, "recording forward progress: {e}");
+            (Outcome::Delivered, _) => Some("delivered"),
+            _ => Some("failed"),
+        }
+    }
+
+    /// A relay ended: once its `done` line is synced (`recorded`), marks it done, counts it and
+    /// returns its record; otherwise tries it again later rather than lose it.
+    fn forward_done(
+        &mut self,
+        name: &str,
+        index: usize,
+        outcome: &str,
+        result: &RecipientResult,
+        recorded: bool,
+    ) -> Option<ForwardRecord> {
+        let active = self.active.get_mut(name)?;
+        let now = Instant::now();
+        let state = &mut active.progress[index];
+        if !recorded {
             *state = TargetState::Retry {
                 at: now + RETRY_SCHEDULE[0],
                 tries: 1,
                 since: now,
             };
-            return;
+            return None;
         }
         *state = TargetState::Done;
         let counters = &self.hub.counters;
@@ -699,8 +665,8 @@ impl Forwarder {
             notice,
             stored_as: format!("forward/new/{name}"),
         };
-        self.hub.send(ForwardOut::Records(vec![record]));
         self.finish_if_done(name);
+        Some(record)
     }
 
     /// Deletes a message whose every target is done.

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use serde::Serialize;
 
 /// The machine the benchmark ran on.
@@ -160,25 +160,56 @@ pub fn usage(who: libc::c_int) -> anyhow::Result<Usage> {
     })
 }
 
-/// CPU time used so far by a running process, from `/proc/PID/stat`.
-pub fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
+/// What the benches read of one process in `/proc/PID/stat`.
+#[derive(Clone, Debug)]
+pub struct ProcStat {
+    /// Parent process id.
+    pub ppid: u32,
+    /// Command name (between the parentheses; may hold spaces).
+    pub name: String,
+    /// Its own CPU, utime + stime, in clock ticks.
+    pub own_ticks: u64,
+    /// CPU of the children it reaped, cutime + cstime, in clock ticks.
+    pub reaped_ticks: u64,
+}
+
+/// Reads `/proc/PID/stat`: the one parser of that file in the benches.
+pub fn proc_stat(pid: u32) -> anyhow::Result<ProcStat> {
     let path = format!("/proc/{pid}/stat");
     let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    // Fields after the command name (which may hold spaces) start at field 3 (state);
-    // utime and stime are fields 14 and 15.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .with_context(|| format!("malformed {path}"))?;
+    // The command name may hold spaces and parentheses: it runs from the first '(' to the
+    // last ')'. The fields after it start at field 3 (state): ppid is field 4, utime, stime,
+    // cutime and cstime are fields 14 to 17.
+    let (Some(open), Some((head, rest))) = (stat.find('('), stat.rsplit_once(')')) else {
+        bail!("malformed {path}");
+    };
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> anyhow::Result<u64> {
+    let num = |i: usize| -> anyhow::Result<u64> {
         fields
             .get(i)
             .and_then(|f| f.parse().ok())
             .with_context(|| format!("malformed {path}"))
     };
-    let total = ticks(11)? + ticks(12)?;
-    Ok(ticks_to_duration(total))
+    Ok(ProcStat {
+        ppid: u32::try_from(num(1)?).with_context(|| format!("malformed {path}"))?,
+        name: head.get(open + 1..).unwrap_or_default().to_owned(),
+        own_ticks: num(11)? + num(12)?,
+        reaped_ticks: num(13)? + num(14)?,
+    })
+}
+
+/// CPU time used so far by a running process, from `/proc/PID/stat`.
+pub fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
+    Ok(ticks_to_duration(proc_stat(pid)?.own_ticks))
+}
+
+/// Peak resident set size (`VmHWM`) of a running process, in bytes.
+pub fn peak_rss(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    status_kib(&status, "VmHWM:")
+        .map(|kib| kib * 1024)
+        .with_context(|| format!("no VmHWM in {path}"))
 }
 
 /// CPU time of `ticks` clock ticks (`/proc` counts in them).
@@ -195,4 +226,20 @@ pub fn kill_hard(pid: u32) {
     // SAFETY: kill(2) takes plain integers and touches no memory of ours; a stale pid at worst
     // gets ESRCH.
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_reads_this_process() {
+        let me = proc_stat(std::process::id()).unwrap();
+        // SAFETY: getppid has no preconditions.
+        let parent = unsafe { libc::getppid() };
+        assert_eq!(i64::from(me.ppid), i64::from(parent));
+        assert!(!me.name.is_empty());
+        assert!(peak_rss(std::process::id()).unwrap() > 0);
+        assert!(proc_stat(u32::MAX).is_err(), "no such process");
+    }
 }

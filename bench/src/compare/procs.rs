@@ -427,10 +427,9 @@ fn run_ok(command: &mut Command, what: &str) -> anyhow::Result<Output> {
     Ok(out)
 }
 
-/// Peak resident set size (`VmHWM`) of a running process.
+/// Peak resident set size (`VmHWM`) of a running process; `None` once it has gone.
 pub fn peak_rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    crate::sys::status_kib(&status, "VmHWM:").map(|kib| kib * 1024)
+    crate::sys::peak_rss(pid).ok()
 }
 
 /// One process of a `/proc` scan.
@@ -456,21 +455,16 @@ fn scan() -> HashMap<u32, ProcEntry> {
         else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        // A process may end between the listing and the read: then it is not in the table.
+        let Ok(stat) = crate::sys::proc_stat(pid) else {
             continue;
         };
-        let (Some((head, rest)), Some(open)) = (stat.rsplit_once(')'), stat.find('(')) else {
-            continue;
-        };
-        let name = head.get(open + 1..).unwrap_or_default().to_owned();
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         table.insert(
             pid,
             ProcEntry {
-                ppid: num(1) as u32,
-                name,
-                ticks: num(11) + num(12) + num(13) + num(14),
+                ppid: stat.ppid,
+                name: stat.name,
+                ticks: stat.own_ticks + stat.reaped_ticks,
             },
         );
     }

@@ -178,11 +178,7 @@ impl NsProcess {
 
     /// Peak resident set size so far (`VmHWM`), in bytes.
     pub fn peak_rss(&self) -> anyhow::Result<u64> {
-        let path = format!("/proc/{}/status", self.pid());
-        let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        sys::status_kib(&status, "VmHWM:")
-            .map(|kib| kib * 1024)
-            .with_context(|| format!("no VmHWM in {path}"))
+        sys::peak_rss(self.pid())
     }
 
     /// Sends SIGTERM (the daemons' graceful stop) and waits up to `grace` for the exit, then

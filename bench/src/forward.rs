@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use crate::compare::procs::tree_cpu;
 use crate::postfix::PrivatePostfix;
+use crate::report::{text_of, write_heading, write_verdict};
 use crate::sys::Machine;
 use crate::throughput::{build_profile, require_program};
 
@@ -85,30 +86,39 @@ pub struct ForwardReport {
 impl ForwardReport {
     /// The human report.
     pub fn text(&self) -> String {
-        let mut out = String::new();
-        let _ = crate::report::write_machine(&mut out, &self.machine, self.build);
-        let _ = writeln!(
+        text_of(|out| self.write_text(out))
+    }
+
+    fn write_text(&self, out: &mut String) -> std::fmt::Result {
+        write_heading(
+            out,
+            "mailfarm-bench forward: one in node next to Postfix virtual_alias_maps",
+            &self.machine,
+            self.build,
+        )?;
+        writeln!(
             out,
             "load        smtp-source, {} sessions, one moved address, into one smtp-sink",
             self.sessions
-        );
-        let _ = writeln!(
+        )?;
+        writeln!(
             out,
             "{:<34} {:>9} {:>9} {:>9} {:>9} {:>12}",
             "forwarder", "messages", "wall s", "msgs/s", "CPU s", "CPU us/msg"
-        );
+        )?;
         for s in [&self.mailfarm, &self.postfix] {
-            let _ = writeln!(
+            writeln!(
                 out,
                 "{:<34} {:>9} {:>9.2} {:>9.0} {:>9.2} {:>12.0}",
                 s.name, s.messages, s.wall_secs, s.msgs_per_sec, s.cpu_secs, s.cpu_us_per_msg
-            );
+            )?;
         }
-        let _ = writeln!(out, "ratio       mailfarm / Postfix = {:.2}x", self.ratio);
-        for p in &self.problems {
-            let _ = writeln!(out, "PROBLEM     {p}");
-        }
-        out
+        writeln!(out, "ratio       mailfarm / Postfix = {:.2}x", self.ratio)?;
+        write_verdict(
+            out,
+            &self.problems,
+            "every forwarded message counted at the sink",
+        )
     }
 }
 

@@ -150,9 +150,10 @@ where
         errors: 0,
         deadline,
     };
-    // Declared after `st`, so dropped before the handler's session: whoever
-    // sees the session counted as closed can take its slot.
-    let _slot = slot;
+    // Declared after `st`, so released before the handler's session ends: whoever sees the
+    // session counted as closed can take its slot. When the server closes, both go before the
+    // peer sees the connection close ([`end`]).
+    let slot = slot;
     let mut conn = Conn::new(stream, &st.config);
     let timeout = st.config.command_timeout;
     let greeting_closes = match &greeting {
@@ -168,11 +169,15 @@ where
         Answer::Drop => {}
     }
     if greeting_closes {
+        end(slot, st);
         return conn.close(timeout).await;
     }
     let tls_config = st.config.tls.clone();
     match st.run(&mut conn, &mut stop, tls_config.is_some()).await? {
-        Flow::Close => conn.close(timeout).await,
+        Flow::Close => {
+            end(slot, st);
+            conn.close(timeout).await
+        }
         Flow::Continue => Ok(()),
         Flow::StartTls => {
             let Some(tls_config) = tls_config else {
@@ -203,11 +208,22 @@ where
             st.tx = None;
             let mut conn = Conn::new(stream, &st.config);
             match st.run(&mut conn, &mut stop, false).await? {
-                Flow::Close | Flow::StartTls => conn.close(timeout).await,
+                Flow::Close | Flow::StartTls => {
+                    end(slot, st);
+                    conn.close(timeout).await
+                }
                 Flow::Continue => Ok(()),
             }
         }
     }
+}
+
+/// Ends a session the server closes, before its replies are flushed and the socket shut: a
+/// client that reconnects the moment it sees the close (after a 421, or a dropped transfer)
+/// must find the slot free and the session no longer counted open.
+fn end<H: Handler>(slot: Slot, st: State<H>) {
+    drop(slot);
+    drop(st);
 }
 
 impl<H: Handler> State<H> {

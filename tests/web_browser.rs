@@ -135,12 +135,14 @@ async fn unsubscribe_and_dashboard_in_chromium() {
     // A second campaign that runs while the browser watches the dashboard: the web node shows
     // what the coordinator sends it every second.
     let burst = tmp.path().join("burst");
-    newsletter(&burst, "burst", &sink.addr.to_string(), &base, 400);
+    // 1,000 recipients at 10/s: still sending (100 s) after a loaded machine has started
+    // Chromium, so the browser sees the counter move.
+    newsletter(&burst, "burst", &sink.addr.to_string(), &base, 1000);
     let out = farm.campaign(&[
         "launch",
         burst.to_str().unwrap(),
         "--rate",
-        "25/s",
+        "10/s",
         "--detach",
     ]);
     assert!(out.status.success(), "{out:?}");

@@ -25,6 +25,11 @@ use crate::template_cache::TemplateCache;
 const MAX_FRAME: usize = 16 * 1024 * 1024;
 /// Most results per frame.
 const RESULTS_PER_FRAME: usize = 512;
+/// How long a result may wait for others to share its frame. Each frame costs a wake-up and
+/// a QUIC packet on both sides and a hand-off to the coordinator's committer; at campaign
+/// speed a few milliseconds gather tens of results per frame. Credit flows back on receipt,
+/// so the window (hundreds of recipients) hides the wait.
+const RESULTS_LINGER: Duration = Duration::from_millis(10);
 /// How often the smurf reports its load (and its inbound counters, shown second by second).
 const LOAD_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a shutting-down smurf waits for in-flight messages.
@@ -84,6 +89,7 @@ pub async fn run_smurf(
             tx: results_tx,
             rx: results_rx,
             established: false,
+            unsent: Vec::new(),
         };
         let outcome = serve_once(
             &endpoint,
@@ -96,6 +102,7 @@ pub async fn run_smurf(
         .await;
         let established = link_results.established;
         carry.orphans.push(link_results.rx);
+        carry.unsent.append(&mut link_results.unsent);
         // Whatever the link's fate, queued jobs from it must not be sent now: the coordinator
         // takes its recipients back when the link drops.
         engine.next_generation();
@@ -131,6 +138,9 @@ struct LinkResults {
     rx: mpsc::UnboundedReceiver<RecipientResult>,
     /// Whether the link got as far as the coordinator's welcome.
     established: bool,
+    /// Results taken from the channel and waiting (at most [`RESULTS_LINGER`]) for their
+    /// frame; kept here, not in the link's loop, so a link that drops meanwhile loses none.
+    unsent: Vec<RecipientResult>,
 }
 
 /// What one link hands to the next.
@@ -139,6 +149,8 @@ struct Carry {
     /// Result channels of ended links: messages in flight when a link dropped still report
     /// here, and the next link hands those results to the coordinator as late results.
     orphans: Vec<mpsc::UnboundedReceiver<RecipientResult>>,
+    /// Results an ended link had taken from its channel but not yet framed.
+    unsent: Vec<RecipientResult>,
 }
 
 /// Takes what the channels of ended links hold, dropping channels that are closed and empty.
@@ -169,7 +181,7 @@ async fn serve_once(
     link_results: &mut LinkResults,
     carry: &mut Carry,
 ) -> Result<(), LinkError> {
-    let Carry { orphans } = carry;
+    let Carry { orphans, unsent } = carry;
     let connect_error = |reason: String| LinkError::Connect {
         addr: settings.coordinator,
         reason,
@@ -202,6 +214,11 @@ async fn serve_once(
     let generation = engine.next_generation();
     let results_tx = link_results.tx.clone();
     let results_rx = &mut link_results.rx;
+    let pending = &mut link_results.unsent;
+    // Fires RESULTS_LINGER after the first result of a frame; armed only while one waits.
+    let results_due = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(results_due);
+    let mut results_armed = false;
     let mut late_tick = tokio::time::interval(Duration::from_millis(100));
     // Whatever an earlier link left unacknowledged goes first, as late results.
     let held = link.held_results();
@@ -315,15 +332,24 @@ async fn serve_once(
                 }
             }
             Some(first) = results_rx.recv() => {
-                let mut results = Vec::with_capacity(64);
-                results.push(first);
-                while results.len() < RESULTS_PER_FRAME {
+                pending.push(first);
+                while pending.len() < RESULTS_PER_FRAME {
                     match results_rx.try_recv() {
-                        Ok(r) => results.push(r),
+                        Ok(r) => pending.push(r),
                         Err(_) => break,
                     }
                 }
-                write_frame(&mut send, &link.results(results)).await?;
+                if pending.len() >= RESULTS_PER_FRAME || draining {
+                    results_armed = false;
+                    write_frame(&mut send, &link.results(std::mem::take(pending))).await?;
+                } else if !results_armed {
+                    results_armed = true;
+                    results_due.as_mut().reset(tokio::time::Instant::now() + RESULTS_LINGER);
+                }
+            }
+            () = &mut results_due, if results_armed => {
+                results_armed = false;
+                write_frame(&mut send, &link.results(std::mem::take(pending))).await?;
             }
             _ = shutdown.changed(), if !draining => {
                 if *shutdown.borrow() {
@@ -333,8 +359,9 @@ async fn serve_once(
                     drain_deadline.as_mut().reset(tokio::time::Instant::now() + DRAIN_TIMEOUT);
                 }
             }
-            _ = late_tick.tick(), if !orphans.is_empty() => {
-                let late = drain_orphans(orphans);
+            _ = late_tick.tick(), if !orphans.is_empty() || !unsent.is_empty() => {
+                let mut late = std::mem::take(unsent);
+                late.append(&mut drain_orphans(orphans));
                 if !late.is_empty() {
                     info!(count = late.len(), "reporting results of an earlier link");
                 }

@@ -94,6 +94,8 @@ struct State {
     effective: Effective,
     message_limiter: Option<Paced>,
     connection_limiter: Option<Paced>,
+    /// The engine's clock, shared by every limiter (never made per call: see `Shared::clock`).
+    clock: DefaultClock,
     /// Workers running.
     workers: u32,
     /// Workers not holding a job (idle, starting, or between jobs).
@@ -142,16 +144,6 @@ struct Paced<C: Clock = DefaultClock> {
     rate: f64,
     limiter: Arc<Limiter<C>>,
     last_grant: Option<Instant>,
-}
-
-impl Paced {
-    fn new(rate: f64) -> Self {
-        Self::with_clock(rate, &DefaultClock::default())
-    }
-
-    fn repace(slot: &mut Option<Paced>, rate: Option<f64>, now: Instant) {
-        Self::repace_with(slot, rate, now, &DefaultClock::default());
-    }
 }
 
 impl<C: Clock + Clone> Paced<C> {
@@ -239,8 +231,13 @@ impl State {
             eff.rate = self.adaptive.rate(eff.rate, now);
             eff.connections = self.adaptive.connections(eff.connections, now);
         }
-        Paced::repace(&mut self.message_limiter, eff.rate, now);
-        Paced::repace(&mut self.connection_limiter, eff.connection_rate, now);
+        Paced::repace_with(&mut self.message_limiter, eff.rate, now, &self.clock);
+        Paced::repace_with(
+            &mut self.connection_limiter,
+            eff.connection_rate,
+            now,
+            &self.clock,
+        );
         let lowered = eff.connections < self.effective.connections;
         self.effective = eff;
         lowered
@@ -269,6 +266,7 @@ impl Site {
         domains: HashSet<String>,
         shaping: &Shaping,
         farm: Option<super::FarmShare>,
+        clock: DefaultClock,
     ) -> Self {
         let now = Instant::now();
         let limits = compute_limits(&key, &target, &domains, shaping);
@@ -297,9 +295,12 @@ impl Site {
             sending: 0,
             last_active: now,
             closed: false,
+            clock,
         };
-        state.message_limiter = effective.rate.map(Paced::new);
-        state.connection_limiter = effective.connection_rate.map(Paced::new);
+        state.message_limiter = effective.rate.map(|r| Paced::with_clock(r, &state.clock));
+        state.connection_limiter = effective
+            .connection_rate
+            .map(|r| Paced::with_clock(r, &state.clock));
         Self {
             key,
             state: Mutex::new(state),

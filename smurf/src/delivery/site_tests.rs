@@ -55,10 +55,11 @@ fn a_rebuild_right_after_a_grant_starts_empty() {
 
 #[test]
 fn small_drifts_keep_the_limiter() {
-    let mut slot = Some(Paced::new(100.0));
+    let clock = FakeRelativeClock::default();
+    let mut slot = Some(Paced::with_clock(100.0, &clock));
     let before = slot.as_ref().map(|p| Arc::as_ptr(&p.limiter));
-    Paced::repace(&mut slot, Some(101.0), Instant::now());
+    Paced::repace_with(&mut slot, Some(101.0), Instant::now(), &clock);
     assert_eq!(slot.as_ref().map(|p| Arc::as_ptr(&p.limiter)), before);
-    Paced::repace(&mut slot, None, Instant::now());
+    Paced::repace_with(&mut slot, None, Instant::now(), &clock);
     assert!(slot.is_none());
 }

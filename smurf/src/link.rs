@@ -29,7 +29,7 @@ const RESULTS_PER_FRAME: usize = 512;
 /// a QUIC packet on both sides and a hand-off to the coordinator's committer; at campaign
 /// speed a few milliseconds gather tens of results per frame. Credit flows back on receipt,
 /// so the window (hundreds of recipients) hides the wait.
-const RESULTS_LINGER: Duration = Duration::from_millis(10);
+const RESULTS_LINGER: Duration = Duration::from_millis(20);
 /// How often the smurf reports its load (and its inbound counters, shown second by second).
 const LOAD_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a shutting-down smurf waits for in-flight messages.

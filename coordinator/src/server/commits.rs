@@ -24,7 +24,7 @@ const MAX_FRAMES_PER_COMMIT: usize = 256;
 /// once; a busy one commits about this often, whatever the number of smurfs, and each commit
 /// (a few page writes and an fsync, half a millisecond of kernel time on a virtual disk)
 /// carries tens of results instead of a few.
-const MIN_COMMIT_SPACING: std::time::Duration = std::time::Duration::from_millis(10);
+const MIN_COMMIT_SPACING: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// What a link learns of its frame: attempts recorded, or why the store failed.
 type Done = Result<usize, String>;

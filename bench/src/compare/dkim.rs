@@ -112,8 +112,13 @@ pub fn measure(
     let bare: Vec<&[u8]> = headers_only.iter().map(Vec::as_slice).collect();
     let total = time_signing(&signer, &full, rounds)?;
     let signature = time_signing(&signer, &bare, rounds)?;
+    let library = match key.algorithm {
+        DkimAlgorithm::RsaSha256 => mailfarm_smurf::outbound::dkim::RSA_SIGNER,
+        DkimAlgorithm::Ed25519Sha256 => "ring",
+    };
     Ok(DkimCost {
         algorithm: key.label.to_owned(),
+        library: library.to_owned(),
         messages: messages.len() * rounds,
         body_bytes,
         total_us: total,

@@ -163,6 +163,9 @@ impl SideReport {
 pub struct DkimCost {
     /// `rsa-sha256` (2048 bits) or `ed25519-sha256`.
     pub algorithm: String,
+    /// The library that makes the signature in this build: `ring`, or `openssl` for RSA in a
+    /// build with the `openssl-dkim` feature.
+    pub library: String,
     /// Messages signed per measurement.
     pub messages: usize,
     /// Average body bytes hashed.
@@ -453,8 +456,9 @@ impl CompareReport {
             for d in &self.dkim {
                 writeln!(
                     out,
-                    "  {:<16} total {:>7.1} us = signature+headers {:>7.1} us + body hash {:>6.1} us ({} B body)",
+                    "  {:<16} {:<8} total {:>7.1} us = signature+headers {:>7.1} us + body hash {:>6.1} us ({} B body)",
                     d.algorithm,
+                    d.library,
                     d.total_us,
                     d.signature_us,
                     d.body_hash_us,

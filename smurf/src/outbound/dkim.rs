@@ -4,7 +4,9 @@
 //! (RFC 8463), loaded once from PEM files by [`DkimSigner::load`]. Each message is signed with
 //! relaxed/relaxed canonicalisation; the `DKIM-Signature` header is prepended to the message.
 //!
-//! The cryptography and canonicalisation come from `mail-auth` on its `ring` backend. The
+//! The cryptography and canonicalisation come from `mail-auth` on its `ring` backend (RSA
+//! signatures from the system's OpenSSL in a build with the `openssl-dkim` feature: see
+//! `dkim_key`). The
 //! message is walked once here: that pass finds the `From:` domain (which picks the key) and
 //! collects the header fields to sign, and the body after it is hashed in place, so nothing is
 //! parsed twice.
@@ -21,6 +23,9 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mail_auth::common::crypto::{DkimKey, Ed25519Key, RsaKey, Sha256, SigningKey};
+
+use super::dkim_key::SignerKey;
+pub use super::dkim_key::RSA_SIGNER;
 use mail_auth::common::headers::{Writable, Writer};
 use mail_auth::dkim::canonicalize::CanonicalHeaders;
 use mail_auth::dkim::{Canonicalization, Signature};
@@ -147,7 +152,7 @@ pub struct DkimKeyConfig {
 /// One loaded key with its signature template.
 struct DomainKey {
     /// The private key.
-    key: DkimKey,
+    key: SignerKey,
     /// `v`, `a`, `d`, `s` and canonicalisation filled in; per-message tags are added on a clone.
     template: Signature,
     /// Header field names to sign, in configured spelling.
@@ -352,20 +357,28 @@ impl Writable for SignedData<'_> {
 }
 
 /// Reads and parses one PEM private key for `algorithm`; the error is a readable reason.
-fn read_key(path: &Path, algorithm: DkimAlgorithm) -> Result<DkimKey, String> {
+fn read_key(path: &Path, algorithm: DkimAlgorithm) -> Result<SignerKey, String> {
     let pem = std::fs::read(path).map_err(|err| format!("cannot read key file: {err}"))?;
     let der = PrivateKeyDer::from_pem_slice(&pem)
         .map_err(|err| format!("no PEM private key in file: {err}"))?;
     match (algorithm, der) {
         (DkimAlgorithm::RsaSha256, der @ (PrivateKeyDer::Pkcs1(_) | PrivateKeyDer::Pkcs8(_))) => {
-            RsaKey::<Sha256>::from_key_der(der)
-                .map(DkimKey::Rsa)
-                .map_err(|err| format!("not a usable RSA key (2048-8192 bits): {err}"))
+            let checked = RsaKey::<Sha256>::from_key_der(der.clone_key())
+                .map_err(|err| format!("not a usable RSA key (2048-8192 bits): {err}"))?;
+            #[cfg(feature = "openssl-dkim")]
+            {
+                drop(checked);
+                SignerKey::openssl_rsa(&der)
+            }
+            #[cfg(not(feature = "openssl-dkim"))]
+            {
+                Ok(SignerKey::Ring(Box::new(DkimKey::Rsa(checked))))
+            }
         }
         (DkimAlgorithm::Ed25519Sha256, PrivateKeyDer::Pkcs8(der)) => {
             // "maybe unchecked" also takes PKCS#8 v1 (no public key), as `openssl genpkey` writes.
             Ed25519Key::from_pkcs8_maybe_unchecked_der(der.secret_pkcs8_der())
-                .map(DkimKey::Ed25519)
+                .map(|key| SignerKey::Ring(Box::new(DkimKey::Ed25519(key))))
                 .map_err(|err| format!("not a usable Ed25519 PKCS#8 key: {err}"))
         }
         (DkimAlgorithm::RsaSha256, _) => {

@@ -3,6 +3,7 @@
 //! layered around [`smtp::SmtpClient`].
 
 pub mod dkim;
+mod dkim_key;
 pub mod mx;
 pub mod route;
 pub mod session;

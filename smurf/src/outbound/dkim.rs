@@ -6,10 +6,9 @@
 //!
 //! The cryptography and canonicalisation come from `mail-auth` on its `ring` backend (RSA
 //! signatures from the system's OpenSSL in a build with the `openssl-dkim` feature: see
-//! `dkim_key`). The
-//! message is walked once here: that pass finds the `From:` domain (which picks the key) and
-//! collects the header fields to sign, and the body after it is hashed in place, so nothing is
-//! parsed twice.
+//! `dkim_key`). The message is walked once here: that pass finds the `From:` domain (which
+//! picks the key) and collects the header fields to sign, and the body after it is hashed in
+//! place, so nothing is parsed twice.
 //!
 //! Which header fields are signed: those of the key's list (by default
 //! [`DEFAULT_SIGNED_HEADERS`]) that are present in the message, every instance of each, plus

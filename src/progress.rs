@@ -230,7 +230,10 @@ impl Figures {
             secs,
             rate: done as f64 / secs,
             per_recipient,
-            template_bytes_each: c.template_bytes.checked_div(c.template_shipments).unwrap_or(0),
+            template_bytes_each: c
+                .template_bytes
+                .checked_div(c.template_shipments)
+                .unwrap_or(0),
         }
     }
 }

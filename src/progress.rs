@@ -151,15 +151,20 @@ fn done(c: &CampaignCounters) -> u64 {
     c.delivered + c.deferred + c.failed
 }
 
-/// Prints one event: the campaign's counters (as `campaign status --json` shows them) with
-/// `"event": kind` and the `extra` fields, as one line of JSON on stdout.
-pub fn print_event(kind: &str, c: &CampaignCounters, extra: Value) -> anyhow::Result<()> {
+/// One event: the campaign's counters (as `campaign status --json` shows them) with
+/// `"event": kind` and the `extra` fields (an object).
+fn event(kind: &str, c: &CampaignCounters, extra: Value) -> anyhow::Result<Value> {
     let mut event = serde_json::to_value(c)?;
     if let (Some(object), Value::Object(extra)) = (event.as_object_mut(), extra) {
         object.insert("event".into(), json!(kind));
         object.extend(extra);
     }
-    println!("{event}");
+    Ok(event)
+}
+
+/// Prints one [`event`] as one line of JSON on stdout.
+fn print_event(kind: &str, c: &CampaignCounters, extra: Value) -> anyhow::Result<()> {
+    println!("{}", event(kind, c, extra)?);
     Ok(())
 }
 
@@ -236,6 +241,20 @@ impl Figures {
                 .unwrap_or(0),
         }
     }
+
+    /// The fields the `summary` event adds to the counters (`reasons` only when known).
+    fn json_fields(&self, reasons: Option<&[(String, u64)]>) -> Value {
+        let mut fields = json!({
+            "rate_per_second": self.rate,
+            "wire_bytes_per_recipient": self.per_recipient.map(|p| p.0),
+            "rendered_bytes_per_message": self.per_recipient.map(|p| p.1),
+            "template_bytes_each": self.template_bytes_each,
+        });
+        if let Some(reasons) = reasons {
+            fields["reasons"] = reasons_json(reasons);
+        }
+        fields
+    }
 }
 
 /// Prints the end-of-campaign summary to stdout: as text, or with `json` as the `summary`
@@ -250,16 +269,7 @@ pub fn print_summary(
 ) -> anyhow::Result<()> {
     let figures = Figures::of(c);
     if json {
-        let mut extra = json!({
-            "rate_per_second": figures.rate,
-            "wire_bytes_per_recipient": figures.per_recipient.map(|p| p.0),
-            "rendered_bytes_per_message": figures.per_recipient.map(|p| p.1),
-            "template_bytes_each": figures.template_bytes_each,
-        });
-        if let Some(reasons) = reasons {
-            extra["reasons"] = reasons_json(reasons);
-        }
-        return print_event("summary", c, extra);
+        return print_event("summary", c, figures.json_fields(reasons));
     }
     let Figures {
         secs,
@@ -452,6 +462,53 @@ mod tests {
         assert!(text.contains("(at 20"), "{text}");
         assert!(text.contains("       6  451 4.3.0 try later"), "{text}");
         assert!(waiting(&deferred(1), &[], Some(now - 5), now).contains("due now"));
+    }
+
+    #[test]
+    fn the_summary_event_is_the_counters_with_the_figures_and_reasons() {
+        let c = CampaignCounters {
+            id: "c".into(),
+            total: 41,
+            delivered: 40,
+            failed: 1,
+            elapsed_ms: 2000,
+            template_bytes: 600,
+            template_shipments: 2,
+            finished: true,
+            ..Default::default()
+        };
+        let reasons = vec![("template: unknown field code".to_owned(), 1)];
+        let e = event("summary", &c, Figures::of(&c).json_fields(Some(&reasons))).unwrap();
+        assert_eq!(e["event"], "summary", "{e}");
+        assert_eq!(e["delivered"], 40, "{e}");
+        assert_eq!(e["failed"], 1, "{e}");
+        assert_eq!(e["finished"], true, "{e}");
+        assert_eq!(e["rate_per_second"], 20.5, "{e}");
+        assert_eq!(e["template_bytes_each"], 300, "{e}");
+        assert_eq!(e["reasons"][0]["count"], 1, "{e}");
+        assert_eq!(e["reasons"][0]["reason"], "template: unknown field code");
+        let farm = event("summary", &c, Figures::of(&c).json_fields(None)).unwrap();
+        assert!(farm.get("reasons").is_none(), "unknown, not empty: {farm}");
+        let empty = Figures::of(&CampaignCounters::default()).json_fields(None);
+        assert_eq!(empty["wire_bytes_per_recipient"], Value::Null, "{empty}");
+    }
+
+    #[test]
+    fn json_progress_goes_out_at_once_and_then_every_second() {
+        let mut follower = Follower {
+            display: Display::Json,
+            last_line: None,
+        };
+        assert!(follower.due(JSON_PROGRESS_EVERY), "the first at once");
+        assert!(!follower.due(JSON_PROGRESS_EVERY), "not twice in a second");
+        let mut lines = Follower {
+            display: Display::Lines,
+            last_line: None,
+        };
+        assert!(
+            !lines.due(Duration::from_secs(2)),
+            "people wait two seconds"
+        );
     }
 
     #[test]

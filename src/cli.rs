@@ -210,6 +210,15 @@ enum CampaignCommand {
         /// Return right after the launch instead of following progress (remote farm only).
         #[arg(long, conflicts_with = "local")]
         detach: bool,
+        /// Print JSON for scripts: one object per line on stdout, each the campaign's counters
+        /// (as `campaign status --json` shows them) with an "event" field: "launched" (with
+        /// "rejects", the first rows set aside), "progress" every second (with "done"),
+        /// "waiting" and "interrupted" (--local, with "next_retry_ms" and "reasons"), and last
+        /// "summary" (with "rate_per_second", the bytes per recipient and, with --local, the
+        /// most frequent non-delivery "reasons" as [{"reason", "count"}]). With --detach, only
+        /// "launched". Errors stay on stderr, exit codes are unchanged.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -339,15 +348,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             start_in,
             rate,
             detach,
+            json,
             remote,
         }) => {
             let start_at_ms = remote::start_time(start_at.as_deref(), start_in.as_deref())?;
             match local {
                 Some(smurfs) => {
-                    crate::local::launch_local(&dir, smurfs, capture, relay, start_at_ms, rate)
-                        .await
+                    crate::local::launch_local(
+                        &dir,
+                        smurfs,
+                        capture,
+                        relay,
+                        start_at_ms,
+                        rate,
+                        json,
+                    )
+                    .await
                 }
-                None => remote::launch(&dir, detach, &remote, start_at_ms, rate).await,
+                None => remote::launch(&dir, detach, &remote, start_at_ms, rate, json).await,
             }
         }
         Command::Campaign(CampaignCommand::Status { id, json, remote }) => {

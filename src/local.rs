@@ -13,13 +13,13 @@ use mailfarm_coordinator::{load_campaign_dir, CoordinatorHandle};
 use mailfarm_protocol::CampaignSubmission;
 use mailfarm_smurf::inbound::capture::CaptureServer;
 
-use crate::progress::{print_summary, Follower, Standing};
-use crate::remote::report_rejects;
+use crate::progress::{print_launched, print_summary, Follower, Standing};
 
 /// How often the note on a campaign that only waits for retries is repeated unchanged.
 const WAITING_NOTE_EVERY: Duration = Duration::from_secs(30);
 
-/// Runs a campaign on an embedded farm of `smurfs` nodes.
+/// Runs a campaign on an embedded farm of `smurfs` nodes; with `json`, what it prints on stdout
+/// is JSON events (see [`crate::progress`]).
 pub async fn launch_local(
     dir: &Path,
     smurfs: u32,
@@ -27,6 +27,7 @@ pub async fn launch_local(
     relay: Option<String>,
     start_at_ms: Option<u64>,
     rate: Option<mailfarm_protocol::Rate>,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
     let (mut submission, csv_path) = load_campaign_dir(dir)?;
     submission.start_at_ms = start_at_ms;
@@ -60,7 +61,7 @@ pub async fn launch_local(
     let handle = farm.handle().clone();
     // Whatever happens, the smurfs are stopped before the coordinator: a failed launch prints
     // its error and nothing else (no smurf retrying against a closing endpoint).
-    let outcome = follow(&handle, submission, csv).await;
+    let outcome = follow(&handle, submission, csv, json).await;
     farm.shutdown().await;
     let _ = stop_capture.send(());
     if let Some(task) = capture_task {
@@ -74,14 +75,25 @@ async fn follow(
     handle: &CoordinatorHandle,
     submission: CampaignSubmission,
     csv: std::fs::File,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
     let id = submission.id.clone();
     let launched = handle
         .launch(submission, std::io::BufReader::new(csv))
         .await?;
     let rejects: Vec<String> = launched.rejects.iter().map(ToString::to_string).collect();
-    report_rejects(&rejects, launched.counters.rejected_rows, None);
-    let mut follower = Follower::new(launched.counters.total);
+    let rejects_file = launched
+        .rejects_file
+        .as_ref()
+        .map(|p| p.display().to_string());
+    print_launched(
+        &launched.counters,
+        &rejects,
+        rejects_file.as_deref(),
+        json,
+        false,
+    )?;
+    let mut follower = Follower::new(launched.counters.total, json);
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     // The last waiting note: (deferred, next retry) and when it was printed.
@@ -90,7 +102,7 @@ async fn follow(
         let Some(counters) = handle.farm().counters(&id) else {
             anyhow::bail!("campaign {id} vanished");
         };
-        follower.update(&counters);
+        follower.update(&counters)?;
         if counters.finished {
             break counters;
         }
@@ -105,14 +117,13 @@ async fn follow(
                     next_retry_ms: key.1,
                     now_ms: now_ms(),
                 };
-                follower.note(&standing.waiting_text());
+                follower.waiting(&standing)?;
                 noted = Some((key, Instant::now()));
             }
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(100)) => {}
             _ = &mut interrupted => {
-                follower.finish();
                 let reasons = handle.farm().top_reasons(&id, 5);
                 let standing = Standing {
                     counters: &counters,
@@ -120,12 +131,12 @@ async fn follow(
                     next_retry_ms: next_retry(),
                     now_ms: now_ms(),
                 };
-                eprintln!("{}", standing.interrupted_text());
+                follower.interrupted(&standing)?;
                 return Ok(ExitCode::from(130));
             }
         }
     };
     follower.finish();
-    print_summary(&counters, &handle.farm().top_reasons(&id, 5));
+    print_summary(&counters, Some(&handle.farm().top_reasons(&id, 5)), json)?;
     Ok(ExitCode::SUCCESS)
 }

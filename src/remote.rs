@@ -12,7 +12,7 @@ use mailfarm_pki::{FarmFiles, Identity};
 use mailfarm_protocol::{CampaignCounters, OperatorRequest, OperatorResponse, Rate};
 
 use crate::cli::Remote;
-use crate::progress::{print_summary, Follower};
+use crate::progress::{print_launched, print_summary, Follower};
 
 /// Connects to the coordinator with the operator certificate.
 pub async fn connect(remote: &Remote) -> anyhow::Result<OperatorClient> {
@@ -97,13 +97,15 @@ pub async fn simple(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Launches a campaign folder on a running farm and (unless detached) follows it.
+/// Launches a campaign folder on a running farm and (unless detached) follows it; with `json`,
+/// what it prints on stdout is JSON events (see [`crate::progress`]).
 pub async fn launch(
     dir: &Path,
     detach: bool,
     remote: &Remote,
     start_at_ms: Option<u64>,
     rate: Option<Rate>,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
     let (mut submission, csv_path) = load_campaign_dir(dir)?;
     submission.start_at_ms = start_at_ms;
@@ -119,21 +121,20 @@ pub async fn launch(
             rejects,
             rejects_file,
         } => {
-            report_rejects(&rejects, counters.rejected_rows, rejects_file.as_deref());
+            print_launched(&counters, &rejects, rejects_file.as_deref(), json, true)?;
             counters
         }
         OperatorResponse::Error { message } => bail!("launch refused: {message}"),
         other => bail!("unexpected answer from the coordinator: {other:?}"),
     };
-    println!("launched campaign {id}: {} recipients", counters.total);
     if detach {
         client.close().await;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut follower = Follower::new(counters.total);
+    let mut follower = Follower::new(counters.total, json);
     let last = loop {
         let counters = fetch(&mut client, &id).await?;
-        follower.update(&counters);
+        follower.update(&counters)?;
         if counters.finished {
             break counters;
         }
@@ -141,7 +142,7 @@ pub async fn launch(
     };
     follower.finish();
     client.close().await;
-    print_summary(&last, &[]);
+    print_summary(&last, None, json)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -269,23 +270,6 @@ pub async fn watch(id: &str, remote: &Remote) -> anyhow::Result<ExitCode> {
     }
     client.close().await;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Prints the first rejected rows of an ingest.
-pub fn report_rejects(rejects: &[String], total: u64, file: Option<&str>) {
-    if total == 0 {
-        return;
-    }
-    eprintln!("{total} recipient rows set aside:");
-    for line in rejects.iter().take(20) {
-        eprintln!("  {line}");
-    }
-    if total > 20 {
-        eprintln!("  ... and {} more", total - 20);
-    }
-    if let Some(file) = file {
-        eprintln!("  full report: {file}");
-    }
 }
 
 fn print_status_line(c: &CampaignCounters) {

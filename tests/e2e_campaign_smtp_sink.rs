@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use mailfarm_testkit::{write_campaign, ProcessFarm, SmtpSink};
+use mailfarm_testkit::{launch_event, number, write_campaign, ProcessFarm, SmtpSink};
 
 #[test]
 fn every_recipient_gets_exactly_one_personalised_message() {
@@ -30,18 +30,17 @@ fn every_recipient_gets_exactly_one_personalised_message() {
     let campaign = tmp.path().join("campaign");
     write_campaign(&campaign, "e2e-sink", sink.addr, &csv);
 
-    let launch = farm.campaign(&["launch", campaign.to_str().unwrap()]);
-    let stdout = String::from_utf8_lossy(&launch.stdout);
-    let stderr = String::from_utf8_lossy(&launch.stderr);
-    assert!(
-        launch.status.success(),
-        "launch failed:\n{stdout}\n{stderr}"
+    let launch = farm.campaign(&["launch", campaign.to_str().unwrap(), "--json"]);
+    assert!(launch.status.success(), "launch failed:\n{launch:?}");
+    let launched = launch_event(&launch, "launched");
+    assert_eq!(launched["rejected_rows"], 2, "{launched}");
+    assert_eq!(
+        launched["rejects"].as_array().map(Vec::len),
+        Some(2),
+        "{launched}"
     );
-    assert!(
-        stdout.contains("sent       300"),
-        "summary:\n{stdout}\n{stderr}"
-    );
-    assert!(stderr.contains("2 recipient rows set aside"), "{stderr}");
+    let summary = launch_event(&launch, "summary");
+    assert_eq!(summary["delivered"], 300, "{summary}");
 
     let messages = sink.messages();
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -75,16 +74,13 @@ fn every_recipient_gets_exactly_one_personalised_message() {
     assert!(seen.values().all(|&n| n == 1));
 
     // The template crossed the wire once per smurf, and only data after that.
-    let status = farm.campaign(&["status", "e2e-sink"]);
-    let line = String::from_utf8_lossy(&status.stdout).to_string();
-    assert!(status.status.success(), "{line}");
-    assert!(
-        line.contains("finished") && line.contains("delivered 300"),
-        "{line}"
-    );
-    assert!(
-        line.contains("template-shipments 2 "),
-        "template once per smurf: {line}"
+    let status = farm.status("e2e-sink");
+    assert_eq!(status["state"], "finished", "{status:?}");
+    assert_eq!(number(&status, "delivered"), 300, "{status:?}");
+    assert_eq!(
+        number(&status, "template-shipments"),
+        2,
+        "template once per smurf: {status:?}"
     );
     for smurf in &farm.smurfs {
         assert!(

@@ -2,7 +2,7 @@
 //! compile fails the launch with file, line and reason; bad rows are set aside with their line
 //! numbers; a row lacking a field the template uses fails alone while the others are sent.
 
-use mailfarm_testkit::{mailfarm, write_campaign};
+use mailfarm_testkit::{launch_event, mailfarm, write_campaign};
 
 #[test]
 fn broken_template_fails_the_launch_with_file_and_line() {
@@ -57,23 +57,39 @@ fn bad_rows_are_set_aside_and_a_short_row_fails_alone() {
     let out = mailfarm()
         .args(["campaign", "launch"])
         .arg(&campaign)
-        .args(["--local", "2", "--capture"])
+        .args(["--local", "2", "--json", "--capture"])
         .arg(&outbox)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("sent       40"), "{stdout}");
-    assert!(stdout.contains("failed     1"), "{stdout}");
+    assert!(out.status.success(), "{out:?}");
+    let summary = launch_event(&out, "summary");
+    assert_eq!(summary["delivered"], 40, "{summary}");
+    assert_eq!(summary["failed"], 1, "{summary}");
+    let reasons = summary["reasons"]
+        .as_array()
+        .expect("the reasons of a --local run");
     assert!(
-        stdout.contains("code"),
-        "the failure names the missing field: {stdout}"
+        reasons
+            .iter()
+            .any(|r| r["count"] == 1 && r["reason"].as_str().is_some_and(|t| t.contains("code"))),
+        "the failure names the missing field: {summary}"
     );
-    assert!(stderr.contains("line 43:"), "{stderr}");
+    let launched = launch_event(&out, "launched");
+    let rejects: Vec<&str> = launched["rejects"]
+        .as_array()
+        .expect("the rows set aside")
+        .iter()
+        .filter_map(|r| r.as_str())
+        .collect();
     assert!(
-        stderr.contains("line 44:") && stderr.contains("duplicate"),
-        "{stderr}"
+        rejects.iter().any(|r| r.starts_with("line 43:")),
+        "{launched}"
+    );
+    assert!(
+        rejects
+            .iter()
+            .any(|r| r.starts_with("line 44:") && r.contains("duplicate")),
+        "{launched}"
     );
     let files: Vec<_> = std::fs::read_dir(&outbox).unwrap().collect();
     assert_eq!(files.len(), 40);

@@ -41,5 +41,9 @@ fn every_subcommand_has_a_man_page() {
     }
     let launch = std::fs::read_to_string(out.join("mailfarm-campaign-launch.1")).unwrap();
     assert!(launch.contains("local"), "options are documented");
+    assert!(
+        launch.contains("json") && launch.contains("summary"),
+        "--json says what it prints"
+    );
     assert!(!out.join("mailfarm-help.1").exists(), "no page for `help`");
 }

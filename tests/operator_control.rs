@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use mailfarm_testkit::{metrics, number, recipients_csv, write_campaign, ProcessFarm, SmtpSink};
+use mailfarm_testkit::{
+    launch_event, metrics, number, recipients_csv, write_campaign, ProcessFarm, SmtpSink,
+};
 
 fn ok(out: std::process::Output) -> String {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -116,8 +118,10 @@ fn operator_controls_a_running_campaign() {
         sink.addr,
         &recipients_csv(200, "ad"),
     );
-    let out = ok(farm.campaign(&["launch", second.to_str().unwrap()]));
-    assert!(out.contains("sent       200"), "{out}");
+    let out = farm.campaign(&["launch", second.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let summary = launch_event(&out, "summary");
+    assert_eq!(summary["delivered"], 200, "{summary}");
     let after = nodes_json(&farm);
     assert_eq!(
         results_of(&before, "smurf-1"),

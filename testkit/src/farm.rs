@@ -294,6 +294,48 @@ pub fn number(status: &std::collections::HashMap<String, String>, key: &str) -> 
     status.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
+/// The events a `campaign launch --json` run printed: every line of its stdout, each one JSON
+/// object with an `event` field (a line that is not fails the test).
+pub fn launch_events(out: &std::process::Output) -> Vec<serde_json::Value> {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| {
+                panic!("launch --json printed a line that is not JSON ({e}): {line}\n{out:?}")
+            });
+            assert!(
+                event["event"].is_string(),
+                "an event without a kind: {line}"
+            );
+            event
+        })
+        .collect()
+}
+
+/// The one event of kind `kind` (`launched`, `summary`...) of a `campaign launch --json` run;
+/// the `summary` must also be the last line.
+pub fn launch_event(out: &std::process::Output, kind: &str) -> serde_json::Value {
+    let events = launch_events(out);
+    let mut of_kind = events.iter().filter(|e| e["event"] == kind);
+    let event = of_kind
+        .next()
+        .unwrap_or_else(|| panic!("no {kind:?} event: {out:?}"))
+        .clone();
+    assert!(
+        of_kind.next().is_none(),
+        "more than one {kind:?} event: {out:?}"
+    );
+    if kind == "summary" {
+        assert_eq!(
+            events.last(),
+            Some(&event),
+            "the summary comes last: {out:?}"
+        );
+    }
+    event
+}
+
 /// A CSV of `n` recipients with columns email, first_name, code.
 pub fn recipients_csv(n: usize, prefix: &str) -> String {
     let mut csv = String::from("email,first_name,code\n");

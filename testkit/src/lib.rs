@@ -22,8 +22,9 @@ mod roles;
 pub mod swaks;
 
 pub use farm::{
-    assert_permanent_dns_failure, built_binary, domains_csv, mailfarm, mailfarm_binary, metrics,
-    number, recipients_csv, write_campaign, write_campaign_direct, ProcessFarm,
+    assert_permanent_dns_failure, built_binary, domains_csv, launch_event, launch_events, mailfarm,
+    mailfarm_binary, metrics, number, recipients_csv, write_campaign, write_campaign_direct,
+    ProcessFarm,
 };
 pub use fault_sink::FaultSinkProcess;
 pub use inbound::InboundProcess;

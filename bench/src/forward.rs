@@ -21,8 +21,8 @@ use mailfarm_testkit::dns::TestDns;
 use mailfarm_testkit::{ProcessFarm, SmtpSink};
 use serde::Serialize;
 
-use crate::compare::procs::tree_cpu;
 use crate::postfix::PrivatePostfix;
+use crate::procs::tree_cpu;
 use crate::report::{text_of, write_heading, write_verdict};
 use crate::sys::Machine;
 use crate::throughput::{build_profile, require_program};

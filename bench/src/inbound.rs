@@ -18,8 +18,8 @@ use anyhow::Context;
 use mailfarm_smurf::inbound::mx::{InboundConfig, InboundLimits, InboundPolicy, InboundServer};
 use serde::Serialize;
 
-use crate::compare::procs::tree_cpu;
 use crate::postfix::PrivatePostfix;
+use crate::procs::tree_cpu;
 use crate::source::SourceRun;
 use crate::sys::Machine;
 use crate::throughput::{build_profile, require_program};

@@ -25,6 +25,7 @@ mod mx_text;
 mod mx_zone;
 mod netns;
 mod postfix;
+mod procs;
 mod report;
 mod sink;
 mod source;

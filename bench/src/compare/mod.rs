@@ -5,9 +5,9 @@
 //! processes with durable state (DKIM off, rsa-sha256 2048 and ed25519), and the embedded farm.
 
 pub mod dkim;
+pub mod farm;
 pub mod plot;
 pub mod postfix;
-pub mod procs;
 pub mod render;
 pub mod report;
 mod sides;
@@ -77,7 +77,7 @@ pub fn compare(o: &Compare) -> anyhow::Result<CompareReport> {
     let mailfarm = o
         .mailfarm
         .clone()
-        .unwrap_or_else(procs::default_mailfarm_binary);
+        .unwrap_or_else(farm::default_mailfarm_binary);
     if o.runs("mailfarm") || o.runs("dkim") {
         anyhow::ensure!(
             mailfarm.is_file(),

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
-use super::procs::{self, FarmSpec, ProcCost, ProcFarm, TreeWatch};
+use super::farm::{self, FarmSpec, ProcFarm};
 use super::report::{BigRun, Coordination, DkimCost, Latency, SideKey, SideReport};
 use super::{dkim, postfix, render};
 use crate::farm_run::StateStore;
+use crate::procs::{self, ProcCost, TreeWatch};
 use crate::sink::SmtpSink;
 use crate::throughput::{measure_mailfarm, secs, FarmArgs};
 use crate::workload::{self, Workload};
@@ -275,7 +276,7 @@ impl<'a> Context<'a> {
     ) -> anyhow::Result<(SideReport, Coordination)> {
         let name = format!("{key:?}-{recipients}").to_lowercase();
         let (campaign, id) = self.campaign_dir(&name, recipients)?;
-        let listen = ([127, 0, 0, 1], procs::free_udp_port()?).into();
+        let listen = ([127, 0, 0, 1], farm::free_udp_port()?).into();
         let mut spec = FarmSpec::local(
             self.mailfarm.clone(),
             self.tmp.join(format!("farm-{name}")),

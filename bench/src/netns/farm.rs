@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use mailfarm_protocol::{CampaignCounters, FarmSnapshot, NodeInfo, NodeState};
 
-use super::process::{check_interrupted, run_in, NsProcess};
+use super::topology::{ns_exec, run_in};
+use crate::procs::{check_interrupted, run_ok, Proc};
 
 /// QUIC port of the coordinator.
 pub const QUIC_PORT: u16 = 4433;
@@ -52,23 +53,17 @@ impl FarmFiles {
     ) -> anyhow::Result<Self> {
         let pki = dir.join("pki");
         let addr = SocketAddr::from((coordinator, QUIC_PORT));
-        let out = std::process::Command::new(mailfarm)
-            .args(["farm", "init"])
-            .arg(&pki)
-            .args([
-                "--smurfs",
-                &smurfs.to_string(),
-                "--listen",
-                &addr.to_string(),
-            ])
-            .output()
-            .with_context(|| format!("running {} farm init", mailfarm.display()))?;
-        if !out.status.success() {
-            bail!(
-                "mailfarm farm init failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
+        run_ok(
+            std::process::Command::new(mailfarm)
+                .args(["farm", "init"])
+                .arg(&pki)
+                .args([
+                    "--smurfs",
+                    &smurfs.to_string(),
+                    "--listen",
+                    &addr.to_string(),
+                ]),
+        )?;
         Ok(Self {
             mailfarm: mailfarm.to_owned(),
             pki,
@@ -127,15 +122,16 @@ impl FarmFiles {
     }
 
     /// Starts `mailfarm coordinator` in `ns` and waits for its listening line.
-    pub fn start_coordinator(
-        &self,
-        ns: &str,
-        host: &Path,
-        log: &Path,
-    ) -> anyhow::Result<NsProcess> {
+    pub fn start_coordinator(&self, ns: &str, host: &Path, log: &Path) -> anyhow::Result<Proc> {
         let config = host.join("coordinator.toml");
         let args = ["coordinator".to_owned(), "--config".into(), path(&config)];
-        let mut process = NsProcess::spawn("coordinator", ns, &self.mailfarm, &args, log)?;
+        let mut process = Proc::spawn(
+            "coordinator",
+            &ns_exec(ns),
+            &self.mailfarm,
+            &args,
+            Some(log),
+        )?;
         process.wait_line("its listening address", START_TIMEOUT, |l| {
             l.starts_with("mailfarm coordinator listening on ")
         })?;
@@ -149,10 +145,10 @@ impl FarmFiles {
         host: &Path,
         name: &str,
         log: &Path,
-    ) -> anyhow::Result<NsProcess> {
+    ) -> anyhow::Result<Proc> {
         let config = host.join(format!("{name}.toml"));
         let args = ["smurf".to_owned(), "--config".into(), path(&config)];
-        NsProcess::spawn(name, ns, &self.mailfarm, &args, log)
+        Proc::spawn(name, &ns_exec(ns), &self.mailfarm, &args, Some(log))
     }
 
     /// `--farm OPERATOR --coordinator ADDR`, the operator link's arguments.
@@ -171,7 +167,7 @@ impl FarmFiles {
         ns: &str,
         operator: &Path,
         count: usize,
-        daemons: &mut [NsProcess],
+        daemons: &mut [Proc],
     ) -> anyhow::Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -210,10 +206,10 @@ impl FarmFiles {
     }
 
     /// Starts `farm watch --json` in `ns` (one snapshot a second over one operator link).
-    pub fn watch(&self, ns: &str, operator: &Path, log: &Path) -> anyhow::Result<NsProcess> {
+    pub fn watch(&self, ns: &str, operator: &Path, log: &Path) -> anyhow::Result<Proc> {
         let mut args = vec!["farm".to_owned(), "watch".into(), "--json".into()];
         args.extend(self.remote(operator));
-        NsProcess::spawn("farm watch", ns, &self.mailfarm, &args, log)
+        Proc::spawn("farm watch", &ns_exec(ns), &self.mailfarm, &args, Some(log))
     }
 
     /// `campaign status ID --json` from `ns`.
@@ -236,7 +232,7 @@ impl FarmFiles {
 /// Follows `farm watch --json` until campaign `id` is finished; fails when its counters stop
 /// moving for a minute, `check` fails (a daemon exited), or the bench is interrupted.
 pub fn follow(
-    watch: &mut NsProcess,
+    watch: &mut Proc,
     id: &str,
     mut check: impl FnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {

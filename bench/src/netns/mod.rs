@@ -5,11 +5,11 @@
 //! campaign runs with 1, 2, 3 and 4 smurfs; the report says how throughput and the
 //! coordinator's CPU grow and estimates how many smurfs one coordinator can feed.
 //!
-//! Modules: `topology` (namespaces, bridge, teardown), `process` (a daemon in a namespace),
-//! `farm` (farm files, configs, operator commands), `report` (JSON and the table).
+//! Modules: `topology` (namespaces, bridge, teardown, running a program in a namespace),
+//! `farm` (farm files, configs, operator commands), `report` (JSON and the table). The
+//! processes are started, stopped and measured by the benches' one runner, `crate::procs`.
 
 mod farm;
-mod process;
 mod report;
 mod topology;
 
@@ -20,9 +20,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use self::farm::{FarmFiles, Tuning, SMTP_PORT};
-use self::process::{check_interrupted, NsProcess};
 use self::report::{NetnsReport, RunReport};
-use self::topology::Topology;
+use self::topology::{ns_exec, Topology};
+use crate::procs::{self, check_interrupted, Proc};
 use crate::sys::{self, Machine};
 use crate::throughput::{build_profile, require_program};
 
@@ -137,7 +137,7 @@ pub fn netns(o: &Netns) -> anyhow::Result<NetnsReport> {
     let mailfarm = o.check()?;
     let profile = build_profile();
     let machine = Machine::detect();
-    process::catch_interrupts()?;
+    procs::catch_interrupts("netns")?;
     let leftovers = topology::remove_leftovers()?;
     if !leftovers.is_empty() {
         eprintln!("netns: removed leftover namespaces {}", leftovers.join(" "));
@@ -199,12 +199,12 @@ fn run_all(o: &Netns, mailfarm: &Path, topology: &Topology, root: &Path) -> anyh
     ]
     .map(String::from)
     .to_vec();
-    let mut sink = NsProcess::spawn(
+    let mut sink = Proc::spawn(
         "smtp-sink",
-        &sink_host.ns,
+        &ns_exec(&sink_host.ns),
         &o.smtp_sink,
         &sink_args,
-        &root.join("logs/sink.log"),
+        Some(&root.join("logs/sink.log")),
     )?;
     let max = o.smurfs.iter().copied().max().unwrap_or(1);
     let files = FarmFiles::init(mailfarm, root, max, coordinator.addr)?;
@@ -253,7 +253,7 @@ fn run_one(
     files: &FarmFiles,
     topology: &Topology,
     root: &Path,
-    sink: &mut NsProcess,
+    sink: &mut Proc,
     k: u32,
     id: &str,
     campaign: &Path,
@@ -283,7 +283,7 @@ fn run_one(
     files.launch(&coord_ns, &operator, campaign)?;
     farm::follow(&mut watch, id, || {
         coordinator.check_running()?;
-        smurfs.iter_mut().try_for_each(NsProcess::check_running)
+        smurfs.iter_mut().try_for_each(Proc::check_running)
     })?;
     let cpu_end = Cpu::read(&coordinator, &smurfs, sink)?;
     let link_bytes = topology.link_bytes("coord")?.saturating_sub(link_start);
@@ -300,7 +300,7 @@ fn run_one(
     let peak_coordinator = coordinator.peak_rss()?;
     let peak_smurfs = smurfs
         .iter()
-        .map(NsProcess::peak_rss)
+        .map(Proc::peak_rss)
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut problems = Vec::new();
     // Smurfs first (they finish and say goodbye), then the coordinator: the project's order.
@@ -335,7 +335,7 @@ fn run_one(
 }
 
 /// The sink's message counter (its latest `mesg=` record).
-fn sink_count(sink: &NsProcess) -> u64 {
+fn sink_count(sink: &Proc) -> u64 {
     sink.last_line(|l| l.contains("mesg="))
         .and_then(|l| crate::sink::parse_mesg(l.as_bytes()))
         .unwrap_or(0)
@@ -353,16 +353,12 @@ pub struct Cpu {
 
 impl Cpu {
     /// Reads the CPU time of each process.
-    fn read(
-        coordinator: &NsProcess,
-        smurfs: &[NsProcess],
-        sink: &NsProcess,
-    ) -> anyhow::Result<Self> {
+    fn read(coordinator: &Proc, smurfs: &[Proc], sink: &Proc) -> anyhow::Result<Self> {
         Ok(Self {
             coordinator: coordinator.cpu()?,
             smurfs: smurfs
                 .iter()
-                .map(NsProcess::cpu)
+                .map(Proc::cpu)
                 .collect::<anyhow::Result<_>>()?,
             sink: sink.cpu()?,
         })

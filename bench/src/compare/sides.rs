@@ -13,6 +13,7 @@ use super::{dkim, postfix, render};
 use crate::farm_run::StateStore;
 use crate::procs::{self, ProcCost, TreeWatch};
 use crate::sink::SmtpSink;
+use crate::source::Load;
 use crate::throughput::{measure_mailfarm, secs, FarmArgs};
 use crate::workload::{self, Workload};
 
@@ -118,13 +119,8 @@ impl<'a> Context<'a> {
         let (run, timeline) = self.timed(
             || {},
             || {
-                crate::source::run(
-                    program,
-                    self.sink.addr(),
-                    self.farm.recipients,
-                    message_bytes,
-                    self.farm.sessions(),
-                )
+                let load = Load::blast(self.farm.recipients, message_bytes, self.farm.sessions());
+                crate::source::run(program, self.sink.addr(), &load)
             },
         );
         let run = run.context("running smtp-source")?;

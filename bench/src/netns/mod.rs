@@ -23,6 +23,7 @@ use self::farm::{FarmFiles, Tuning, SMTP_PORT};
 use self::report::{NetnsReport, RunReport};
 use self::topology::{ns_exec, Topology};
 use crate::procs::{self, check_interrupted, Proc};
+use crate::sink::SmtpSink;
 use crate::sys::{self, Machine};
 use crate::throughput::{build_profile, require_program};
 
@@ -186,24 +187,12 @@ fn run_all(o: &Netns, mailfarm: &Path, topology: &Topology, root: &Path) -> anyh
     let sink_addr = SocketAddr::from((sink_host.addr, SMTP_PORT));
     let sessions =
         (o.smurfs.iter().max().copied().unwrap_or(1) as usize * usize::from(o.connections) * 2)
-            .max(256)
-            .to_string();
-    let sink_args: Vec<String> = [
-        "-c",
-        "-m",
-        &sessions,
-        "-u",
-        "nobody",
-        &sink_addr.to_string(),
-        "1024",
-    ]
-    .map(String::from)
-    .to_vec();
-    let mut sink = Proc::spawn(
-        "smtp-sink",
+            .max(256);
+    let mut sink = SmtpSink::spawn(
         &ns_exec(&sink_host.ns),
         &o.smtp_sink,
-        &sink_args,
+        sink_addr,
+        sessions,
         Some(&root.join("logs/sink.log")),
     )?;
     let max = o.smurfs.iter().copied().max().unwrap_or(1);
@@ -253,7 +242,7 @@ fn run_one(
     files: &FarmFiles,
     topology: &Topology,
     root: &Path,
-    sink: &mut Proc,
+    sink: &mut SmtpSink,
     k: u32,
     id: &str,
     campaign: &Path,
@@ -276,7 +265,7 @@ fn run_one(
     files.wait_joined(&coord_ns, &operator, k as usize, &mut smurfs)?;
 
     let load_average = Machine::detect().load_average;
-    let sink_start = sink_count(sink);
+    let sink_start = sink.messages();
     let link_start = topology.link_bytes("coord")?;
     let cpu_start = Cpu::read(&coordinator, &smurfs, sink)?;
     let mut watch = files.watch(&coord_ns, &operator, &log("watch"))?;
@@ -290,12 +279,9 @@ fn run_one(
     let counters = files.status(&coord_ns, &operator, id)?;
     let _ = watch.stop(Duration::from_secs(5));
 
-    let target = sink_start + counters.delivered;
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while sink_count(sink) < target && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let sink_counted = sink_count(sink).saturating_sub(sink_start);
+    let sink_counted = sink
+        .wait_messages(sink_start + counters.delivered, PATIENCE)
+        .saturating_sub(sink_start);
 
     let peak_coordinator = coordinator.peak_rss()?;
     let peak_smurfs = smurfs
@@ -334,13 +320,6 @@ fn run_one(
     ))
 }
 
-/// The sink's message counter (its latest `mesg=` record).
-fn sink_count(sink: &Proc) -> u64 {
-    sink.last_line(|l| l.contains("mesg="))
-        .and_then(|l| crate::sink::parse_mesg(l.as_bytes()))
-        .unwrap_or(0)
-}
-
 /// CPU time of every process at one instant.
 pub struct Cpu {
     /// The coordinator.
@@ -353,7 +332,7 @@ pub struct Cpu {
 
 impl Cpu {
     /// Reads the CPU time of each process.
-    fn read(coordinator: &Proc, smurfs: &[Proc], sink: &Proc) -> anyhow::Result<Self> {
+    fn read(coordinator: &Proc, smurfs: &[Proc], sink: &SmtpSink) -> anyhow::Result<Self> {
         Ok(Self {
             coordinator: coordinator.cpu()?,
             smurfs: smurfs

@@ -13,12 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use mailfarm_protocol::{CampaignCounters, NodeInfo};
 
+use crate::farm_run::Progress;
 use crate::procs::{run_ok, Proc, ProcCost};
 
 /// How long the coordinator and smurfs get to come up and join.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// A campaign whose counters stop moving this long is declared stuck.
-const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The `mailfarm` binary next to the running benchmark (Cargo builds both into
 /// `target/<profile>/`), unless `MAILFARM_BIN` names another.
@@ -223,7 +222,7 @@ impl ProcFarm {
     /// Polls the campaign's counters every `poll` until it is finished; fails when the
     /// counters stop moving for a minute or a process dies.
     pub fn wait_finished(&mut self, id: &str, poll: Duration) -> anyhow::Result<CampaignCounters> {
-        let mut progress = (u64::MAX, Instant::now());
+        let mut progress = Progress::new();
         loop {
             self.coordinator.check_running()?;
             for smurf in &mut self.smurfs {
@@ -233,16 +232,7 @@ impl ProcFarm {
             if counters.finished {
                 return Ok(counters);
             }
-            let done = counters.attempts + counters.delivered + counters.failed;
-            if done != progress.0 {
-                progress = (done, Instant::now());
-            } else if progress.1.elapsed() > STALL_TIMEOUT {
-                bail!(
-                    "campaign {id} made no progress for {STALL_TIMEOUT:?} ({} of {} delivered)",
-                    counters.delivered,
-                    counters.total
-                );
-            }
+            progress.check(id, Some(&counters))?;
             std::thread::sleep(poll);
         }
     }

@@ -13,6 +13,7 @@ use anyhow::{bail, Context};
 use mailfarm_protocol::{CampaignCounters, FarmSnapshot, NodeInfo, NodeState};
 
 use super::topology::{ns_exec, run_in};
+use crate::farm_run::Progress;
 use crate::procs::{check_interrupted, run_ok, Proc};
 
 /// QUIC port of the coordinator.
@@ -21,8 +22,6 @@ pub const QUIC_PORT: u16 = 4433;
 pub const SMTP_PORT: u16 = 25;
 /// How long the daemons get to start and the smurfs to join.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// A campaign whose counters stop moving for this long is declared stuck.
-const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The operator's farm folder (`farm init` output) and the programs.
 pub struct FarmFiles {
@@ -236,25 +235,21 @@ pub fn follow(
     id: &str,
     mut check: impl FnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let mut progress = (u64::MAX, Instant::now());
+    let mut progress = Progress::new();
     loop {
-        let snapshot = watch.last_line(|l| l.starts_with('{'));
-        if let Some(line) = snapshot {
-            let snapshot: FarmSnapshot =
-                serde_json::from_str(&line).context("reading farm watch --json")?;
-            if let Some(c) = snapshot.campaigns.iter().find(|c| c.id == id) {
-                if c.finished {
-                    return Ok(());
-                }
-                let done = c.attempts + c.delivered + c.failed;
-                if done != progress.0 {
-                    progress = (done, Instant::now());
-                }
-            }
+        let snapshot = match watch.last_line(|l| l.starts_with('{')) {
+            Some(line) => Some(
+                serde_json::from_str::<FarmSnapshot>(&line).context("reading farm watch --json")?,
+            ),
+            None => None,
+        };
+        let counters = snapshot
+            .as_ref()
+            .and_then(|s| s.campaigns.iter().find(|c| c.id == id));
+        if counters.is_some_and(|c| c.finished) {
+            return Ok(());
         }
-        if progress.1.elapsed() > STALL_TIMEOUT {
-            bail!("campaign {id} made no progress for {STALL_TIMEOUT:?}");
-        }
+        progress.check(id, counters)?;
         watch.check_running()?;
         check()?;
         check_interrupted()?;

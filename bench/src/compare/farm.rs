@@ -31,16 +31,6 @@ pub fn default_mailfarm_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("mailfarm"))
 }
 
-/// One smurf of a [`FarmSpec`].
-#[derive(Clone, Debug)]
-pub struct SmurfSpec {
-    /// Node name: `smurf-1` ... as `farm init` made their certificates.
-    pub name: String,
-    /// Program and arguments put before `mailfarm smurf ...` (empty: none), e.g.
-    /// `["ip", "netns", "exec", "ns1"]`.
-    pub wrapper: Vec<String>,
-}
-
 /// What to start.
 #[derive(Clone, Debug)]
 pub struct FarmSpec {
@@ -50,14 +40,12 @@ pub struct FarmSpec {
     pub dir: PathBuf,
     /// The coordinator's QUIC address (smurfs and the operator CLI connect there).
     pub listen: SocketAddr,
-    /// Wrapper for the coordinator command (empty: none).
-    pub coordinator_wrapper: Vec<String>,
     /// Extra lines for coordinator.toml.
     pub coordinator_extra: String,
     /// Most recipients per batch frame.
     pub batch_size: usize,
-    /// The smurfs.
-    pub smurfs: Vec<SmurfSpec>,
+    /// How many smurfs: `smurf-1` ..., as `farm init` names their certificates.
+    pub smurfs: u32,
     /// Credit window of each smurf.
     pub window: u32,
     /// Extra lines for every smurf config (appended last, so `[[dkim]]` sections may follow).
@@ -65,22 +53,16 @@ pub struct FarmSpec {
 }
 
 impl FarmSpec {
-    /// `smurfs` smurfs named `smurf-1` ... on this machine, no wrappers, coordinator on
-    /// `listen`, the embedded farm's window (512) and batch size (128).
+    /// `smurfs` smurfs on this machine, coordinator on `listen`, the embedded farm's window
+    /// (512) and batch size (128).
     pub fn local(mailfarm: PathBuf, dir: PathBuf, listen: SocketAddr, smurfs: u32) -> Self {
         Self {
             mailfarm,
             dir,
             listen,
-            coordinator_wrapper: Vec::new(),
             coordinator_extra: String::new(),
             batch_size: 128,
-            smurfs: (1..=smurfs)
-                .map(|i| SmurfSpec {
-                    name: format!("smurf-{i}"),
-                    wrapper: Vec::new(),
-                })
-                .collect(),
+            smurfs,
             window: 512,
             smurf_extra: String::new(),
         }
@@ -113,7 +95,7 @@ impl ProcFarm {
             "init",
             dir,
             "--smurfs",
-            &spec.smurfs.len().to_string(),
+            &spec.smurfs.to_string(),
             "--listen",
             &spec.listen.to_string(),
         ]))?;
@@ -129,7 +111,7 @@ impl ProcFarm {
         let config = coordinator_toml.to_str().context("path is not UTF-8")?;
         let coordinator = Proc::spawn(
             "coordinator",
-            &spec.coordinator_wrapper,
+            &[],
             &spec.mailfarm,
             &["coordinator", "--config", config],
             None,
@@ -139,14 +121,14 @@ impl ProcFarm {
             smurfs: Vec::new(),
             spec,
         };
-        for smurf in farm.spec.smurfs.clone() {
-            let path = farm.spec.dir.join(format!("{}.toml", smurf.name));
+        for i in 1..=farm.spec.smurfs {
+            let name = format!("smurf-{i}");
+            let path = farm.spec.dir.join(format!("{name}.toml"));
             std::fs::write(
                 &path,
                 format!(
                     "node = \"{name}\"\nfarm_dir = \".\"\nwindow = {window}\n\
                      helo_name = \"{name}.bench.test\"\nstate_dir = \"state/{name}\"\n{extra}\n",
-                    name = smurf.name,
                     window = farm.spec.window,
                     extra = farm.spec.smurf_extra
                 ),
@@ -155,8 +137,8 @@ impl ProcFarm {
             let config = path.to_str().context("path is not UTF-8")?;
             let coordinator = farm.spec.listen.to_string();
             farm.smurfs.push(Proc::spawn(
-                &smurf.name,
-                &smurf.wrapper,
+                &name,
+                &[],
                 &farm.spec.mailfarm,
                 &["smurf", "--config", config, "--coordinator", &coordinator],
                 None,

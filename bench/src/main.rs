@@ -24,6 +24,7 @@ mod mx_sinks;
 mod mx_text;
 mod mx_zone;
 mod netns;
+mod operator;
 mod postfix;
 mod procs;
 mod report;

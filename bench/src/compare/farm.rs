@@ -6,18 +6,16 @@
 //! (`netns::farm`).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
 
-use anyhow::{bail, Context};
-use mailfarm_protocol::{CampaignCounters, NodeInfo};
+use anyhow::Context;
+use mailfarm_protocol::CampaignCounters;
 
 use crate::farm_run::Progress;
+use crate::operator::Operator;
 use crate::procs::{run_ok, Proc, ProcCost};
-
-/// How long the coordinator and smurfs get to come up and join.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The `mailfarm` binary next to the running benchmark (Cargo builds both into
 /// `target/<profile>/`), unless `MAILFARM_BIN` names another.
@@ -75,8 +73,10 @@ pub struct ProcFarm {
     pub spec: FarmSpec,
     /// The coordinator.
     pub coordinator: Proc,
-    /// The smurfs, in spec order.
+    /// The smurfs, `smurf-1` first.
     pub smurfs: Vec<Proc>,
+    /// The operator CLI for this farm.
+    pub operator: Operator,
 }
 
 /// CPU time of each farm process at one moment, to subtract from a later one.
@@ -85,7 +85,7 @@ pub struct CpuMark(Vec<Duration>);
 
 impl ProcFarm {
     /// `farm init`, writes the configs, starts the coordinator and the smurfs, and waits until
-    /// every smurf is connected (`farm nodes --json`).
+    /// every smurf joined (`farm nodes --json`).
     pub fn start(spec: FarmSpec) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&spec.dir)
             .with_context(|| format!("creating {}", spec.dir.display()))?;
@@ -116,9 +116,16 @@ impl ProcFarm {
             &["coordinator", "--config", config],
             None,
         )?;
+        let operator = Operator {
+            mailfarm: spec.mailfarm.clone(),
+            wrapper: Vec::new(),
+            farm: spec.dir.clone(),
+            coordinator: spec.listen,
+        };
         let mut farm = Self {
             coordinator,
             smurfs: Vec::new(),
+            operator,
             spec,
         };
         for i in 1..=farm.spec.smurfs {
@@ -144,61 +151,18 @@ impl ProcFarm {
                 None,
             )?);
         }
-        farm.wait_connected()?;
+        let operator = farm.operator.clone();
+        let count = farm.smurfs.len();
+        operator
+            .wait_joined(count, || farm.check_running())
+            .with_context(|| format!("coordinator {}", farm.coordinator.tail()))?;
         Ok(farm)
     }
 
-    /// Waits until `farm nodes --json` lists every smurf as connected.
-    fn wait_connected(&mut self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            self.coordinator.check_running()?;
-            for smurf in &mut self.smurfs {
-                smurf.check_running()?;
-            }
-            if let Ok(out) = self.operator(&["farm", "nodes", "--json"]) {
-                let nodes: Vec<NodeInfo> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-                let connected = nodes.iter().filter(|n| n.connected).count();
-                if connected >= self.smurfs.len() {
-                    return Ok(());
-                }
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "the smurfs did not all connect within {START_TIMEOUT:?}; coordinator:\n{}",
-                    self.coordinator.tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Runs `mailfarm ARGS --farm DIR --coordinator ADDR` (an operator command).
-    pub fn operator(&self, args: &[&str]) -> anyhow::Result<Output> {
-        let mut command = Command::new(&self.spec.mailfarm);
-        command
-            .args(args)
-            .arg("--farm")
-            .arg(&self.spec.dir)
-            .arg("--coordinator")
-            .arg(self.spec.listen.to_string());
-        run_ok(&mut command)
-    }
-
-    /// Launches the campaign folder `campaign` (`campaign launch --detach`).
-    pub fn launch(&self, campaign: &Path) -> anyhow::Result<()> {
-        let dir = campaign.to_str().context("campaign folder is not UTF-8")?;
-        self.operator(&["campaign", "launch", dir, "--detach"])
-            .map(drop)
-    }
-
-    /// The campaign's counters (`campaign status ID --json`).
-    pub fn status(&self, id: &str) -> anyhow::Result<CampaignCounters> {
-        let out = self.operator(&["campaign", "status", id, "--json"])?;
-        let mut list: Vec<CampaignCounters> =
-            serde_json::from_slice(&out.stdout).context("reading `campaign status --json`")?;
-        list.pop()
-            .with_context(|| format!("campaign {id} is unknown to the coordinator"))
+    /// Fails when the coordinator or a smurf has exited.
+    fn check_running(&mut self) -> anyhow::Result<()> {
+        self.coordinator.check_running()?;
+        self.smurfs.iter_mut().try_for_each(Proc::check_running)
     }
 
     /// Polls the campaign's counters every `poll` until it is finished; fails when the
@@ -206,11 +170,8 @@ impl ProcFarm {
     pub fn wait_finished(&mut self, id: &str, poll: Duration) -> anyhow::Result<CampaignCounters> {
         let mut progress = Progress::new();
         loop {
-            self.coordinator.check_running()?;
-            for smurf in &mut self.smurfs {
-                smurf.check_running()?;
-            }
-            let counters = self.status(id)?;
+            self.check_running()?;
+            let counters = self.operator.status(id)?;
             if counters.finished {
                 return Ok(counters);
             }

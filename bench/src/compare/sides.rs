@@ -293,7 +293,7 @@ impl<'a> Context<'a> {
         let (counters, timeline) = self.timed(
             || {},
             || -> anyhow::Result<_> {
-                farm.launch(&campaign)?;
+                farm.operator.launch(&campaign)?;
                 self.wait_sink(base + recipients)?;
                 farm.wait_finished(&id, Duration::from_millis(100))
             },

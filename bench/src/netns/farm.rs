@@ -7,20 +7,21 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
-use mailfarm_protocol::{CampaignCounters, FarmSnapshot, NodeInfo, NodeState};
+use mailfarm_protocol::FarmSnapshot;
 
-use super::topology::{ns_exec, run_in};
+use super::topology::ns_exec;
 use crate::farm_run::Progress;
+use crate::operator::Operator;
 use crate::procs::{check_interrupted, run_ok, Proc};
 
 /// QUIC port of the coordinator.
 pub const QUIC_PORT: u16 = 4433;
 /// SMTP port of the sink.
 pub const SMTP_PORT: u16 = 25;
-/// How long the daemons get to start and the smurfs to join.
+/// How long the coordinator gets to print its listening address.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The operator's farm folder (`farm init` output) and the programs.
@@ -150,81 +151,15 @@ impl FarmFiles {
         Proc::spawn(name, &ns_exec(ns), &self.mailfarm, &args, Some(log))
     }
 
-    /// `--farm OPERATOR --coordinator ADDR`, the operator link's arguments.
-    fn remote(&self, operator: &Path) -> [String; 4] {
-        [
-            "--farm".into(),
-            path(operator),
-            "--coordinator".into(),
-            self.coordinator.to_string(),
-        ]
-    }
-
-    /// Polls `farm nodes --json` from `ns` until `count` smurfs are connected and active.
-    pub fn wait_joined(
-        &self,
-        ns: &str,
-        operator: &Path,
-        count: usize,
-        daemons: &mut [Proc],
-    ) -> anyhow::Result<()> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let mut args = vec!["farm".to_owned(), "nodes".into(), "--json".into()];
-            args.extend(self.remote(operator));
-            let text = run_in(ns, &self.mailfarm, &args)?;
-            let nodes: Vec<NodeInfo> =
-                serde_json::from_str(text.trim()).context("reading farm nodes --json")?;
-            let active = nodes
-                .iter()
-                .filter(|n| n.connected && n.state == NodeState::Active)
-                .count();
-            if active >= count {
-                return Ok(());
-            }
-            for daemon in daemons.iter_mut() {
-                daemon.check_running()?;
-            }
-            if Instant::now() > deadline {
-                bail!("only {active} of {count} smurfs joined within {START_TIMEOUT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(200));
+    /// The operator CLI run from namespace `ns` with the certificates in `operator` (see
+    /// [`FarmFiles::operator_host`]).
+    pub fn operator(&self, ns: &str, operator: &Path) -> Operator {
+        Operator {
+            mailfarm: self.mailfarm.clone(),
+            wrapper: ns_exec(ns),
+            farm: operator.to_owned(),
+            coordinator: self.coordinator,
         }
-    }
-
-    /// `campaign launch DIR --detach` from `ns`.
-    pub fn launch(&self, ns: &str, operator: &Path, campaign: &Path) -> anyhow::Result<()> {
-        let mut args = vec![
-            "campaign".to_owned(),
-            "launch".into(),
-            path(campaign),
-            "--detach".into(),
-        ];
-        args.extend(self.remote(operator));
-        run_in(ns, &self.mailfarm, &args).map(drop)
-    }
-
-    /// Starts `farm watch --json` in `ns` (one snapshot a second over one operator link).
-    pub fn watch(&self, ns: &str, operator: &Path, log: &Path) -> anyhow::Result<Proc> {
-        let mut args = vec!["farm".to_owned(), "watch".into(), "--json".into()];
-        args.extend(self.remote(operator));
-        Proc::spawn("farm watch", &ns_exec(ns), &self.mailfarm, &args, Some(log))
-    }
-
-    /// `campaign status ID --json` from `ns`.
-    pub fn status(&self, ns: &str, operator: &Path, id: &str) -> anyhow::Result<CampaignCounters> {
-        let mut args = vec![
-            "campaign".to_owned(),
-            "status".into(),
-            id.into(),
-            "--json".into(),
-        ];
-        args.extend(self.remote(operator));
-        let text = run_in(ns, &self.mailfarm, &args)?;
-        let mut list: Vec<CampaignCounters> =
-            serde_json::from_str(text.trim()).context("reading campaign status --json")?;
-        list.pop()
-            .with_context(|| format!("campaign {id} is not on the coordinator"))
     }
 }
 

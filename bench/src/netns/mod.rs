@@ -252,7 +252,7 @@ fn run_one(
     let log = |name: &str| root.join(format!("logs/run-{k}-{name}.log"));
     let coord_ns = topology.host("coord")?.ns.clone();
     let coordinator_host = files.coordinator_host(&run, tuning)?;
-    let operator = files.operator_host(&run)?;
+    let operator = files.operator(&coord_ns, &files.operator_host(&run)?);
     let mut coordinator =
         files.start_coordinator(&coord_ns, &coordinator_host, &log("coordinator"))?;
     let mut smurfs = Vec::new();
@@ -262,21 +262,24 @@ fn run_one(
         let ns = &topology.host(&format!("s{i}"))?.ns;
         smurfs.push(files.start_smurf(ns, &host, &name, &log(&name))?);
     }
-    files.wait_joined(&coord_ns, &operator, k as usize, &mut smurfs)?;
+    operator.wait_joined(k as usize, || {
+        coordinator.check_running()?;
+        smurfs.iter_mut().try_for_each(Proc::check_running)
+    })?;
 
     let load_average = Machine::detect().load_average;
     let sink_start = sink.messages();
     let link_start = topology.link_bytes("coord")?;
     let cpu_start = Cpu::read(&coordinator, &smurfs, sink)?;
-    let mut watch = files.watch(&coord_ns, &operator, &log("watch"))?;
-    files.launch(&coord_ns, &operator, campaign)?;
+    let mut watch = operator.watch(&log("watch"))?;
+    operator.launch(campaign)?;
     farm::follow(&mut watch, id, || {
         coordinator.check_running()?;
         smurfs.iter_mut().try_for_each(Proc::check_running)
     })?;
     let cpu_end = Cpu::read(&coordinator, &smurfs, sink)?;
     let link_bytes = topology.link_bytes("coord")?.saturating_sub(link_start);
-    let counters = files.status(&coord_ns, &operator, id)?;
+    let counters = operator.status(id)?;
     let _ = watch.stop(Duration::from_secs(5));
 
     let sink_counted = sink

@@ -62,7 +62,7 @@ pub fn ns_exec(ns: &str) -> Vec<String> {
 
 /// Runs `program args` in namespace `ns` to its end and returns its standard output; fails
 /// with its output unless it succeeds, or at once when the bench was interrupted.
-pub fn run_in(
+fn run_in(
     ns: &str,
     program: &Path,
     args: &[impl AsRef<std::ffi::OsStr>],

@@ -28,6 +28,9 @@ use serde::Serialize;
 
 use crate::sys;
 
+/// How long a daemon gets to stop after SIGTERM (the smurf's own limit is 60 s).
+const STOP_GRACE: Duration = Duration::from_secs(70);
+
 /// Lines of output kept per process (older ones are dropped in halves): smtp-sink prints a
 /// counter record per message.
 const KEPT_LINES: usize = 4096;
@@ -272,6 +275,23 @@ impl Proc {
         let tail = lines[lines.len().saturating_sub(20)..].join("\n  ");
         format!("{label}:\n  {tail}")
     }
+}
+
+/// Stops a farm's daemons the project's way: the smurfs first (they finish and say goodbye),
+/// then the coordinator, each with SIGTERM and up to 70 s to exit. Returns one problem per
+/// daemon that did not exit 0 on its own.
+pub fn stop_farm(coordinator: &mut Proc, smurfs: &mut [Proc]) -> anyhow::Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for daemon in smurfs.iter_mut().chain(std::iter::once(coordinator)) {
+        let (status, clean) = daemon.stop(STOP_GRACE)?;
+        if !clean || !status.success() {
+            problems.push(format!(
+                "{} did not stop cleanly on SIGTERM ({status})",
+                daemon.name
+            ));
+        }
+    }
+    Ok(problems)
 }
 
 impl Drop for Proc {

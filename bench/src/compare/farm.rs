@@ -1,7 +1,7 @@
 //! A farm of real processes for benchmarks: `mailfarm farm init`, then `mailfarm coordinator`
 //! and N `mailfarm smurf` processes started from generated configs in one folder, the way
 //! operators run them on one machine; campaigns launched and followed with the operator CLI
-//! (`--json`); and what each process costs. The processes are started and measured by the
+//! (`--json`); what each process costs; and the graceful stop (SIGTERM) checked. The processes are started and measured by the
 //! benches' one runner, `crate::procs`; `netns` lays its farm out host by host instead
 //! (`netns::farm`).
 
@@ -67,7 +67,8 @@ impl FarmSpec {
     }
 }
 
-/// A running farm: the coordinator and its smurfs, killed when dropped.
+/// A running farm: the coordinator and its smurfs, killed when dropped ([`ProcFarm::stop`]
+/// stops them gracefully and checks it).
 pub struct ProcFarm {
     /// What was started.
     pub spec: FarmSpec,
@@ -178,6 +179,12 @@ impl ProcFarm {
             progress.check(id, Some(&counters))?;
             std::thread::sleep(poll);
         }
+    }
+
+    /// Stops the daemons with SIGTERM, smurfs first ([`crate::procs::stop_farm`]); one
+    /// problem per daemon that did not exit 0 on its own.
+    pub fn stop(mut self) -> anyhow::Result<Vec<String>> {
+        crate::procs::stop_farm(&mut self.coordinator, &mut self.smurfs)
     }
 
     /// Every process: the coordinator first, then the smurfs.

@@ -317,7 +317,7 @@ impl<'a> Context<'a> {
             ));
         }
         let latency = attempt_latency(&farm.accounting_log());
-        drop(farm);
+        problems.extend(farm.stop()?.into_iter().map(|p| format!("{key:?}: {p}")));
         let cpu: f64 = costs.iter().map(|c| c.cpu_seconds).sum();
         let label = match key {
             SideKey::MailfarmRsa => "mailfarm procs, DKIM rsa-2048",

@@ -63,8 +63,6 @@ const SINK_OCTET: u8 = 100;
 const MAX_SMURFS: u32 = 16;
 /// How long the sink gets to count the last messages.
 const PATIENCE: Duration = Duration::from_secs(5);
-/// How long a daemon gets to stop after SIGTERM (the smurf's own limit is 60 s).
-const STOP_GRACE: Duration = Duration::from_secs(70);
 
 /// Options of `netns`.
 #[derive(clap::Args, Debug)]
@@ -291,23 +289,7 @@ fn run_one(
         .iter()
         .map(Proc::peak_rss)
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut problems = Vec::new();
-    // Smurfs first (they finish and say goodbye), then the coordinator: the project's order.
-    for smurf in &mut smurfs {
-        let (status, clean) = smurf.stop(STOP_GRACE)?;
-        if !clean || !status.success() {
-            problems.push(format!(
-                "{} did not stop cleanly on SIGTERM ({status})",
-                smurf.name
-            ));
-        }
-    }
-    let (status, clean) = coordinator.stop(STOP_GRACE)?;
-    if !clean || !status.success() {
-        problems.push(format!(
-            "the coordinator did not stop cleanly on SIGTERM ({status})"
-        ));
-    }
+    let problems = procs::stop_farm(&mut coordinator, &mut smurfs)?;
     Ok(RunReport::new(
         k,
         load_average,

@@ -1,7 +1,8 @@
 //! The operator CLI as the benches drive it: `mailfarm ARGS --farm DIR --coordinator ADDR`,
 //! run on this machine (`compare`) or on the coordinator's host in a namespace (`netns`,
-//! behind `ip netns exec`), reading `--json` output. One owner for waiting until the smurfs
-//! joined, launching a campaign, reading its counters and following `farm watch`.
+//! behind `ip netns exec`), reading `--json` output. One owner for finding the `mailfarm`
+//! binary, waiting until the smurfs joined, launching a campaign, reading its counters and
+//! starting `farm watch`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,32 @@ use crate::procs::{check_interrupted, command, run_ok, Proc};
 
 /// How long the smurfs get to join the coordinator.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `mailfarm` binary: `given` (a `--mailfarm` option), else `MAILFARM_BIN`, else the one
+/// next to the running benchmark (Cargo builds both into `target/<profile>/`).
+pub fn mailfarm_binary(given: Option<&Path>) -> PathBuf {
+    if let Some(path) = given {
+        return path.to_owned();
+    }
+    if let Some(path) = std::env::var_os("MAILFARM_BIN") {
+        return PathBuf::from(path);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("mailfarm")))
+        .unwrap_or_else(|| PathBuf::from("mailfarm"))
+}
+
+/// Fails, saying how to build it, when `mailfarm` is not a file.
+pub fn require_mailfarm(mailfarm: &Path) -> anyhow::Result<()> {
+    if !mailfarm.is_file() {
+        bail!(
+            "{} not found: build it (cargo build --release -p mailfarm) or pass --mailfarm",
+            mailfarm.display()
+        );
+    }
+    Ok(())
+}
 
 /// Where and how operator commands run.
 #[derive(Clone, Debug)]

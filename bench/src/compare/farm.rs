@@ -17,18 +17,6 @@ use crate::farm_run::Progress;
 use crate::operator::Operator;
 use crate::procs::{run_ok, Proc, ProcCost};
 
-/// The `mailfarm` binary next to the running benchmark (Cargo builds both into
-/// `target/<profile>/`), unless `MAILFARM_BIN` names another.
-pub fn default_mailfarm_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("MAILFARM_BIN") {
-        return PathBuf::from(path);
-    }
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("mailfarm")))
-        .unwrap_or_else(|| PathBuf::from("mailfarm"))
-}
-
 /// What to start.
 #[derive(Clone, Debug)]
 pub struct FarmSpec {

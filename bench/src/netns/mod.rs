@@ -85,7 +85,8 @@ pub struct Netns {
     /// Campaign folder whose campaign.toml and templates are used (its recipients are not).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/newsletter"))]
     pub campaign: PathBuf,
-    /// The `mailfarm` binary (default: next to this program, e.g. target/release/mailfarm).
+    /// The `mailfarm` binary (default: MAILFARM_BIN, else next to this program, e.g.
+    /// target/release/mailfarm).
     #[arg(long)]
     pub mailfarm: Option<PathBuf>,
     /// Postfix smtp-sink program.
@@ -115,18 +116,8 @@ impl Netns {
         if self.recipients == 0 || self.connections == 0 {
             bail!("--recipients and --connections must be at least 1");
         }
-        let mailfarm = match &self.mailfarm {
-            Some(path) => path.clone(),
-            None => std::env::current_exe()
-                .context("locating this program")?
-                .with_file_name("mailfarm"),
-        };
-        if !mailfarm.is_file() {
-            bail!(
-                "{} not found: build it (cargo build --release -p mailfarm) or pass --mailfarm",
-                mailfarm.display()
-            );
-        }
+        let mailfarm = crate::operator::mailfarm_binary(self.mailfarm.as_deref());
+        crate::operator::require_mailfarm(&mailfarm)?;
         std::fs::canonicalize(&mailfarm).context("resolving the mailfarm path")
     }
 }

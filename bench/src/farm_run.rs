@@ -1,5 +1,6 @@
 //! The mailfarm side of the comparison: an embedded farm (a coordinator and K smurfs in this
-//! process, real QUIC with mutual TLS over loopback) delivering the campaign into the sink.
+//! process, real QUIC with mutual TLS over loopback) delivering the campaign into the sink;
+//! and the rule every bench uses to declare a campaign stuck ([`Progress`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,6 +18,45 @@ const POLL: Duration = Duration::from_millis(100);
 const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// A campaign whose results stop moving for this long is declared stuck.
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A campaign's progress while a bench follows it: stuck once its counters (attempts,
+/// delivered, failed) stop moving for a minute.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    /// Attempts + delivered + failed at the last change (`u64::MAX`: not seen yet).
+    done: u64,
+    /// When they last changed (or following began).
+    since: Instant,
+}
+
+impl Progress {
+    /// Starts following now.
+    pub fn new() -> Self {
+        Self {
+            done: u64::MAX,
+            since: Instant::now(),
+        }
+    }
+
+    /// Notes campaign `id`'s counters (None: not seen this time); fails once they have not
+    /// moved for a minute.
+    pub fn check(&mut self, id: &str, counters: Option<&CampaignCounters>) -> anyhow::Result<()> {
+        if let Some(c) = counters {
+            let done = c.attempts + c.delivered + c.failed;
+            if done != self.done {
+                (self.done, self.since) = (done, Instant::now());
+                return Ok(());
+            }
+        }
+        if self.since.elapsed() > STALL_TIMEOUT {
+            let counts = counters.map_or_else(String::new, |c| {
+                format!(" ({} of {} delivered)", c.delivered, c.total)
+            });
+            bail!("campaign {id} made no progress for {STALL_TIMEOUT:?}{counts}");
+        }
+        Ok(())
+    }
+}
 
 /// Farm shape.
 #[derive(Clone, Debug)]
@@ -227,7 +267,7 @@ async fn drive(
                 .unwrap_or_default()
         );
     }
-    let mut progress = (0, Instant::now());
+    let mut progress = Progress::new();
     let counters = loop {
         let counters = handle
             .farm()
@@ -236,16 +276,7 @@ async fn drive(
         if counters.finished {
             break counters;
         }
-        let done = counters.attempts + counters.delivered + counters.failed;
-        if done != progress.0 {
-            progress = (done, Instant::now());
-        } else if progress.1.elapsed() > STALL_TIMEOUT {
-            bail!(
-                "campaign made no progress for {STALL_TIMEOUT:?} ({} of {} delivered)",
-                counters.delivered,
-                counters.total
-            );
-        }
+        progress.check(&id, Some(&counters))?;
         tokio::time::sleep(POLL).await;
     };
     let cpu = sys::usage(libc::RUSAGE_SELF)?

@@ -12,8 +12,8 @@
 //! node; Postfix's master and all its descendants).
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -21,9 +21,10 @@ use mailfarm_testkit::dns::TestDns;
 use mailfarm_testkit::{ProcessFarm, SmtpSink};
 use serde::Serialize;
 
-use crate::compare::procs::tree_cpu;
 use crate::postfix::PrivatePostfix;
+use crate::procs::tree_cpu;
 use crate::report::{text_of, write_heading, write_verdict};
+use crate::source::{Envelope, Load};
 use crate::sys::Machine;
 use crate::throughput::{build_profile, require_program};
 
@@ -130,10 +131,18 @@ fn at_sink(sink: &SmtpSink) -> u64 {
         .count() as u64
 }
 
+/// What smtp-source sends to each side: mail for the moved address, one connection per
+/// message, smtp-source's own small body.
+const ENVELOPE: Envelope<'static> = Envelope {
+    helo: None,
+    from: "sender@senders.test",
+    to: "old@old.test",
+};
+
 /// Runs smtp-source, then waits until the sink holds `until` forwarded messages.
 fn drive(
     o: &Forward,
-    addr: &str,
+    addr: SocketAddr,
     sink: &SmtpSink,
     until: u64,
     cpu: &dyn Fn() -> anyhow::Result<Duration>,
@@ -141,14 +150,15 @@ fn drive(
 ) -> anyhow::Result<Side> {
     let cpu_before = cpu()?;
     let started = Instant::now();
-    let status = Command::new(&o.smtp_source)
-        .args(["-s", &o.sessions.to_string(), "-m", &o.messages.to_string()])
-        .args(["-f", "sender@senders.test", "-t", "old@old.test", addr])
-        .status()
-        .context("running smtp-source")?;
-    if !status.success() {
-        bail!("smtp-source against {name} failed: {status}");
-    }
+    let load = Load {
+        messages: o.messages,
+        sessions: o.sessions,
+        message_bytes: None,
+        reuse_connections: false,
+        envelope: ENVELOPE,
+    };
+    crate::source::run(&o.smtp_source, addr, &load)
+        .with_context(|| format!("smtp-source against {name}"))?;
     let deadline = Instant::now() + Duration::from_secs(600);
     while at_sink(sink) < until {
         if Instant::now() > deadline {
@@ -206,20 +216,21 @@ pub fn forward(o: &Forward) -> anyhow::Result<ForwardReport> {
             dns.addr
         ),
     );
-    let out = farm.forward(&["add", "old@old.test", "new@new.test"]);
+    let out = farm.forward(&["add", ENVELOPE.to, "new@new.test"]);
     if !out.status.success() {
         bail!("forward add: {}", String::from_utf8_lossy(&out.stderr));
     }
     farm.assign("smurf-1", "in");
     let node = farm.wait_role("smurf-1", "in");
-    let addr = node["serving"]
+    let addr: SocketAddr = node["serving"]
         .as_str()
         .context("in node address")?
-        .to_owned();
+        .parse()
+        .context("in node address")?;
     let pid = farm.smurfs[0].child.id();
     let mailfarm = drive(
         o,
-        &addr,
+        addr,
         &sink,
         o.messages,
         &|| crate::sys::process_cpu(pid),
@@ -238,7 +249,7 @@ pub fn forward(o: &Forward) -> anyhow::Result<ForwardReport> {
     let master = postfix.master_pid()?;
     let postfix_side = drive(
         o,
-        &postfix.addr.to_string(),
+        postfix.addr,
         &sink,
         2 * o.messages,
         &|| Ok(tree_cpu(master)),

@@ -18,14 +18,14 @@ use anyhow::Context;
 use mailfarm_smurf::inbound::mx::{InboundConfig, InboundLimits, InboundPolicy, InboundServer};
 use serde::Serialize;
 
-use crate::compare::procs::tree_cpu;
 use crate::postfix::PrivatePostfix;
-use crate::source::SourceRun;
+use crate::procs::tree_cpu;
+use crate::source::{Load, SourceRun, BENCH_ENVELOPE};
 use crate::sys::Machine;
 use crate::throughput::{build_profile, require_program};
 
-/// The recipient `source::run` sends to.
-const RCPT: &str = "reader@d0.example";
+/// The recipient smtp-source sends to.
+const RCPT: &str = BENCH_ENVELOPE.to;
 
 /// Options of `inbound`.
 #[derive(clap::Args, Debug)]
@@ -176,13 +176,8 @@ fn drive(
     receiver_cpu: impl Fn() -> anyhow::Result<Duration>,
 ) -> anyhow::Result<(SourceRun, Duration)> {
     let before = receiver_cpu()?;
-    let run = crate::source::run(
-        &o.smtp_source,
-        addr,
-        o.messages,
-        o.message_bytes,
-        o.sessions,
-    )?;
+    let load = Load::blast(o.messages, o.message_bytes, o.sessions);
+    let run = crate::source::run(&o.smtp_source, addr, &load)?;
     let after = receiver_cpu()?;
     Ok((run, after.saturating_sub(before)))
 }

@@ -1,16 +1,15 @@
-//! The receiving peer: Postfix's `smtp-sink` on a free loopback port, with its running
-//! counters (`-c`) read from its standard output so each phase can be checked against the
-//! number of messages the sink itself accepted.
+//! The receiving peer: Postfix's `smtp-sink` on a free loopback port (or, for `netns`, at an
+//! address in a namespace), with its running counters (`-c`) read from its standard output so
+//! each phase can be checked against the number of messages the sink itself accepted. Started
+//! and measured by the benches' one runner, `crate::procs`.
 
-use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+
+use crate::procs::Proc;
 
 /// Listen backlog passed to smtp-sink.
 const BACKLOG: &str = "1000";
@@ -20,74 +19,59 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running `smtp-sink`; killed when dropped.
 pub struct SmtpSink {
-    child: Child,
+    process: Proc,
     addr: SocketAddr,
-    messages: Arc<AtomicU64>,
-    stderr: Arc<Mutex<String>>,
     /// The command line, for the report.
     pub command: String,
 }
 
 impl SmtpSink {
     /// Starts `program` on a free 127.0.0.1 port, accepting `max_sessions` concurrent sessions,
-    /// announcing PIPELINING (the default) and writing nothing to disk.
+    /// announcing PIPELINING (the default) and writing nothing to disk; waits until it listens.
     pub fn start(program: &Path, max_sessions: usize) -> anyhow::Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .context("finding a free loopback port")?
             .port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut sink = Self::spawn(&[], program, addr, max_sessions, None)?;
+        sink.wait_listening()?;
+        Ok(sink)
+    }
+
+    /// Starts `program` behind `wrapper` (e.g. `ip netns exec NS`) listening on `addr`, its
+    /// standard error appended to `log` (None: kept for error messages); does not wait until
+    /// it listens.
+    pub fn spawn(
+        wrapper: &[String],
+        program: &Path,
+        addr: SocketAddr,
+        max_sessions: usize,
+        log: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let mut args: Vec<String> = vec!["-c".into(), "-m".into(), max_sessions.to_string()];
         if crate::sys::is_root() {
             args.extend(["-u".into(), "nobody".into()]);
         }
         args.extend([addr.to_string(), BACKLOG.into()]);
         let command = format!("{} {}", program.display(), args.join(" "));
-        let mut child = Command::new(program)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {command}"))?;
-        let messages = Arc::new(AtomicU64::new(0));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        if let Some(out) = child.stdout.take() {
-            let messages = messages.clone();
-            std::thread::spawn(move || read_counters(out, &messages));
-        }
-        if let Some(mut err) = child.stderr.take() {
-            let stderr = stderr.clone();
-            std::thread::spawn(move || {
-                let mut text = String::new();
-                let _ = err.read_to_string(&mut text);
-                if let Ok(mut s) = stderr.lock() {
-                    s.push_str(&text);
-                }
-            });
-        }
-        let mut sink = Self {
-            child,
+        Ok(Self {
+            process: Proc::spawn("smtp-sink", wrapper, program, &args, log)?,
             addr,
-            messages,
-            stderr,
             command,
-        };
-        sink.wait_listening()?;
-        Ok(sink)
+        })
     }
 
     /// Polls until the port accepts connections, or fails if smtp-sink exits.
     fn wait_listening(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Some(status) = self.child.try_wait().context("checking on smtp-sink")? {
+            if self.process.check_running().is_err() {
+                // Let its last words reach the output reader first.
                 std::thread::sleep(Duration::from_millis(100));
-                bail!(
-                    "{} exited with {status}: {}",
-                    self.command,
-                    self.stderr_text().trim()
-                );
+                self.process
+                    .check_running()
+                    .with_context(|| format!("starting {}", self.command))?;
             }
             if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
                 return Ok(());
@@ -99,19 +83,17 @@ impl SmtpSink {
         }
     }
 
-    /// What smtp-sink wrote on standard error so far.
-    fn stderr_text(&self) -> String {
-        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// Messages the sink has accepted so far (its `mesg=` counter).
+    /// Messages the sink has accepted so far (its latest `mesg=` counter record).
     pub fn messages(&self) -> u64 {
-        self.messages.load(Ordering::Relaxed)
+        self.process
+            .last_line(|l| l.contains("mesg="))
+            .and_then(|l| parse_mesg(&l))
+            .unwrap_or(0)
     }
 
     /// Waits (up to `patience`) for the sink's counter to reach `target`; returns the count.
@@ -125,43 +107,18 @@ impl SmtpSink {
 
     /// CPU time the sink has used so far.
     pub fn cpu(&self) -> anyhow::Result<Duration> {
-        crate::sys::process_cpu(self.child.id())
+        self.process.cpu()
     }
-}
 
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Reads `sess=N quit=N mesg=N\r` records and keeps the latest `mesg` value.
-fn read_counters(mut out: impl Read, messages: &AtomicU64) {
-    let mut buf = [0u8; 4096];
-    let mut record = Vec::new();
-    loop {
-        let n = match out.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        for &byte in &buf[..n] {
-            if byte == b'\r' || byte == b'\n' {
-                if let Some(count) = parse_mesg(&record) {
-                    messages.store(count, Ordering::Relaxed);
-                }
-                record.clear();
-            } else {
-                record.push(byte);
-            }
-        }
+    /// Fails when smtp-sink has exited.
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        self.process.check_running()
     }
 }
 
 /// The `mesg=` value of one counter record.
-pub(crate) fn parse_mesg(record: &[u8]) -> Option<u64> {
-    std::str::from_utf8(record)
-        .ok()?
+fn parse_mesg(record: &str) -> Option<u64> {
+    record
         .split_whitespace()
         .find_map(|field| field.strip_prefix("mesg="))
         .and_then(|n| n.parse().ok())
@@ -172,11 +129,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_the_last_message_count() {
-        let input = b"sess=0 quit=0 mesg=1\rsess=0 quit=0 mesg=2\rsess=1 quit=1 mesg=2\r";
-        let messages = AtomicU64::new(0);
-        read_counters(&input[..], &messages);
-        assert_eq!(messages.load(Ordering::Relaxed), 2);
-        assert_eq!(parse_mesg(b"garbage"), None);
+    fn reads_the_message_count_of_a_record() {
+        assert_eq!(parse_mesg("sess=1 quit=1 mesg=2"), Some(2));
+        assert_eq!(parse_mesg("garbage"), None);
     }
 }

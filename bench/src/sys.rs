@@ -223,9 +223,20 @@ pub fn ticks_to_duration(ticks: u64) -> Duration {
 /// Sends SIGKILL to process `pid` (a child of this process): the crash the durability benches
 /// inflict. Errors (the process already gone) are ignored.
 pub fn kill_hard(pid: u32) {
+    signal(pid, libc::SIGKILL);
+}
+
+/// Sends SIGTERM to process `pid` (a child of this process): the daemons' graceful stop.
+/// Errors (the process already gone) are ignored.
+pub fn terminate(pid: u32) {
+    signal(pid, libc::SIGTERM);
+}
+
+/// Sends `sig` to process `pid`, ignoring errors.
+fn signal(pid: u32, sig: libc::c_int) {
     // SAFETY: kill(2) takes plain integers and touches no memory of ours; a stale pid at worst
     // gets ESRCH.
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    unsafe { libc::kill(pid as libc::pid_t, sig) };
 }
 
 #[cfg(test)]

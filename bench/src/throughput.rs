@@ -212,14 +212,8 @@ pub fn throughput(o: &Throughput) -> anyhow::Result<Report> {
         f.recipients
     );
     let (source_start, source_cpu_start) = (sink.messages(), sink.cpu()?);
-    let source = source::run(
-        &o.smtp_source,
-        sink.addr(),
-        f.recipients,
-        avg_message,
-        sessions,
-    )
-    .context("running smtp-source")?;
+    let load = source::Load::blast(f.recipients, avg_message, sessions);
+    let source = source::run(&o.smtp_source, sink.addr(), &load).context("running smtp-source")?;
     let source_sink = sink.wait_messages(source_start + f.recipients, PATIENCE) - source_start;
     let sink_cpu_source = sink.cpu()?.saturating_sub(source_cpu_start);
 

@@ -5,9 +5,9 @@
 //! processes with durable state (DKIM off, rsa-sha256 2048 and ed25519), and the embedded farm.
 
 pub mod dkim;
+pub mod farm;
 pub mod plot;
 pub mod postfix;
-pub mod procs;
 pub mod render;
 pub mod report;
 mod sides;
@@ -74,16 +74,9 @@ pub fn compare(o: &Compare) -> anyhow::Result<CompareReport> {
     let profile = build_profile();
     let machine = Machine::detect();
     let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let mailfarm = o
-        .mailfarm
-        .clone()
-        .unwrap_or_else(procs::default_mailfarm_binary);
+    let mailfarm = crate::operator::mailfarm_binary(o.mailfarm.as_deref());
     if o.runs("mailfarm") || o.runs("dkim") {
-        anyhow::ensure!(
-            mailfarm.is_file(),
-            "{} not found: build it (cargo build --release -p mailfarm) or pass --mailfarm",
-            mailfarm.display()
-        );
+        crate::operator::require_mailfarm(&mailfarm)?;
     }
     if o.runs("ceiling") {
         require_program("smtp-source", &o.smtp_source)?;

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::procs::ProcCost;
+use crate::procs::ProcCost;
 use crate::report::{mib, thousands, write_machine};
 use crate::sys::Machine;
 

@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
-use super::procs::{self, FarmSpec, ProcCost, ProcFarm, TreeWatch};
+use super::farm::{self, FarmSpec, ProcFarm};
 use super::report::{BigRun, Coordination, DkimCost, Latency, SideKey, SideReport};
 use super::{dkim, postfix, render};
 use crate::farm_run::StateStore;
+use crate::procs::{self, ProcCost, TreeWatch};
 use crate::sink::SmtpSink;
+use crate::source::Load;
 use crate::throughput::{measure_mailfarm, secs, FarmArgs};
 use crate::workload::{self, Workload};
 
@@ -117,13 +119,8 @@ impl<'a> Context<'a> {
         let (run, timeline) = self.timed(
             || {},
             || {
-                crate::source::run(
-                    program,
-                    self.sink.addr(),
-                    self.farm.recipients,
-                    message_bytes,
-                    self.farm.sessions(),
-                )
+                let load = Load::blast(self.farm.recipients, message_bytes, self.farm.sessions());
+                crate::source::run(program, self.sink.addr(), &load)
             },
         );
         let run = run.context("running smtp-source")?;
@@ -275,7 +272,7 @@ impl<'a> Context<'a> {
     ) -> anyhow::Result<(SideReport, Coordination)> {
         let name = format!("{key:?}-{recipients}").to_lowercase();
         let (campaign, id) = self.campaign_dir(&name, recipients)?;
-        let listen = ([127, 0, 0, 1], procs::free_udp_port()?).into();
+        let listen = ([127, 0, 0, 1], farm::free_udp_port()?).into();
         let mut spec = FarmSpec::local(
             self.mailfarm.clone(),
             self.tmp.join(format!("farm-{name}")),
@@ -296,7 +293,7 @@ impl<'a> Context<'a> {
         let (counters, timeline) = self.timed(
             || {},
             || -> anyhow::Result<_> {
-                farm.launch(&campaign)?;
+                farm.operator.launch(&campaign)?;
                 self.wait_sink(base + recipients)?;
                 farm.wait_finished(&id, Duration::from_millis(100))
             },
@@ -320,7 +317,7 @@ impl<'a> Context<'a> {
             ));
         }
         let latency = attempt_latency(&farm.accounting_log());
-        drop(farm);
+        problems.extend(farm.stop()?.into_iter().map(|p| format!("{key:?}: {p}")));
         let cpu: f64 = costs.iter().map(|c| c.cpu_seconds).sum();
         let label = match key {
             SideKey::MailfarmRsa => "mailfarm procs, DKIM rsa-2048",

@@ -7,21 +7,22 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
-use mailfarm_protocol::{CampaignCounters, FarmSnapshot, NodeInfo, NodeState};
+use mailfarm_protocol::FarmSnapshot;
 
-use super::process::{check_interrupted, run_in, NsProcess};
+use super::topology::ns_exec;
+use crate::farm_run::Progress;
+use crate::operator::Operator;
+use crate::procs::{check_interrupted, run_ok, Proc};
 
 /// QUIC port of the coordinator.
 pub const QUIC_PORT: u16 = 4433;
 /// SMTP port of the sink.
 pub const SMTP_PORT: u16 = 25;
-/// How long the daemons get to start and the smurfs to join.
+/// How long the coordinator gets to print its listening address.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// A campaign whose counters stop moving for this long is declared stuck.
-const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The operator's farm folder (`farm init` output) and the programs.
 pub struct FarmFiles {
@@ -52,23 +53,17 @@ impl FarmFiles {
     ) -> anyhow::Result<Self> {
         let pki = dir.join("pki");
         let addr = SocketAddr::from((coordinator, QUIC_PORT));
-        let out = std::process::Command::new(mailfarm)
-            .args(["farm", "init"])
-            .arg(&pki)
-            .args([
-                "--smurfs",
-                &smurfs.to_string(),
-                "--listen",
-                &addr.to_string(),
-            ])
-            .output()
-            .with_context(|| format!("running {} farm init", mailfarm.display()))?;
-        if !out.status.success() {
-            bail!(
-                "mailfarm farm init failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
+        run_ok(
+            std::process::Command::new(mailfarm)
+                .args(["farm", "init"])
+                .arg(&pki)
+                .args([
+                    "--smurfs",
+                    &smurfs.to_string(),
+                    "--listen",
+                    &addr.to_string(),
+                ]),
+        )?;
         Ok(Self {
             mailfarm: mailfarm.to_owned(),
             pki,
@@ -127,15 +122,16 @@ impl FarmFiles {
     }
 
     /// Starts `mailfarm coordinator` in `ns` and waits for its listening line.
-    pub fn start_coordinator(
-        &self,
-        ns: &str,
-        host: &Path,
-        log: &Path,
-    ) -> anyhow::Result<NsProcess> {
+    pub fn start_coordinator(&self, ns: &str, host: &Path, log: &Path) -> anyhow::Result<Proc> {
         let config = host.join("coordinator.toml");
         let args = ["coordinator".to_owned(), "--config".into(), path(&config)];
-        let mut process = NsProcess::spawn("coordinator", ns, &self.mailfarm, &args, log)?;
+        let mut process = Proc::spawn(
+            "coordinator",
+            &ns_exec(ns),
+            &self.mailfarm,
+            &args,
+            Some(log),
+        )?;
         process.wait_line("its listening address", START_TIMEOUT, |l| {
             l.starts_with("mailfarm coordinator listening on ")
         })?;
@@ -149,116 +145,46 @@ impl FarmFiles {
         host: &Path,
         name: &str,
         log: &Path,
-    ) -> anyhow::Result<NsProcess> {
+    ) -> anyhow::Result<Proc> {
         let config = host.join(format!("{name}.toml"));
         let args = ["smurf".to_owned(), "--config".into(), path(&config)];
-        NsProcess::spawn(name, ns, &self.mailfarm, &args, log)
+        Proc::spawn(name, &ns_exec(ns), &self.mailfarm, &args, Some(log))
     }
 
-    /// `--farm OPERATOR --coordinator ADDR`, the operator link's arguments.
-    fn remote(&self, operator: &Path) -> [String; 4] {
-        [
-            "--farm".into(),
-            path(operator),
-            "--coordinator".into(),
-            self.coordinator.to_string(),
-        ]
-    }
-
-    /// Polls `farm nodes --json` from `ns` until `count` smurfs are connected and active.
-    pub fn wait_joined(
-        &self,
-        ns: &str,
-        operator: &Path,
-        count: usize,
-        daemons: &mut [NsProcess],
-    ) -> anyhow::Result<()> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let mut args = vec!["farm".to_owned(), "nodes".into(), "--json".into()];
-            args.extend(self.remote(operator));
-            let text = run_in(ns, &self.mailfarm, &args)?;
-            let nodes: Vec<NodeInfo> =
-                serde_json::from_str(text.trim()).context("reading farm nodes --json")?;
-            let active = nodes
-                .iter()
-                .filter(|n| n.connected && n.state == NodeState::Active)
-                .count();
-            if active >= count {
-                return Ok(());
-            }
-            for daemon in daemons.iter_mut() {
-                daemon.check_running()?;
-            }
-            if Instant::now() > deadline {
-                bail!("only {active} of {count} smurfs joined within {START_TIMEOUT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(200));
+    /// The operator CLI run from namespace `ns` with the certificates in `operator` (see
+    /// [`FarmFiles::operator_host`]).
+    pub fn operator(&self, ns: &str, operator: &Path) -> Operator {
+        Operator {
+            mailfarm: self.mailfarm.clone(),
+            wrapper: ns_exec(ns),
+            farm: operator.to_owned(),
+            coordinator: self.coordinator,
         }
-    }
-
-    /// `campaign launch DIR --detach` from `ns`.
-    pub fn launch(&self, ns: &str, operator: &Path, campaign: &Path) -> anyhow::Result<()> {
-        let mut args = vec![
-            "campaign".to_owned(),
-            "launch".into(),
-            path(campaign),
-            "--detach".into(),
-        ];
-        args.extend(self.remote(operator));
-        run_in(ns, &self.mailfarm, &args).map(drop)
-    }
-
-    /// Starts `farm watch --json` in `ns` (one snapshot a second over one operator link).
-    pub fn watch(&self, ns: &str, operator: &Path, log: &Path) -> anyhow::Result<NsProcess> {
-        let mut args = vec!["farm".to_owned(), "watch".into(), "--json".into()];
-        args.extend(self.remote(operator));
-        NsProcess::spawn("farm watch", ns, &self.mailfarm, &args, log)
-    }
-
-    /// `campaign status ID --json` from `ns`.
-    pub fn status(&self, ns: &str, operator: &Path, id: &str) -> anyhow::Result<CampaignCounters> {
-        let mut args = vec![
-            "campaign".to_owned(),
-            "status".into(),
-            id.into(),
-            "--json".into(),
-        ];
-        args.extend(self.remote(operator));
-        let text = run_in(ns, &self.mailfarm, &args)?;
-        let mut list: Vec<CampaignCounters> =
-            serde_json::from_str(text.trim()).context("reading campaign status --json")?;
-        list.pop()
-            .with_context(|| format!("campaign {id} is not on the coordinator"))
     }
 }
 
 /// Follows `farm watch --json` until campaign `id` is finished; fails when its counters stop
 /// moving for a minute, `check` fails (a daemon exited), or the bench is interrupted.
 pub fn follow(
-    watch: &mut NsProcess,
+    watch: &mut Proc,
     id: &str,
     mut check: impl FnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let mut progress = (u64::MAX, Instant::now());
+    let mut progress = Progress::new();
     loop {
-        let snapshot = watch.last_line(|l| l.starts_with('{'));
-        if let Some(line) = snapshot {
-            let snapshot: FarmSnapshot =
-                serde_json::from_str(&line).context("reading farm watch --json")?;
-            if let Some(c) = snapshot.campaigns.iter().find(|c| c.id == id) {
-                if c.finished {
-                    return Ok(());
-                }
-                let done = c.attempts + c.delivered + c.failed;
-                if done != progress.0 {
-                    progress = (done, Instant::now());
-                }
-            }
+        let snapshot = match watch.last_line(|l| l.starts_with('{')) {
+            Some(line) => Some(
+                serde_json::from_str::<FarmSnapshot>(&line).context("reading farm watch --json")?,
+            ),
+            None => None,
+        };
+        let counters = snapshot
+            .as_ref()
+            .and_then(|s| s.campaigns.iter().find(|c| c.id == id));
+        if counters.is_some_and(|c| c.finished) {
+            return Ok(());
         }
-        if progress.1.elapsed() > STALL_TIMEOUT {
-            bail!("campaign {id} made no progress for {STALL_TIMEOUT:?}");
-        }
+        progress.check(id, counters)?;
         watch.check_running()?;
         check()?;
         check_interrupted()?;

@@ -5,11 +5,11 @@
 //! campaign runs with 1, 2, 3 and 4 smurfs; the report says how throughput and the
 //! coordinator's CPU grow and estimates how many smurfs one coordinator can feed.
 //!
-//! Modules: `topology` (namespaces, bridge, teardown), `process` (a daemon in a namespace),
-//! `farm` (farm files, configs, operator commands), `report` (JSON and the table).
+//! Modules: `topology` (namespaces, bridge, teardown, running a program in a namespace),
+//! `farm` (farm files, configs, operator commands), `report` (JSON and the table). The
+//! processes are started, stopped and measured by the benches' one runner, `crate::procs`.
 
 mod farm;
-mod process;
 mod report;
 mod topology;
 
@@ -20,9 +20,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use self::farm::{FarmFiles, Tuning, SMTP_PORT};
-use self::process::{check_interrupted, NsProcess};
 use self::report::{NetnsReport, RunReport};
-use self::topology::Topology;
+use self::topology::{ns_exec, Topology};
+use crate::procs::{self, check_interrupted, Proc};
+use crate::sink::SmtpSink;
 use crate::sys::{self, Machine};
 use crate::throughput::{build_profile, require_program};
 
@@ -62,8 +63,6 @@ const SINK_OCTET: u8 = 100;
 const MAX_SMURFS: u32 = 16;
 /// How long the sink gets to count the last messages.
 const PATIENCE: Duration = Duration::from_secs(5);
-/// How long a daemon gets to stop after SIGTERM (the smurf's own limit is 60 s).
-const STOP_GRACE: Duration = Duration::from_secs(70);
 
 /// Options of `netns`.
 #[derive(clap::Args, Debug)]
@@ -86,7 +85,8 @@ pub struct Netns {
     /// Campaign folder whose campaign.toml and templates are used (its recipients are not).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/newsletter"))]
     pub campaign: PathBuf,
-    /// The `mailfarm` binary (default: next to this program, e.g. target/release/mailfarm).
+    /// The `mailfarm` binary (default: MAILFARM_BIN, else next to this program, e.g.
+    /// target/release/mailfarm).
     #[arg(long)]
     pub mailfarm: Option<PathBuf>,
     /// Postfix smtp-sink program.
@@ -116,18 +116,8 @@ impl Netns {
         if self.recipients == 0 || self.connections == 0 {
             bail!("--recipients and --connections must be at least 1");
         }
-        let mailfarm = match &self.mailfarm {
-            Some(path) => path.clone(),
-            None => std::env::current_exe()
-                .context("locating this program")?
-                .with_file_name("mailfarm"),
-        };
-        if !mailfarm.is_file() {
-            bail!(
-                "{} not found: build it (cargo build --release -p mailfarm) or pass --mailfarm",
-                mailfarm.display()
-            );
-        }
+        let mailfarm = crate::operator::mailfarm_binary(self.mailfarm.as_deref());
+        crate::operator::require_mailfarm(&mailfarm)?;
         std::fs::canonicalize(&mailfarm).context("resolving the mailfarm path")
     }
 }
@@ -137,7 +127,7 @@ pub fn netns(o: &Netns) -> anyhow::Result<NetnsReport> {
     let mailfarm = o.check()?;
     let profile = build_profile();
     let machine = Machine::detect();
-    process::catch_interrupts()?;
+    procs::catch_interrupts("netns")?;
     let leftovers = topology::remove_leftovers()?;
     if !leftovers.is_empty() {
         eprintln!("netns: removed leftover namespaces {}", leftovers.join(" "));
@@ -186,25 +176,13 @@ fn run_all(o: &Netns, mailfarm: &Path, topology: &Topology, root: &Path) -> anyh
     let sink_addr = SocketAddr::from((sink_host.addr, SMTP_PORT));
     let sessions =
         (o.smurfs.iter().max().copied().unwrap_or(1) as usize * usize::from(o.connections) * 2)
-            .max(256)
-            .to_string();
-    let sink_args: Vec<String> = [
-        "-c",
-        "-m",
-        &sessions,
-        "-u",
-        "nobody",
-        &sink_addr.to_string(),
-        "1024",
-    ]
-    .map(String::from)
-    .to_vec();
-    let mut sink = NsProcess::spawn(
-        "smtp-sink",
-        &sink_host.ns,
+            .max(256);
+    let mut sink = SmtpSink::spawn(
+        &ns_exec(&sink_host.ns),
         &o.smtp_sink,
-        &sink_args,
-        &root.join("logs/sink.log"),
+        sink_addr,
+        sessions,
+        Some(&root.join("logs/sink.log")),
     )?;
     let max = o.smurfs.iter().copied().max().unwrap_or(1);
     let files = FarmFiles::init(mailfarm, root, max, coordinator.addr)?;
@@ -253,7 +231,7 @@ fn run_one(
     files: &FarmFiles,
     topology: &Topology,
     root: &Path,
-    sink: &mut NsProcess,
+    sink: &mut SmtpSink,
     k: u32,
     id: &str,
     campaign: &Path,
@@ -263,7 +241,7 @@ fn run_one(
     let log = |name: &str| root.join(format!("logs/run-{k}-{name}.log"));
     let coord_ns = topology.host("coord")?.ns.clone();
     let coordinator_host = files.coordinator_host(&run, tuning)?;
-    let operator = files.operator_host(&run)?;
+    let operator = files.operator(&coord_ns, &files.operator_host(&run)?);
     let mut coordinator =
         files.start_coordinator(&coord_ns, &coordinator_host, &log("coordinator"))?;
     let mut smurfs = Vec::new();
@@ -273,52 +251,36 @@ fn run_one(
         let ns = &topology.host(&format!("s{i}"))?.ns;
         smurfs.push(files.start_smurf(ns, &host, &name, &log(&name))?);
     }
-    files.wait_joined(&coord_ns, &operator, k as usize, &mut smurfs)?;
+    operator.wait_joined(k as usize, || {
+        coordinator.check_running()?;
+        smurfs.iter_mut().try_for_each(Proc::check_running)
+    })?;
 
     let load_average = Machine::detect().load_average;
-    let sink_start = sink_count(sink);
+    let sink_start = sink.messages();
     let link_start = topology.link_bytes("coord")?;
     let cpu_start = Cpu::read(&coordinator, &smurfs, sink)?;
-    let mut watch = files.watch(&coord_ns, &operator, &log("watch"))?;
-    files.launch(&coord_ns, &operator, campaign)?;
+    let mut watch = operator.watch(&log("watch"))?;
+    operator.launch(campaign)?;
     farm::follow(&mut watch, id, || {
         coordinator.check_running()?;
-        smurfs.iter_mut().try_for_each(NsProcess::check_running)
+        smurfs.iter_mut().try_for_each(Proc::check_running)
     })?;
     let cpu_end = Cpu::read(&coordinator, &smurfs, sink)?;
     let link_bytes = topology.link_bytes("coord")?.saturating_sub(link_start);
-    let counters = files.status(&coord_ns, &operator, id)?;
+    let counters = operator.status(id)?;
     let _ = watch.stop(Duration::from_secs(5));
 
-    let target = sink_start + counters.delivered;
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while sink_count(sink) < target && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let sink_counted = sink_count(sink).saturating_sub(sink_start);
+    let sink_counted = sink
+        .wait_messages(sink_start + counters.delivered, PATIENCE)
+        .saturating_sub(sink_start);
 
     let peak_coordinator = coordinator.peak_rss()?;
     let peak_smurfs = smurfs
         .iter()
-        .map(NsProcess::peak_rss)
+        .map(Proc::peak_rss)
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut problems = Vec::new();
-    // Smurfs first (they finish and say goodbye), then the coordinator: the project's order.
-    for smurf in &mut smurfs {
-        let (status, clean) = smurf.stop(STOP_GRACE)?;
-        if !clean || !status.success() {
-            problems.push(format!(
-                "{} did not stop cleanly on SIGTERM ({status})",
-                smurf.name
-            ));
-        }
-    }
-    let (status, clean) = coordinator.stop(STOP_GRACE)?;
-    if !clean || !status.success() {
-        problems.push(format!(
-            "the coordinator did not stop cleanly on SIGTERM ({status})"
-        ));
-    }
+    let problems = procs::stop_farm(&mut coordinator, &mut smurfs)?;
     Ok(RunReport::new(
         k,
         load_average,
@@ -334,13 +296,6 @@ fn run_one(
     ))
 }
 
-/// The sink's message counter (its latest `mesg=` record).
-fn sink_count(sink: &NsProcess) -> u64 {
-    sink.last_line(|l| l.contains("mesg="))
-        .and_then(|l| crate::sink::parse_mesg(l.as_bytes()))
-        .unwrap_or(0)
-}
-
 /// CPU time of every process at one instant.
 pub struct Cpu {
     /// The coordinator.
@@ -353,16 +308,12 @@ pub struct Cpu {
 
 impl Cpu {
     /// Reads the CPU time of each process.
-    fn read(
-        coordinator: &NsProcess,
-        smurfs: &[NsProcess],
-        sink: &NsProcess,
-    ) -> anyhow::Result<Self> {
+    fn read(coordinator: &Proc, smurfs: &[Proc], sink: &SmtpSink) -> anyhow::Result<Self> {
         Ok(Self {
             coordinator: coordinator.cpu()?,
             smurfs: smurfs
                 .iter()
-                .map(NsProcess::cpu)
+                .map(Proc::cpu)
                 .collect::<anyhow::Result<_>>()?,
             sink: sink.cpu()?,
         })

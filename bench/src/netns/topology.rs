@@ -10,9 +10,12 @@
 //! `kill -9` of the bench).
 
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context};
+
+use crate::procs::{check_interrupted, command, run_ok};
 
 /// Prefix of every namespace this bench creates.
 pub const PREFIX: &str = "mfnb";
@@ -48,18 +51,25 @@ fn ns_name(role: &str) -> String {
 
 /// Runs `ip ARGS`, failing with its error output.
 fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .with_context(|| format!("running ip {}", args.join(" ")))?;
-    if !out.status.success() {
-        bail!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    run_ok(Command::new("ip").args(args)).map(drop)
+}
+
+/// The wrapper that runs a program in namespace `ns`: `ip netns exec NS` (it execs the
+/// program, so the child's pid is the program's).
+pub fn ns_exec(ns: &str) -> Vec<String> {
+    ["ip", "netns", "exec", ns].map(String::from).to_vec()
+}
+
+/// Runs `program args` in namespace `ns` to its end and returns its standard output; fails
+/// with its output unless it succeeds, or at once when the bench was interrupted.
+fn run_in(
+    ns: &str,
+    program: &Path,
+    args: &[impl AsRef<std::ffi::OsStr>],
+) -> anyhow::Result<String> {
+    check_interrupted()?;
+    let out = run_ok(command(&ns_exec(ns), program).args(args))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Names of the existing network namespaces.
@@ -170,15 +180,15 @@ impl Topology {
     /// Bytes received plus sent on `role`'s `eth0` so far.
     pub fn link_bytes(&self, role: &str) -> anyhow::Result<u64> {
         let host = self.host(role)?;
-        let out = Command::new("ip")
-            .args(["netns", "exec", &host.ns, "cat"])
-            .args([
+        let text = run_in(
+            &host.ns,
+            Path::new("cat"),
+            &[
                 "/sys/class/net/eth0/statistics/rx_bytes",
                 "/sys/class/net/eth0/statistics/tx_bytes",
-            ])
-            .output()
-            .context("reading interface counters")?;
-        let text = String::from_utf8_lossy(&out.stdout);
+            ],
+        )
+        .context("reading interface counters")?;
         let values: Vec<u64> = text
             .split_whitespace()
             .filter_map(|v| v.parse().ok())

@@ -103,12 +103,15 @@ The peers side by side in one run, against one smtp-sink, with messages of the s
 2. the traditional pipeline: the same personalised messages (rendered before the clock with \
 the templates crate) injected over SMTP into a private Postfix instance relaying to the sink, \
 timed until the sink has every message; CPU summed over all Postfix processes;
+2b. optional: the same messages injected into a private Haraka (npm; `haraka` on PATH or \
+--haraka PATH) relaying to the sink through its outbound queue, one worker per CPU; not run, \
+and said so, when Haraka is not installed (npm install -g Haraka@3);
 3. mailfarm as `mailfarm coordinator` + `mailfarm smurf` processes with durable state (needs \
 the mailfarm binary: cargo build --release -p mailfarm), and the embedded farm;
 4. the processes again with DKIM rsa-sha256 (2048 bits) and ed25519-sha256, plus a \
 micro-measurement of the signer (body hash vs signature).
 Prints msgs/s, msgs/hour, CPU seconds per 1,000 messages (all of a side's processes), peak RSS \
-per process, latency percentiles (Postfix: injection to the sink's 250 from its log; mailfarm: \
+per process, latency percentiles (Postfix and Haraka: from their logs, to the sink's 250; mailfarm: \
 the smurf worker taking the job to 250), the ratios and the issue's targets; --json and --svg \
 write the report and a rate-over-time plot. --big-recipients N adds a separate-process run of \
 N recipients (smurf memory at scale). Needs root for Postfix. Exits non-zero when a side did \

@@ -414,6 +414,14 @@ pub fn tree_cpu(root: u32) -> Duration {
     sys::ticks_to_duration(ticks)
 }
 
+/// The pids of `root` and every process descending from it now, in ascending order (a Haraka
+/// master and its cluster workers).
+pub fn tree_pids(root: u32) -> Vec<u32> {
+    let mut pids = descendants(&scan(), root);
+    pids.sort_unstable();
+    pids
+}
+
 /// Peak RSS per process name over a process tree whose members come and go (Postfix's smtpd,
 /// cleanup, smtp ...): call [`TreeWatch::sample`] now and then while it runs.
 #[derive(Debug, Default)]
@@ -490,6 +498,27 @@ mod tests {
         assert!(!status.success(), "killed by SIGTERM: {status}");
         assert!(proc.check_running().is_err());
         assert!(proc.tail().contains("oops"), "{}", proc.tail());
+    }
+
+    #[test]
+    fn a_tree_lists_the_root_and_its_children() {
+        let mut proc = Proc::spawn(
+            "sh",
+            &[],
+            Path::new("/bin/sh"),
+            &["-c", "sleep 30 & echo ready; wait"],
+            None,
+        )
+        .unwrap();
+        proc.wait_line("ready", Duration::from_secs(10), |l| l == "ready")
+            .unwrap();
+        let pids = tree_pids(proc.pid());
+        for &pid in pids.iter().filter(|&&p| p != proc.pid()) {
+            sys::kill_hard(pid);
+        }
+        assert_eq!(pids.len(), 2, "{pids:?}");
+        assert!(pids.contains(&proc.pid()), "{pids:?}");
+        assert!(pids.windows(2).all(|w| w[0] < w[1]), "{pids:?}");
     }
 
     #[test]

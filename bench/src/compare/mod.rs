@@ -2,10 +2,12 @@
 //! machine against the same smtp-sink with messages of the same size (issue 12): the raw SMTP
 //! ceiling (smtp-source), the traditional pipeline (personalised messages injected into a
 //! private Postfix relaying to the sink), mailfarm as separate `coordinator` and `smurf`
-//! processes with durable state (DKIM off, rsa-sha256 2048 and ed25519), and the embedded farm.
+//! processes with durable state (DKIM off, rsa-sha256 2048 and ed25519), and the embedded farm;
+//! optionally Haraka (npm) as the outbound relay, when it is installed.
 
 pub mod dkim;
 pub mod farm;
+pub mod haraka;
 pub mod plot;
 pub mod postfix;
 pub mod render;
@@ -36,6 +38,10 @@ pub struct Compare {
     /// openssl, to make the DKIM keys.
     #[arg(long, default_value = "/usr/bin/openssl")]
     pub openssl: PathBuf,
+    /// Haraka's `haraka` program (npm: `npm install -g Haraka@3`), the optional fourth peer
+    /// (default: `haraka` on PATH; not run when there is none).
+    #[arg(long)]
+    pub haraka: Option<PathBuf>,
     /// The `mailfarm` binary (default: next to this one, or MAILFARM_BIN).
     #[arg(long)]
     pub mailfarm: Option<PathBuf>,
@@ -43,7 +49,7 @@ pub struct Compare {
     /// whether smurf memory grows with campaign size.
     #[arg(long)]
     pub big_recipients: Option<u64>,
-    /// Sides to leave out: ceiling, postfix, mailfarm, embedded, dkim.
+    /// Sides to leave out: ceiling, postfix, haraka, mailfarm, embedded, dkim.
     #[arg(long, value_delimiter = ',')]
     pub skip: Vec<String>,
     /// Times the DKIM micro-measurement signs its 200 messages.
@@ -84,6 +90,24 @@ pub fn compare(o: &Compare) -> anyhow::Result<CompareReport> {
     if o.runs("postfix") {
         require_program("postfix", &o.postfix)?;
     }
+    let mut not_run = Vec::new();
+    let haraka_program = if o.runs("haraka") {
+        match haraka::locate(o.haraka.as_deref()) {
+            Some(program) => {
+                let version = haraka::version(&program)?;
+                Some((program, version))
+            }
+            None => {
+                not_run.push(format!(
+                    "Haraka (optional peer): `haraka` is not on PATH; {}",
+                    haraka::INSTALL
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
     let tmp = tempfile::Builder::new()
         .prefix("mailfarm-compare.")
         .tempdir_in(o.tmp.clone().unwrap_or_else(std::env::temp_dir))
@@ -110,6 +134,10 @@ pub fn compare(o: &Compare) -> anyhow::Result<CompareReport> {
     if o.runs("postfix") {
         eprintln!("2. traditional pipeline: render, inject into Postfix, relay to the sink ...");
         sides_out.push(ctx.postfix(&o.postfix, &mut problems)?);
+    }
+    if let Some((program, version)) = &haraka_program {
+        eprintln!("2b. Haraka {version}: inject the same messages, outbound relay to the sink ...");
+        sides_out.push(ctx.haraka(program, version, &mut problems)?);
     }
     if o.runs("dkim") {
         let domain = dkim::from_domain(&ctx.work.submission.from)?;
@@ -145,9 +173,12 @@ pub fn compare(o: &Compare) -> anyhow::Result<CompareReport> {
         coordination,
         dkim: dkim_costs,
         targets: Vec::new(),
+        peer_ratios: Vec::new(),
+        not_run,
         problems,
     };
     report.targets = report.compute_targets();
+    report.peer_ratios = report.compute_peer_ratios();
     if let Some(path) = &o.svg {
         let title = format!(
             "messages/s at smtp-sink, {} x {} B, {} sessions (load {})",

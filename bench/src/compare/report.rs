@@ -26,6 +26,8 @@ pub enum SideKey {
     MailfarmRsa,
     /// Processes, durable, DKIM ed25519-sha256.
     MailfarmEd25519,
+    /// Rendered messages injected into Haraka, relayed to the sink by its outbound.
+    Haraka,
 }
 
 impl SideKey {
@@ -38,6 +40,7 @@ impl SideKey {
             Self::Embedded => "#27c",
             Self::MailfarmRsa => "#d90",
             Self::MailfarmEd25519 => "#a4c",
+            Self::Haraka => "#963",
         }
     }
 }
@@ -225,6 +228,17 @@ pub struct Target {
     pub met: bool,
 }
 
+/// mailfarm against a peer that is none of the targets (informational).
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerRatio {
+    /// `mailfarm / Haraka`.
+    pub what: String,
+    /// mailfarm's msgs/s over the peer's.
+    pub msgs_per_sec: f64,
+    /// The peer's CPU per message over mailfarm's (how many times less CPU mailfarm spends).
+    pub cpu_per_message: f64,
+}
+
 /// The whole run.
 #[derive(Debug, Serialize)]
 pub struct CompareReport {
@@ -254,6 +268,10 @@ pub struct CompareReport {
     pub dkim: Vec<DkimCost>,
     /// The targets.
     pub targets: Vec<Target>,
+    /// mailfarm against the optional peers (Haraka), informational.
+    pub peer_ratios: Vec<PeerRatio>,
+    /// Sides that did not run although not skipped, and why.
+    pub not_run: Vec<String>,
     /// Checks that failed.
     pub problems: Vec<String>,
 }
@@ -271,6 +289,18 @@ impl CompareReport {
     /// The column of `key`, if it ran.
     pub fn side(&self, key: SideKey) -> Option<&SideReport> {
         self.sides.iter().find(|s| s.key == key)
+    }
+
+    /// mailfarm against the optional peers that ran.
+    pub fn compute_peer_ratios(&self) -> Vec<PeerRatio> {
+        let (Some(mf), Some(h)) = (self.side(SideKey::Mailfarm), self.side(SideKey::Haraka)) else {
+            return Vec::new();
+        };
+        vec![PeerRatio {
+            what: "mailfarm / Haraka".into(),
+            msgs_per_sec: ratio(mf.msgs_per_sec, h.msgs_per_sec),
+            cpu_per_message: ratio(h.cpu_seconds_per_1000, mf.cpu_seconds_per_1000),
+        }]
     }
 
     /// The targets, from the columns that ran.
@@ -478,7 +508,17 @@ impl CompareReport {
                 if t.met { "met" } else { "NOT met" }
             )?;
         }
+        for r in &self.peer_ratios {
+            writeln!(
+                out,
+                "  {:<56}{:>10.3}  msgs/s; {:.1} x less CPU per message (informational)",
+                r.what, r.msgs_per_sec, r.cpu_per_message
+            )?;
+        }
         writeln!(out)?;
+        for n in &self.not_run {
+            writeln!(out, "not run: {n}")?;
+        }
         for p in &self.problems {
             writeln!(out, "PROBLEM: {p}")?;
         }
@@ -540,6 +580,8 @@ mod tests {
             },
             dkim: vec![],
             targets: vec![],
+            peer_ratios: vec![],
+            not_run: vec![],
             problems: vec![],
         };
         let targets = report.compute_targets();
@@ -558,5 +600,20 @@ mod tests {
         assert!(get("QUIC").met);
         assert!(!get("mailfarm msgs/s (KumoMTA").met);
         assert_eq!(ratio(1.0, 0.0), 0.0);
+        assert!(report.compute_peer_ratios().is_empty());
+        let mut with_haraka = report;
+        with_haraka
+            .sides
+            .push(side(SideKey::Haraka, 20_000, 40.0, 30.0));
+        let peers = with_haraka.compute_peer_ratios();
+        assert_eq!(peers.len(), 1);
+        assert_eq!(peers[0].what, "mailfarm / Haraka");
+        assert!((peers[0].msgs_per_sec - 4.0).abs() < 1e-12);
+        assert!((peers[0].cpu_per_message - 7.5).abs() < 1e-12);
+        with_haraka.peer_ratios = peers;
+        with_haraka.not_run = vec!["Haraka: not found".into()];
+        let text = with_haraka.text();
+        assert!(text.contains("mailfarm / Haraka"), "{text}");
+        assert!(text.contains("not run: Haraka: not found"), "{text}");
     }
 }

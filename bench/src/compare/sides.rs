@@ -9,7 +9,7 @@ use anyhow::{bail, Context as _};
 
 use super::farm::{self, FarmSpec, ProcFarm};
 use super::report::{BigRun, Coordination, DkimCost, Latency, SideKey, SideReport};
-use super::{dkim, postfix, render};
+use super::{dkim, haraka, postfix, render};
 use crate::farm_run::StateStore;
 use crate::procs::{self, ProcCost, TreeWatch};
 use crate::sink::SmtpSink;
@@ -146,27 +146,33 @@ impl<'a> Context<'a> {
         Ok(side)
     }
 
-    /// 2. The personalised messages injected into a private Postfix relaying to the sink.
-    pub fn postfix(
-        &self,
-        program: &Path,
-        problems: &mut Vec<String>,
-    ) -> anyhow::Result<SideReport> {
+    /// The campaign's personalised messages, rendered before any clock starts (the relays'
+    /// input).
+    fn rendered(&self) -> anyhow::Result<Vec<render::Prepared>> {
         let template = render::compile(&self.work.submission, &self.work.csv)?;
         eprintln!(
             "   rendering {} messages (untimed) ...",
             self.farm.recipients
         );
-        let messages = render::render_all(
+        render::render_all(
             &template,
             &self.work.csv,
             true,
             self.farm.recipients as usize,
-        )?;
-        let relay = postfix::PostfixRelay::start(program, self.sink.addr(), self.farm.sessions())?;
-        let master = relay.master_pid()?;
+        )
+    }
+
+    /// Injects `messages` into the relay listening on `addr` (whose processes all descend from
+    /// `root`) and waits until the sink has every one: the clock, the CPU of the relay's whole
+    /// process tree and its peak RSS per process name.
+    fn relay_run(
+        &self,
+        root: u32,
+        addr: std::net::SocketAddr,
+        messages: &[render::Prepared],
+    ) -> anyhow::Result<RelayRun> {
         let (base, sink_cpu) = (self.sink.messages(), self.sink.cpu()?);
-        let cpu_before = procs::tree_cpu(master);
+        let cpu_before = procs::tree_cpu(root);
         let mut watch = TreeWatch::default();
         let mut ticks = 0u32;
         let started = Instant::now();
@@ -174,19 +180,37 @@ impl<'a> Context<'a> {
             || {
                 ticks += 1;
                 if ticks.is_multiple_of(2) {
-                    watch.sample(master);
+                    watch.sample(root);
                 }
             },
             || -> anyhow::Result<()> {
-                postfix::inject(relay.addr, &messages, self.farm.sessions())?;
+                postfix::inject(addr, messages, self.farm.sessions())?;
                 self.wait_sink(base + self.farm.recipients)
             },
         );
         let wall = started.elapsed();
         done?;
-        let cpu = procs::tree_cpu(master).saturating_sub(cpu_before);
-        let counted = self.sink.messages() - base;
-        self.check_count("postfix", counted, problems);
+        watch.sample(root);
+        Ok(RelayRun {
+            wall: secs(wall),
+            cpu: secs(procs::tree_cpu(root).saturating_sub(cpu_before)),
+            counted: self.sink.messages() - base,
+            sink_cpu: secs(self.sink.cpu()?.saturating_sub(sink_cpu)),
+            timeline,
+            peaks: watch.peaks(),
+        })
+    }
+
+    /// 2. The personalised messages injected into a private Postfix relaying to the sink.
+    pub fn postfix(
+        &self,
+        program: &Path,
+        problems: &mut Vec<String>,
+    ) -> anyhow::Result<SideReport> {
+        let messages = self.rendered()?;
+        let relay = postfix::PostfixRelay::start(program, self.sink.addr(), self.farm.sessions())?;
+        let run = self.relay_run(relay.master_pid()?, relay.addr, &messages)?;
+        self.check_count("postfix", run.counted, problems);
         let deadline = Instant::now() + Duration::from_secs(10);
         while relay.queued() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
@@ -196,31 +220,117 @@ impl<'a> Context<'a> {
         }
         std::thread::sleep(Duration::from_millis(500)); // postlogd writes asynchronously
         let delays: Vec<f64> = relay.delivery_delays().iter().map(|s| s * 1000.0).collect();
-        let mut processes = watch.peaks();
+        let mut processes = run.peaks;
         processes.insert(
             0,
             ProcCost {
                 name: "all Postfix processes (CPU)".into(),
                 processes: processes.iter().map(|p| p.processes).sum(),
-                cpu_seconds: secs(cpu),
+                cpu_seconds: run.cpu,
                 peak_rss_bytes: 0,
             },
         );
         let mut side = SideReport::new(
             SideKey::Postfix,
             "Postfix pipeline (inject+relay)",
-            counted,
-            secs(wall),
-            secs(cpu),
-            secs(self.sink.cpu()?.saturating_sub(sink_cpu)),
+            run.counted,
+            run.wall,
+            run.cpu,
+            run.sink_cpu,
             processes,
             Latency::of(
                 "injection to the sink's 250 (Postfix delay=, 10 ms steps)",
                 delays,
             ),
-            timeline,
+            run.timeline,
         );
         side.note = "messages rendered before the clock; injector CPU not counted".into();
+        Ok(side)
+    }
+
+    /// 2b. The same messages injected into a private Haraka (`program`, version `version`)
+    /// relaying to the sink through its outbound queue.
+    pub fn haraka(
+        &self,
+        program: &Path,
+        version: &str,
+        problems: &mut Vec<String>,
+    ) -> anyhow::Result<SideReport> {
+        let messages = self.rendered()?;
+        let mut relay =
+            haraka::HarakaRelay::start(program, self.sink.addr(), self.farm.sessions(), self.tmp)
+                .with_context(|| format!("starting Haraka ({})", program.display()))?;
+        let master = relay.master_pid();
+        let pids = procs::tree_pids(master);
+        let before: Vec<Duration> = pids
+            .iter()
+            .map(|&p| crate::sys::process_cpu(p).unwrap_or_default())
+            .collect();
+        let run = self.relay_run(master, relay.addr, &messages)?;
+        self.check_count("haraka", run.counted, problems);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while relay.queued() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if relay.queued() > 0 {
+            problems.push(format!("haraka: {} queue files left", relay.queued()));
+        }
+        // The workers live through the run: their own CPU and peak RSS, read while they run.
+        let processes: Vec<ProcCost> = pids
+            .iter()
+            .zip(before)
+            .enumerate()
+            .map(|(i, (&pid, cpu_before))| ProcCost {
+                name: if pid == master {
+                    "haraka master".into()
+                } else {
+                    format!("haraka worker {i}")
+                },
+                processes: 1,
+                cpu_seconds: secs(
+                    crate::sys::process_cpu(pid)
+                        .unwrap_or_default()
+                        .saturating_sub(cpu_before),
+                ),
+                peak_rss_bytes: crate::sys::peak_rss(pid).unwrap_or(0),
+            })
+            .collect();
+        if processes.len() != relay.workers + 1 {
+            problems.push(format!(
+                "haraka: {} processes in its tree, expected a master and {} workers",
+                processes.len(),
+                relay.workers
+            ));
+        }
+        relay.stop()?;
+        let delays: Vec<f64> = relay.delivery_delays().iter().map(|s| s * 1000.0).collect();
+        if delays.len() as u64 != run.counted {
+            problems.push(format!(
+                "haraka: {} delivered lines in its log for {} messages at the sink",
+                delays.len(),
+                run.counted
+            ));
+        }
+        let mut side = SideReport::new(
+            SideKey::Haraka,
+            &format!("Haraka {version} (inject+outbound)"),
+            run.counted,
+            run.wall,
+            run.cpu,
+            run.sink_cpu,
+            processes,
+            Latency::of(
+                "queueing to the sink's 250 (Haraka delivered delay=, 1 ms steps)",
+                delays,
+            ),
+            run.timeline,
+        );
+        side.note = format!(
+            "messages rendered before the clock; injector CPU not counted; {} workers \
+             (nodes={}); outbound queue fsynced; one connection per delivery (Haraka 3 has \
+             no outbound pooling)",
+            relay.workers, relay.workers
+        );
         Ok(side)
     }
 
@@ -409,6 +519,22 @@ impl<'a> Context<'a> {
             coordinator_cpu_seconds_per_million: coord.coordinator_cpu_seconds_per_million,
         })
     }
+}
+
+/// What [`Context::relay_run`] measured of a relay.
+struct RelayRun {
+    /// Seconds from the first injection until the sink had every message.
+    wall: f64,
+    /// CPU seconds of the relay's whole process tree.
+    cpu: f64,
+    /// Messages the sink counted.
+    counted: u64,
+    /// CPU seconds of the sink.
+    sink_cpu: f64,
+    /// The sink's count over time.
+    timeline: Vec<(f64, u64)>,
+    /// Peak RSS per process name.
+    peaks: Vec<ProcCost>,
 }
 
 /// The coordination figures of a separate-process run (`costs`: coordinator first).

@@ -209,18 +209,12 @@ impl<'a> Context<'a> {
     ) -> anyhow::Result<SideReport> {
         let messages = self.rendered()?;
         let relay = postfix::PostfixRelay::start(program, self.sink.addr(), self.farm.sessions())?;
-        let run = self.relay_run(relay.master_pid()?, relay.addr, &messages)?;
+        let mut run = self.relay_run(relay.master_pid()?, relay.addr, &messages)?;
         self.check_count("postfix", run.counted, problems);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while relay.queued() > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if relay.queued() > 0 {
-            problems.push(format!("postfix: {} messages still queued", relay.queued()));
-        }
+        drained("postfix", || relay.queued(), problems);
         std::thread::sleep(Duration::from_millis(500)); // postlogd writes asynchronously
         let delays: Vec<f64> = relay.delivery_delays().iter().map(|s| s * 1000.0).collect();
-        let mut processes = run.peaks;
+        let mut processes = std::mem::take(&mut run.peaks);
         processes.insert(
             0,
             ProcCost {
@@ -230,19 +224,14 @@ impl<'a> Context<'a> {
                 peak_rss_bytes: 0,
             },
         );
-        let mut side = SideReport::new(
+        let mut side = run.side(
             SideKey::Postfix,
             "Postfix pipeline (inject+relay)",
-            run.counted,
-            run.wall,
-            run.cpu,
-            run.sink_cpu,
             processes,
             Latency::of(
                 "injection to the sink's 250 (Postfix delay=, 10 ms steps)",
                 delays,
             ),
-            run.timeline,
         );
         side.note = "messages rendered before the clock; injector CPU not counted".into();
         Ok(side)
@@ -268,13 +257,7 @@ impl<'a> Context<'a> {
             .collect();
         let run = self.relay_run(master, relay.addr, &messages)?;
         self.check_count("haraka", run.counted, problems);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while relay.queued() > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if relay.queued() > 0 {
-            problems.push(format!("haraka: {} queue files left", relay.queued()));
-        }
+        drained("haraka", || relay.queued(), problems);
         // The workers live through the run: their own CPU and peak RSS, read while they run.
         let processes: Vec<ProcCost> = pids
             .iter()
@@ -311,19 +294,14 @@ impl<'a> Context<'a> {
                 run.counted
             ));
         }
-        let mut side = SideReport::new(
+        let mut side = run.side(
             SideKey::Haraka,
             &format!("Haraka {version} (inject+outbound)"),
-            run.counted,
-            run.wall,
-            run.cpu,
-            run.sink_cpu,
             processes,
             Latency::of(
                 "queueing to the sink's 250 (Haraka delivered delay=, 1 ms steps)",
                 delays,
             ),
-            run.timeline,
         );
         side.note = format!(
             "messages rendered before the clock; injector CPU not counted; {} workers \
@@ -521,6 +499,18 @@ impl<'a> Context<'a> {
     }
 }
 
+/// Gives a relay up to 10 s to empty its queue once the sink has every message (the last
+/// files go after the 250), and notes a problem for what `queued` still counts then.
+fn drained(side: &str, queued: impl Fn() -> u64, problems: &mut Vec<String>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queued() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if queued() > 0 {
+        problems.push(format!("{side}: {} queue files left", queued()));
+    }
+}
+
 /// What [`Context::relay_run`] measured of a relay.
 struct RelayRun {
     /// Seconds from the first injection until the sink had every message.
@@ -535,6 +525,29 @@ struct RelayRun {
     timeline: Vec<(f64, u64)>,
     /// Peak RSS per process name.
     peaks: Vec<ProcCost>,
+}
+
+impl RelayRun {
+    /// The relay's column, with its `processes` and `latency`.
+    fn side(
+        self,
+        key: SideKey,
+        name: &str,
+        processes: Vec<ProcCost>,
+        latency: Option<Latency>,
+    ) -> SideReport {
+        SideReport::new(
+            key,
+            name,
+            self.counted,
+            self.wall,
+            self.cpu,
+            self.sink_cpu,
+            processes,
+            latency,
+            self.timeline,
+        )
+    }
 }
 
 /// The coordination figures of a separate-process run (`costs`: coordinator first).

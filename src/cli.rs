@@ -236,6 +236,14 @@ enum CampaignCommand {
     Watch {
         /// Campaign id.
         id: String,
+        /// Print JSON for scripts: one object per second on stdout, the campaign's counters as
+        /// `campaign status --json` shows them, plus "delivered_per_second" and
+        /// "attempts_per_second" (since the previous line), "bog_queued" (messages waiting in
+        /// bogged sites, farm-wide) and "throttled_sites" (sites with a learnt rate or
+        /// connection count, as `farm sites --json` shows them). The last line has
+        /// "finished": true.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -374,8 +382,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Campaign(CampaignCommand::List { json, remote }) => {
             remote::simple(&remote, OperatorRequest::List, json).await
         }
-        Command::Campaign(CampaignCommand::Watch { id, remote }) => {
-            remote::watch(&id, &remote).await
+        Command::Campaign(CampaignCommand::Watch { id, json, remote }) => {
+            remote::watch(&id, &remote, json).await
         }
         Command::Campaign(CampaignCommand::Pause { id, remote }) => {
             remote::simple(&remote, OperatorRequest::Pause { campaign_id: id }, false).await

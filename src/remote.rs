@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use mailfarm_coordinator::{load_campaign_dir, OperatorClient};
 use mailfarm_pki::{FarmFiles, Identity};
+use mailfarm_protocol::throttle::SiteView;
 use mailfarm_protocol::{CampaignCounters, OperatorRequest, OperatorResponse, Rate};
 
 use crate::cli::Remote;
@@ -210,9 +211,11 @@ pub async fn sites(remote: &Remote, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// `campaign watch`: one line per second with counters and rates, until the campaign ends.
-pub async fn watch(id: &str, remote: &Remote) -> anyhow::Result<ExitCode> {
+/// With `json`, each line is the campaign's counters (as `campaign status --json` prints
+/// them) with the rates, the bog and the throttled sites added.
+pub async fn watch(id: &str, remote: &Remote, json: bool) -> anyhow::Result<ExitCode> {
     let mut client = connect(remote).await?;
-    let terminal = std::io::stdout().is_terminal();
+    let terminal = !json && std::io::stdout().is_terminal();
     let mut previous: Option<(Instant, CampaignCounters)> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -223,21 +226,12 @@ pub async fn watch(id: &str, remote: &Remote) -> anyhow::Result<ExitCode> {
             _ => Vec::new(),
         };
         let bog: u64 = nodes.iter().map(|n| u64::from(n.load.bog_queued)).sum();
-        let throttled = match client.request(&OperatorRequest::Sites).await? {
+        let throttled: Vec<SiteView> = match client.request(&OperatorRequest::Sites).await? {
             OperatorResponse::Sites(sites) => sites
-                .iter()
+                .into_iter()
                 .filter(|s| s.learnt_milli.is_some() || s.learnt_connections.is_some())
-                .map(|s| {
-                    format!(
-                        "  [{} learnt {} of {}, {} conns]",
-                        s.site,
-                        per_second(s.learnt_milli),
-                        per_second(s.configured_milli),
-                        s.connections
-                    )
-                })
-                .collect::<String>(),
-            _ => String::new(),
+                .collect(),
+            _ => Vec::new(),
         };
         let (rate, attempt_rate) = match &previous {
             Some((at, p)) => {
@@ -249,16 +243,32 @@ pub async fn watch(id: &str, remote: &Remote) -> anyhow::Result<ExitCode> {
             }
             None => (0.0, 0.0),
         };
-        let line = format!(
-            "{} {:<9} queued {:>8}  in-flight {:>6}  delivered {:>8}  deferred {:>6}  failed {:>6}  bog {:>5}  {:>7.0} delivered/s  {:>7.0} attempts/s",
-            c.id, c.state.as_str(), c.queued, c.in_flight, c.delivered, c.deferred, c.failed, bog, rate, attempt_rate
-        ) + &throttled;
-        if terminal {
-            print!("\r{line}\x1b[K");
-            use std::io::Write;
-            let _ = std::io::stdout().flush();
+        if json {
+            println!("{}", watch_json(&c, rate, attempt_rate, bog, &throttled)?);
         } else {
-            println!("{line}");
+            let sites: String = throttled
+                .iter()
+                .map(|s| {
+                    format!(
+                        "  [{} learnt {} of {}, {} conns]",
+                        s.site,
+                        per_second(s.learnt_milli),
+                        per_second(s.configured_milli),
+                        s.connections
+                    )
+                })
+                .collect();
+            let line = format!(
+                "{} {:<9} queued {:>8}  in-flight {:>6}  delivered {:>8}  deferred {:>6}  failed {:>6}  bog {:>5}  {:>7.0} delivered/s  {:>7.0} attempts/s",
+                c.id, c.state.as_str(), c.queued, c.in_flight, c.delivered, c.deferred, c.failed, bog, rate, attempt_rate
+            ) + &sites;
+            if terminal {
+                print!("\r{line}\x1b[K");
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+            } else {
+                println!("{line}");
+            }
         }
         if c.finished {
             if terminal {
@@ -270,6 +280,35 @@ pub async fn watch(id: &str, remote: &Remote) -> anyhow::Result<ExitCode> {
     }
     client.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One `campaign watch --json` line: the counters, as `campaign status --json` prints them,
+/// plus `delivered_per_second` and `attempts_per_second` (since the previous line; 0 on the
+/// first), `bog_queued` (messages waiting in bogged sites, farm-wide) and `throttled_sites`
+/// (the sites with a learnt rate or connection count, as `farm sites --json` shows them).
+fn watch_json(
+    counters: &CampaignCounters,
+    delivered_per_second: f64,
+    attempts_per_second: f64,
+    bog_queued: u64,
+    throttled: &[SiteView],
+) -> anyhow::Result<serde_json::Value> {
+    let mut value = serde_json::to_value(counters)?;
+    let object = value
+        .as_object_mut()
+        .context("campaign counters are not a JSON object")?;
+    let round = |x: f64| (x * 10.0).round() / 10.0;
+    object.insert(
+        "delivered_per_second".into(),
+        serde_json::json!(round(delivered_per_second)),
+    );
+    object.insert(
+        "attempts_per_second".into(),
+        serde_json::json!(round(attempts_per_second)),
+    );
+    object.insert("bog_queued".into(), serde_json::json!(bog_queued));
+    object.insert("throttled_sites".into(), serde_json::to_value(throttled)?);
+    Ok(value)
 }
 
 fn print_status_line(c: &CampaignCounters) {

@@ -10,11 +10,25 @@ use mailfarm_coordinator::{Coordinator, CoordinatorConfig};
 use mailfarm_protocol::{NodeRole, OperatorRequest};
 use mailfarm_smurf::{run_smurf, SmurfConfig};
 
+/// `mailfarm --version`: the version, then which library makes this build's RSA DKIM
+/// signatures (an operator checking a release build should not have to guess).
+const LONG_VERSION: &str = if cfg!(feature = "openssl-dkim") {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        "\nDKIM RSA signatures: OpenSSL (built with the openssl-dkim feature)"
+    )
+} else {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        "\nDKIM RSA signatures: ring (build with --features openssl-dkim for OpenSSL's, about twice as fast)"
+    )
+};
+
 /// mailfarm: a bulk mail engine. A coordinator ships each campaign's template once to a farm of
 /// sender nodes ("smurfs") and then streams only per-recipient data to them over mutually
 /// authenticated QUIC; every smurf renders and sends each message itself.
 #[derive(Parser, Debug)]
-#[command(name = "mailfarm", version, propagate_version = true)]
+#[command(name = "mailfarm", version, long_version = LONG_VERSION, propagate_version = true)]
 #[command(
     after_help = "First run: mailfarm campaign launch examples/newsletter --local 2 --capture outbox\n\
     (an embedded farm of 2 smurfs; messages land as .eml files in ./outbox)"

@@ -1,5 +1,5 @@
 //! `mailfarm man --out DIR` writes one man page per command and subcommand, generated from
-//! the clap definition.
+//! the clap definition; the same definition's `--version` says which library signs RSA DKIM.
 
 use mailfarm_testkit::mailfarm;
 
@@ -46,4 +46,21 @@ fn every_subcommand_has_a_man_page() {
         "--json says what it prints"
     );
     assert!(!out.join("mailfarm-help.1").exists(), "no page for `help`");
+}
+
+#[test]
+fn long_version_names_the_rsa_dkim_signer() {
+    let out = mailfarm().arg("--version").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with(&format!("mailfarm {}\n", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    // The tests build without the openssl-dkim feature: ring signs, and the line says how to
+    // get OpenSSL instead.
+    assert!(
+        text.contains("DKIM RSA signatures: ring (build with --features openssl-dkim"),
+        "{text}"
+    );
 }

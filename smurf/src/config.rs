@@ -345,7 +345,14 @@ impl SmurfConfig {
         }
         if !self.dkim.is_empty() {
             match DkimSigner::load(&self.dkim) {
-                Ok(signer) => delivery.dkim = Some(Arc::new(signer)),
+                Ok(signer) => {
+                    tracing::info!(
+                        keys = self.dkim.len(),
+                        rsa_signer = crate::outbound::dkim::RSA_SIGNER,
+                        "DKIM keys loaded"
+                    );
+                    delivery.dkim = Some(Arc::new(signer));
+                }
                 Err(e) => problems.push(format!("dkim: {e}")),
             }
         }

@@ -1,7 +1,8 @@
 //! Group commit of results frames. Every smurf link hands its results frames to one committer
 //! thread instead of committing each frame itself: while a transaction is being committed
-//! (and fsynced), the frames that arrive from every link queue up, and the next transaction
-//! takes them all, so many frames share one fsync. A link acknowledges a frame
+//! (and fsynced), and for the rest of [`MIN_COMMIT_SPACING`] after it started, the frames
+//! that arrive from every link queue up, and the next transaction takes them all, so many
+//! frames share one fsync. A link acknowledges a frame
 //! (`ResultsCommitted`) only when the transaction holding it is durable, and in the order it
 //! sent the frames, so the smurf's "oldest unacknowledged first" bookkeeping still holds.
 //!

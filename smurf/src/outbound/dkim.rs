@@ -21,7 +21,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use mail_auth::common::crypto::{DkimKey, Ed25519Key, RsaKey, Sha256, SigningKey};
+use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256, SigningKey};
 
 use super::dkim_key::SignerKey;
 pub use super::dkim_key::RSA_SIGNER;
@@ -364,20 +364,12 @@ fn read_key(path: &Path, algorithm: DkimAlgorithm) -> Result<SignerKey, String> 
         (DkimAlgorithm::RsaSha256, der @ (PrivateKeyDer::Pkcs1(_) | PrivateKeyDer::Pkcs8(_))) => {
             let checked = RsaKey::<Sha256>::from_key_der(der.clone_key())
                 .map_err(|err| format!("not a usable RSA key (2048-8192 bits): {err}"))?;
-            #[cfg(feature = "openssl-dkim")]
-            {
-                drop(checked);
-                SignerKey::openssl_rsa(&der)
-            }
-            #[cfg(not(feature = "openssl-dkim"))]
-            {
-                Ok(SignerKey::Ring(Box::new(DkimKey::Rsa(checked))))
-            }
+            SignerKey::rsa(checked, &der)
         }
         (DkimAlgorithm::Ed25519Sha256, PrivateKeyDer::Pkcs8(der)) => {
             // "maybe unchecked" also takes PKCS#8 v1 (no public key), as `openssl genpkey` writes.
             Ed25519Key::from_pkcs8_maybe_unchecked_der(der.secret_pkcs8_der())
-                .map(|key| SignerKey::Ring(Box::new(DkimKey::Ed25519(key))))
+                .map(SignerKey::ed25519)
                 .map_err(|err| format!("not a usable Ed25519 PKCS#8 key: {err}"))
         }
         (DkimAlgorithm::RsaSha256, _) => {

@@ -8,9 +8,8 @@
 //! `docs/performance.md`), and with RSA that signature is most of a signed message's CPU. The feature needs the system's
 //! OpenSSL to build (`libssl-dev`, `pkg-config`), which is why it is not on by default.
 
-use mail_auth::common::crypto::{Algorithm, DkimKey, Sha256, SigningKey};
+use mail_auth::common::crypto::{Algorithm, DkimKey, Ed25519Key, RsaKey, Sha256, SigningKey};
 use mail_auth::common::headers::Writable;
-#[cfg(feature = "openssl-dkim")]
 use rustls_pki_types::PrivateKeyDer;
 
 /// Which library makes RSA signatures in this build: `"openssl"` or `"ring"`.
@@ -30,21 +29,35 @@ pub(super) enum SignerKey {
 }
 
 impl SignerKey {
-    /// The OpenSSL signer of an RSA key that mail-auth has already accepted; `der` is the
-    /// key's DER.
-    #[cfg(feature = "openssl-dkim")]
-    pub(super) fn openssl_rsa(der: &PrivateKeyDer<'_>) -> Result<Self, String> {
-        use openssl::pkey::PKey;
-        use openssl::rsa::Rsa;
-        let pkey = match der {
-            PrivateKeyDer::Pkcs1(der) => {
-                Rsa::private_key_from_der(der.secret_pkcs1_der()).and_then(PKey::from_rsa)
+    /// The signer of an RSA key that mail-auth has already read and accepted (`checked`);
+    /// `der` is the same key's DER. ring signs with `checked`; with `openssl-dkim`, OpenSSL
+    /// loads `der` and signs instead.
+    pub(super) fn rsa(checked: RsaKey<Sha256>, der: &PrivateKeyDer<'_>) -> Result<Self, String> {
+        #[cfg(feature = "openssl-dkim")]
+        {
+            use openssl::pkey::PKey;
+            use openssl::rsa::Rsa;
+            drop(checked);
+            let pkey = match der {
+                PrivateKeyDer::Pkcs1(der) => {
+                    Rsa::private_key_from_der(der.secret_pkcs1_der()).and_then(PKey::from_rsa)
+                }
+                PrivateKeyDer::Pkcs8(der) => PKey::private_key_from_pkcs8(der.secret_pkcs8_der()),
+                _ => return Err("RSA key must be PKCS#8 or PKCS#1 (RSA PRIVATE KEY)".to_string()),
             }
-            PrivateKeyDer::Pkcs8(der) => PKey::private_key_from_pkcs8(der.secret_pkcs8_der()),
-            _ => return Err("RSA key must be PKCS#8 or PKCS#1 (RSA PRIVATE KEY)".to_string()),
+            .map_err(|err| format!("OpenSSL cannot load this RSA key: {err}"))?;
+            Ok(Self::OpensslRsa(pkey))
         }
-        .map_err(|err| format!("OpenSSL cannot load this RSA key: {err}"))?;
-        Ok(Self::OpensslRsa(pkey))
+        #[cfg(not(feature = "openssl-dkim"))]
+        {
+            let _ = der;
+            Ok(Self::Ring(Box::new(DkimKey::Rsa(checked))))
+        }
+    }
+
+    /// The signer of an Ed25519 key (ring, in every build).
+    pub(super) fn ed25519(key: Ed25519Key) -> Self {
+        Self::Ring(Box::new(DkimKey::Ed25519(key)))
     }
 }
 

@@ -6,7 +6,7 @@
 //! instead of reporting errors, so the bench keeps this one.
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -66,7 +66,7 @@ impl PrivatePostfix {
         if !status.success() {
             bail!("chown postfix: {status} (the Postfix side needs root and the postfix user)");
         }
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = crate::procs::free_loopback_port()?;
         let text = dir.to_str().context("non-UTF-8 temporary path")?;
         fs::write(
             dir.join("etc/main.cf"),

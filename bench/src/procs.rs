@@ -461,6 +461,14 @@ impl TreeWatch {
     }
 }
 
+/// A 127.0.0.1 port that is free now, for a daemon the bench starts to listen on.
+pub fn free_loopback_port() -> anyhow::Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .context("finding a free loopback port")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 //! each phase can be checked against the number of messages the sink itself accepted. Started
 //! and measured by the benches' one runner, `crate::procs`.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -29,10 +29,7 @@ impl SmtpSink {
     /// Starts `program` on a free 127.0.0.1 port, accepting `max_sessions` concurrent sessions,
     /// announcing PIPELINING (the default) and writing nothing to disk; waits until it listens.
     pub fn start(program: &Path, max_sessions: usize) -> anyhow::Result<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .context("finding a free loopback port")?
-            .port();
+        let port = crate::procs::free_loopback_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut sink = Self::spawn(&[], program, addr, max_sessions, None)?;
         sink.wait_listening()?;

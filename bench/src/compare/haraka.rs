@@ -16,7 +16,7 @@
 //! Latency comes from Haraka's log at its default level: `delay=` of each `delivered` line is
 //! the time from queueing (end of DATA) to the sink's 250.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -181,10 +181,7 @@ impl HarakaRelay {
         let dir = tmp.join("haraka");
         procs::run_ok(Command::new(program).arg("-i").arg(&dir))
             .context("creating the Haraka instance (haraka -i)")?;
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .context("finding a free loopback port")?
-            .port();
+        let port = crate::procs::free_loopback_port()?;
         let shape = Shape {
             listen: ([127, 0, 0, 1], port).into(),
             sink,

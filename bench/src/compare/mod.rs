@@ -128,6 +128,8 @@ pub fn compare(o: &Compare) -> anyhow::Result<CompareReport> {
         let (side, coord) = ctx.processes(SideKey::Mailfarm, None, f.recipients, &mut problems)?;
         coordination = coord;
         sides_out.push(side);
+    }
+    if o.runs("embedded") {
         eprintln!("3b. mailfarm: embedded farm, durable ...");
         sides_out.push(ctx.embedded(&mut problems)?);
     }

@@ -151,15 +151,22 @@ fn done(c: &CampaignCounters) -> u64 {
     c.delivered + c.deferred + c.failed
 }
 
-/// One event: the campaign's counters (as `campaign status --json` shows them) with
-/// `"event": kind` and the `extra` fields (an object).
-fn event(kind: &str, c: &CampaignCounters, extra: Value) -> anyhow::Result<Value> {
-    let mut event = serde_json::to_value(c)?;
-    if let (Some(object), Value::Object(extra)) = (event.as_object_mut(), extra) {
-        object.insert("event".into(), json!(kind));
+/// A campaign's counters as `campaign status --json` shows them, with the `extra` fields (an
+/// object) added: the one shape of every JSON line `campaign launch` and `campaign watch` print.
+pub fn counters_json(c: &CampaignCounters, extra: Value) -> anyhow::Result<Value> {
+    let mut value = serde_json::to_value(c)?;
+    if let (Some(object), Value::Object(extra)) = (value.as_object_mut(), extra) {
         object.extend(extra);
     }
-    Ok(event)
+    Ok(value)
+}
+
+/// One event: [`counters_json`] with `"event": kind` and the `extra` fields.
+fn event(kind: &str, c: &CampaignCounters, mut extra: Value) -> anyhow::Result<Value> {
+    if let Value::Object(object) = &mut extra {
+        object.insert("event".into(), json!(kind));
+    }
+    counters_json(c, extra)
 }
 
 /// Prints one [`event`] as one line of JSON on stdout.

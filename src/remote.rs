@@ -293,22 +293,16 @@ fn watch_json(
     bog_queued: u64,
     throttled: &[SiteView],
 ) -> anyhow::Result<serde_json::Value> {
-    let mut value = serde_json::to_value(counters)?;
-    let object = value
-        .as_object_mut()
-        .context("campaign counters are not a JSON object")?;
     let round = |x: f64| (x * 10.0).round() / 10.0;
-    object.insert(
-        "delivered_per_second".into(),
-        serde_json::json!(round(delivered_per_second)),
-    );
-    object.insert(
-        "attempts_per_second".into(),
-        serde_json::json!(round(attempts_per_second)),
-    );
-    object.insert("bog_queued".into(), serde_json::json!(bog_queued));
-    object.insert("throttled_sites".into(), serde_json::to_value(throttled)?);
-    Ok(value)
+    crate::progress::counters_json(
+        counters,
+        serde_json::json!({
+            "delivered_per_second": round(delivered_per_second),
+            "attempts_per_second": round(attempts_per_second),
+            "bog_queued": bog_queued,
+            "throttled_sites": throttled,
+        }),
+    )
 }
 
 fn print_status_line(c: &CampaignCounters) {
